@@ -1,0 +1,146 @@
+"""What every family builder shares: the attention argument, the input, the FA chain, the head."""
+
+import dataclasses
+
+import keras
+
+from keras_attn_zoo.layers import FocusAssociation, SqueezeExcite
+
+ATTENTIONS = {
+    None: (False, False),
+    "se": (True, False),
+    "fa": (False, True),
+    "fa_se": (True, True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Attention:
+    """Where a family places attention: SE inside each block, FA between blocks (or both)."""
+
+    se: bool
+    fa: bool
+    se_ratio: int
+    fa_ratios: tuple
+
+    def squeeze_excite(self, x, name):
+        """SE on ``x`` when enabled, else ``x`` unchanged."""
+        return SqueezeExcite(self.se_ratio, name=name)(x) if self.se else x
+
+    def chain(self):
+        """A new FA chain: the blocks of a stage, or the stages of a network."""
+        return FAChain(self.fa, *self.fa_ratios)
+
+
+def parse_attention(attention, se_ratio, fa_ratios=(4, 4)):
+    """Validate the ``attention`` argument of a family builder."""
+    if attention not in ATTENTIONS:
+        allowed = ", ".join(repr(a) for a in ATTENTIONS)
+        raise ValueError(f"attention must be one of {allowed}; got {attention!r}.")
+    se, fa = ATTENTIONS[attention]
+    fa_ratios = tuple(fa_ratios)
+    if len(fa_ratios) != 2:
+        raise ValueError(f"fa_ratios must be (r1, r2), got {fa_ratios!r}.")
+    return Attention(se=se, fa=fa, se_ratio=se_ratio, fa_ratios=fa_ratios)
+
+
+class FAChain:
+    """The FA modules along one chain of blocks (FANet Fig. 1 and Fig. 4).
+
+    The first block of a chain is the benchmark block and is not recalibrated; block 1 gets
+    focus only; block i >= 2 also gets association over the i - 1 earlier gates.
+    """
+
+    def __init__(self, enabled, focus_ratio=4, association_ratio=4):
+        self.enabled = enabled
+        self.focus_ratio = focus_ratio
+        self.association_ratio = association_ratio
+        self.position = 0
+        self.gates = []
+
+    def __call__(self, x, u, name):
+        """Recalibrate block output ``u`` given its input ``x``; returns the next block's input."""
+        position = self.position
+        self.position += 1
+        if not self.enabled or position == 0:
+            return u
+        out, k = FocusAssociation(self.focus_ratio, self.association_ratio, name=name)(
+            [x, u, *self.gates]
+        )
+        self.gates.append(k)
+        return out
+
+
+def model_input(input_shape, input_tensor, default_shape, min_size, family):
+    """The model's input, after checking ``input_shape`` against what the family accepts."""
+    if input_tensor is not None:
+        if input_shape is not None:
+            raise ValueError("Pass either input_shape or input_tensor, not both.")
+        return input_tensor
+    shape = tuple(default_shape if input_shape is None else input_shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"{family} takes input_shape=(height, width, channels) (channels last); got {shape!r}."
+        )
+    height, width, channels = shape
+    if not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"{family}: the channel count must be a positive integer, got {channels!r}.")
+    for side in (height, width):
+        if side is None:
+            continue
+        if not isinstance(side, int) or side < min_size:
+            raise ValueError(
+                f"{family} needs height and width of at least {min_size} pixels "
+                f"(or None for a variable size); got input_shape={shape!r}."
+            )
+    return keras.Input(shape=shape, name="input")
+
+
+def check_classes(classes, include_top):
+    if include_top and (not isinstance(classes, int) or isinstance(classes, bool) or classes < 1):
+        raise ValueError(f"classes must be a positive integer, got {classes!r}.")
+
+
+def check_pooling(pooling):
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
+
+
+def head(x, include_top, pooling, classes, classifier_activation, top_pool="avg"):
+    """``keras.applications``-style end of a network: classifier or pooled / raw features.
+
+    With ``include_top`` the features are pooled (``head_pool``, global average unless the
+    family's paper says max) and classified by the Dense layer ``predictions``.
+    """
+    check_pooling(pooling)
+    if include_top:
+        pool = keras.layers.GlobalMaxPooling2D if top_pool == "max" else keras.layers.GlobalAveragePooling2D
+        x = pool(name="head_pool")(x)
+        return keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="head_pool")(x)
+    return x
+
+
+def conv_bn(x, filters, kernel_size, name, strides=1, padding="same", groups=1, relu=True, epsilon=1e-3):
+    """Conv (no bias) -> BN -> optional ReLU, named ``{name}_conv``, ``{name}_bn``, ``{name}_relu``."""
+    x = keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding=padding, groups=groups,
+        use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv",
+    )(x)
+    x = keras.layers.BatchNormalization(epsilon=epsilon, name=f"{name}_bn")(x)
+    if relu:
+        x = keras.layers.ReLU(name=f"{name}_relu")(x)
+    return x
+
+
+def finish(inputs, outputs, name, weights):
+    """Build the functional model and load a local weights file if one is given."""
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        from keras_attn_zoo.weights import load_weights_file
+
+        load_weights_file(model, weights)
+    return model

@@ -1,0 +1,69 @@
+"""Write the README's model table from the registry (the one source of those facts).
+
+    python scripts/make_docs.py          # rewrite the table in README.md
+    python scripts/make_docs.py --check  # exit 1 if README.md is out of date
+
+Our parameter counts are computed by building every model (about two minutes on 2 cores).
+"""
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- models:start -->", "<!-- models:end -->"
+
+
+def model_table(counts):
+    """Markdown table of every registered model; ``counts`` maps name -> our trainable params."""
+    from keras_attn_zoo import get_spec, list_models
+    from keras_attn_zoo.weights import published_tags
+
+    lines = [
+        "| name | architecture | our params (default) | paper: table, data set, params, top-1 error | weights |",
+        "| --- | --- | ---: | --- | --- |",
+    ]
+    for name in list_models():
+        spec = get_spec(name)
+        rows = "; ".join(
+            f"{r.table}, {r.dataset}, {r.params_m}M, {r.top1_error}%" for r in spec.results
+        ) or "-"
+        weights = ", ".join(published_tags(name)) or "-"
+        lines.append(f"| `{name}` | {spec.description} | {counts[name]:,} | {rows} | {weights} |")
+    return "\n".join(lines)
+
+
+def readme_counts(text):
+    """The parameter counts the README's table states, by name."""
+    return {m[1]: int(m[2].replace(",", "")) for m in re.finditer(r"^\| `(\w+)` \| [^|]+ \| ([\d,]+) \|", text, re.M)}
+
+
+def render(text, counts):
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{model_table(counts)}\n{END}{tail}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    from keras_attn_zoo import count_trainable, get_spec, list_models
+
+    counts = {name: count_trainable(get_spec(name).build(name=name)) for name in list_models()}
+    text = README.read_text()
+    new = render(text, counts)
+    if args.check:
+        print("README.md is up to date" if new == text else "README.md is out of date")
+        return 0 if new == text else 1
+    README.write_text(new)
+    print(f"wrote the table of {len(counts)} models to {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="run the slow, full-size tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    backend = keras.backend.backend()
+    skip_slow = pytest.mark.skip(reason="slow: pass --run-slow")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--run-slow"):
+            item.add_marker(skip_slow)
+        if backend != "tensorflow" and "multibackend" not in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=f"TensorFlow-backend test; backend is {backend}"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session():
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    yield

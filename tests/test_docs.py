@@ -1,0 +1,22 @@
+"""The README's model table is generated from the registry; its counts are checked against
+real builds in test_models.py (every name), so nothing here builds a model."""
+
+from pathlib import Path
+
+from helpers import make_docs, readme_counts
+from keras_attn_zoo import list_models
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_table_is_generated_from_the_registry():
+    counts = readme_counts()
+    assert sorted(counts) == list_models()
+    assert make_docs().render(README, counts) == README, "run: python scripts/make_docs.py"
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
+    commands = [line for line in README.split("\n") if line.startswith("pip install")]
+    assert len(commands) >= 2 and "pytest" in commands[1]
+    assert commands[1] in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,62 @@
+"""Every registered model builds, classifies and exposes the layer names its metadata promises."""
+
+import re
+
+import numpy as np
+import pytest
+
+from helpers import readme_counts, sample_images
+from keras_attn_zoo import count_trainable, get_spec, list_models
+from keras_attn_zoo.explain import fa_gates, fa_layers
+from keras_attn_zoo.layers import SqueezeExcite
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_pass_and_named_layers(name):
+    spec = get_spec(name)
+    model = spec.build(name=name)
+    probs = model.predict(sample_images(2, spec.input_shape), verbose=0)
+    assert probs.shape == (2, spec.num_classes)
+    assert np.all(np.isfinite(probs)) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert count_trainable(model) == readme_counts()[name]  # the README states real counts
+
+    names = {layer.name for layer in model.layers}
+    assert {spec.classifier, spec.gradcam_layer, "head_pool"} <= names
+    assert len(names) == len(model.layers)  # flat graph, unique names
+    attention = spec.kwargs["attention"]
+    has_se = any(isinstance(layer, SqueezeExcite) for layer in model.layers)
+    assert has_se == (attention in ("se", "fa_se"))
+    fa = [layer.name for layer in fa_layers(model)]
+    assert bool(fa) == (attention in ("fa", "fa_se"))
+    assert all(re.fullmatch(r"stage\d+(_block\d+)?_fa", n) for n in fa)
+
+
+def test_fa_deployment_follows_fig_4():
+    """FA-ResNet-20: blocks 2-3 of every stage, plus stages 2-3 as blocks; block 1 and stage 1
+    are the benchmarks. The gates of a batch come from the same model (no copy)."""
+    model = get_spec("fa_resnet20").build()
+    gates = fa_gates(model, sample_images(3))
+    assert sorted(gates) == sorted(
+        [f"stage{s}_block{b}_fa" for s in (1, 2, 3) for b in (2, 3)] + ["stage2_fa", "stage3_fa"]
+    )
+    for k in gates.values():
+        assert k.shape == (3,) and np.all((k > 0) & (k < 1))
+    # stage-level association: stage3 sees [k_stage2, k'_stage3]
+    assert tuple(model.get_layer("stage3_fa").association_expand.kernel.shape) == (2, 8)
+    # the stage-level X is the first block's projection shortcut: 32 channels for stage 2
+    assert tuple(model.get_layer("stage2_fa").focus_reduce.kernel.shape) == (32, 8)
+    assert model.get_layer("stage2_fa").projection is None
+
+
+def test_fa_se_keeps_se_inside_and_fa_around_the_block():
+    model = get_spec("fa_se_resnet20").build()
+    order = [layer.name for layer in model.layers]
+    assert order.index("stage2_block2_se") < order.index("stage2_block2_add") < order.index("stage2_block2_fa")
+
+
+def test_vgg_fa_projects_each_block_input():
+    model = get_spec("fa_vgg19_bn").build()
+    for s, (c_in, c_out) in zip((2, 3, 4, 5), ((64, 128), (128, 256), (256, 512), (512, 512))):
+        fa = model.get_layer(f"stage{s}_fa")
+        assert tuple(fa.projection.kernel.shape) == (1, 1, c_in, c_out)
+        assert fa.projection.strides == (2, 2)

@@ -1,0 +1,88 @@
+"""The registry, ``load()`` and its errors."""
+
+import numpy as np
+import pytest
+
+import keras_attn_zoo as zoo
+
+EXPECTED = sorted(
+    [f"{p}resnet{d}" for p in ("", "se_", "fa_", "fa_se_") for d in (20, 32, 44, 56, 110)]
+    + [f"{p}vgg19_bn" for p in ("", "se_", "fa_", "fa_se_")]
+    + [f"{p}resnext29_8x{w}d" for p in ("", "se_", "fa_", "fa_se_") for w in (16, 64)]
+    + [f"{p}inception_v4_small" for p in ("", "se_", "fa_", "fa_se_")]
+)
+
+
+def test_list_models_has_every_name_and_wildcards():
+    assert zoo.list_models() == EXPECTED
+    assert zoo.list_models("fa_resnet*") == ["fa_resnet110", "fa_resnet20", "fa_resnet32", "fa_resnet44", "fa_resnet56"]
+    assert all(n.startswith("se_") for n in zoo.list_models("se_*"))
+    assert zoo.list_models("nothing*") == []
+    assert zoo.list_models(pretrained=True) == []  # no weights published yet
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(ValueError, match="Did you mean: fa_resnet56"):
+        zoo.load("fa_resnet65")
+    with pytest.raises(ValueError, match="Unknown model name 'xyz'"):
+        zoo.get_spec("xyz")
+    assert zoo.get_spec("FA-ResNet20").name == "fa_resnet20"
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"num_classes": 0}, "num_classes must be a positive integer"),
+        ({"num_classes": -3}, "num_classes must be a positive integer"),
+        ({"input_shape": (4, 4, 3)}, "at least 8 pixels"),
+        ({"input_shape": (32, 32)}, r"input_shape=\(height, width, channels\)"),
+        ({"input_shape": (32, 32, 0)}, "channel count"),
+        ({"depth": 56}, "fixes"),
+        ({"classes": 5}, "num_classes="),
+        ({"pooling": "median", "include_top": False}, "pooling must be"),
+        ({"weights": "cifar10"}, "No published weights 'cifar10'.*none yet"),
+        ({"weights": "missing.weights.h5"}, "not found"),
+    ],
+)
+def test_bad_arguments_say_what_is_allowed(kwargs, match):
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        zoo.load("fa_resnet20", **kwargs)
+
+
+def test_vgg_and_inception_input_limits():
+    with pytest.raises(ValueError, match="at least 32 pixels"):
+        zoo.load("vgg19_bn", input_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match="fixed input height"):
+        zoo.load("inception_v4_small", input_shape=(None, None, 3))
+
+
+def test_builder_rejects_unknown_attention():
+    from keras_attn_zoo.models import resnet_cifar
+
+    with pytest.raises(ValueError, match="attention must be one of"):
+        resnet_cifar(20, attention="cbam")
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        resnet_cifar(21)
+
+
+def test_model_info_has_paper_and_counts():
+    info = zoo.model_info("fa_resnet56")
+    assert info["params"] == 892_134
+    assert "Focus-and-Association" in info["paper"]
+    tables = {r["table"]: r for r in info["paper_results"]}
+    assert tables["I"]["top1_error"] == 5.86 and tables["I"]["params_m"] == 0.892
+    assert tables["II"]["num_classes"] == 100 and tables["III"]["input_shape"] == (64, 64, 3)
+    assert info["gradcam_layer"] == "stage3_block9_out" and info["weights"] == []
+
+
+def test_load_settings_for_the_papers_data_sets():
+    tiny = zoo.load("fa_resnet56", num_classes=200, input_shape=(64, 64, 3))
+    assert tiny.get_layer("stem_conv").strides == (2, 2)  # Tiny ImageNet: stride-2 first conv
+    assert tiny.output_shape == (None, 200)
+    imagenet5 = zoo.load("fa_se_resnet56", num_classes=5, input_shape=(224, 224, 3))
+    assert imagenet5.output_shape == (None, 5)
+    features = zoo.load("se_resnet20", include_top=False, pooling="avg")
+    assert features.output_shape == (None, 64)
+    logits = zoo.load("resnet20", classifier_activation=None)
+    out = logits.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0)
+    assert not np.isclose(out.sum(), 1.0) or out.std() > 0  # raw logits, not a softmax

@@ -1,0 +1,84 @@
+"""Saved-and-reloaded models give identical outputs; weight files load strictly."""
+
+import numpy as np
+import pytest
+
+import keras
+
+import keras_attn_zoo as zoo
+from helpers import run_model_saving_test, sample_images
+
+
+@pytest.mark.multibackend
+@pytest.mark.parametrize("name", ["resnet20", "se_resnet20", "fa_resnet20", "fa_se_resnet20"])
+def test_round_trips_are_exact(name, tmp_path):
+    model = zoo.load(name)
+    run_model_saving_test(model, tmp_path, sample_images(2))
+
+
+@pytest.mark.multibackend
+def test_load_with_a_weights_file(tmp_path):
+    x = sample_images(2)
+    model = zoo.load("fa_vgg19_bn")
+    path = tmp_path / "fa_vgg19_bn.weights.h5"
+    model.save_weights(path)
+    again = zoo.load("fa_vgg19_bn", weights=str(path))
+    np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_wrong_or_damaged_weights_fail_loudly(tmp_path):
+    path = tmp_path / "fa_resnet20.weights.h5"
+    zoo.load("fa_resnet20").save_weights(path)
+    with pytest.raises(ValueError, match="Could not load"):
+        zoo.load("fa_resnet20", weights=str(path), num_classes=5)  # classifier shape differs
+    with pytest.raises(ValueError, match="Could not load"):
+        zoo.load("se_resnet20", weights=str(path))  # different architecture
+    truncated = tmp_path / "truncated.weights.h5"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="Could not load"):
+        zoo.load("fa_resnet20", weights=str(truncated))
+    wrong_kind = tmp_path / "model.h5x"
+    wrong_kind.write_bytes(path.read_bytes())
+    with pytest.raises(ValueError, match="'.weights.h5'"):
+        zoo.load("fa_resnet20", weights=str(wrong_kind))
+
+
+def test_a_failed_load_leaves_the_model_as_it_was(tmp_path):
+    from keras_attn_zoo.weights import load_weights_file
+
+    path = tmp_path / "se.weights.h5"
+    zoo.load("se_resnet20").save_weights(path)
+    model = zoo.load("fa_resnet20")
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="Could not load"):
+        load_weights_file(model, path)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_manifest_rows_are_verified(tmp_path, monkeypatch):
+    from keras_attn_zoo import weights
+
+    model = zoo.load("fa_resnet20")
+    model.save_weights(tmp_path / "fa_resnet20_cifar10.weights.h5")
+    good = weights.sha256(tmp_path / "fa_resnet20_cifar10.weights.h5")
+    manifest = tmp_path / "manifest.json"
+    monkeypatch.setattr(weights, "MANIFEST", manifest)
+    row = {"model": "fa_resnet20", "tag": "cifar10", "file": "fa_resnet20_cifar10.weights.h5"}
+    manifest.write_text('{"weights": [%s]}' % str({**row, "sha256": good}).replace("'", '"'))
+    assert zoo.list_models(pretrained=True) == ["fa_resnet20"]
+    x = sample_images(2)
+    loaded = zoo.load("fa_resnet20", weights="cifar10")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    manifest.write_text('{"weights": [%s]}' % str({**row, "sha256": "0" * 64}).replace("'", '"'))
+    with pytest.raises(ValueError, match="damaged"):
+        zoo.load("fa_resnet20", weights="cifar10")
+
+
+def test_layer_names_and_order_are_the_weight_format():
+    """Weight files are matched by layer order and class; names are what Grad-CAM and
+    converters use. Both must stay stable for a given architecture."""
+    a, b = zoo.load("fa_se_resnet32"), zoo.load("fa_se_resnet32")
+    assert [l.name for l in a.layers] == [l.name for l in b.layers]
+    assert [type(l).__name__ for l in a.layers] == [type(l).__name__ for l in b.layers]
+    assert keras.saving.get_registered_name(zoo.FocusAssociation) == "keras_attn_zoo>FocusAssociation"
