@@ -12,10 +12,16 @@ import functools
 import math
 import types
 
-from keras_attn_zoo.models import inception_v4, resnet_cifar, resnext_cifar, vgg_bn
+from keras_attn_zoo.models import (
+    densenet_bc, inception_v4, resnet, resnet_cifar, resnet_multitask_abn, resnext_cifar, vgg_bn,
+    wide_resnet,
+)
+from keras_attn_zoo.models.vgg import VGG16_STAGES
 
 PAPERS = {
     "fanet": 'Liu et al., "A Novel Block-wise Attention Method: Focus-and-Association Networks" (FANet)',
+    "abn": 'Fukui et al., "Attention Branch Network: Learning of Attention Mechanism for Visual '
+    'Explanation" (CVPR 2019)',
 }
 
 DATASETS = {
@@ -24,6 +30,8 @@ DATASETS = {
     "cifar100": (100, (32, 32, 3), "CIFAR-100"),
     "tiny_imagenet": (200, (64, 64, 3), "Tiny ImageNet (200 classes, 64x64)"),
     "imagenet5": (5, (224, 224, 3), "ImageNet-5 (FANet's 5-class ImageNet subset, 224x224)"),
+    "imagenet": (1000, (224, 224, 3), "ImageNet (ILSVRC 2012)"),
+    "celeba": (40, (224, 224, 3), "CelebA (40 binary attributes)"),
 }
 
 
@@ -31,7 +39,8 @@ DATASETS = {
 class PaperResult:
     """One row of a paper's table: what the paper reports for a model on a data set.
 
-    ``params_m`` is the parameter count as printed (millions, rounded); ``kwargs`` are extra
+    ``params_m`` is the parameter count as printed (millions, rounded), or None where the paper
+    prints none; ``kwargs`` are extra
     builder arguments that the row needs beyond the data set's classes and input shape;
     ``exact`` says whether our count rounds to the printed one (else ``note`` says by how much).
     """
@@ -40,7 +49,7 @@ class PaperResult:
     table: str
     dataset: str
     top1_error: float
-    params_m: float
+    params_m: float | None
     kwargs: types.MappingProxyType = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({})
     )
@@ -73,9 +82,18 @@ class ModelSpec:
     notes: str = ""
     classifier: str = "predictions"
     gradcam_layer: str = ""
+    # exact trainable counts of the reference implementation (the authors' code; torchvision for
+    # the ImageNet baselines) by number of classes, and
+    # how far ours differ on purpose (explained in ``notes``)
+    official_params: types.MappingProxyType = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+    official_params_delta: int = 0
 
     def build(self, **overrides):
-        return self.builder(**{**self.kwargs, **overrides})
+        """Call the builder with this entry's classes, input shape and arguments."""
+        defaults = {"classes": self.num_classes, "input_shape": self.input_shape}
+        return self.builder(**{**defaults, **self.kwargs, **overrides})
 
 
 _REGISTRY = {}
@@ -245,6 +263,156 @@ _register_fanet_family(
 )
 
 
+def _abn_row(dataset, error, note):
+    return PaperResult("abn", "2", dataset, error, None, types.MappingProxyType({}), note)
+
+
+_ABN_TEXT = "Table 2 was lost from the paper's text; the number is quoted from its Section 4.2."
+
+_ABN_NOTES = (
+    "Attention branch as in the authors' code: a stride-1 copy of the next stage -> BN -> "
+    "1x1 conv to K -> BN -> ReLU -> (1x1 conv K -> K -> GAP = logits; 3x3 conv K -> 1 -> BN -> "
+    "sigmoid = M); perception on (1 + M) * g (Eq. 2). BN epsilon 1e-5 as in PyTorch. "
+)
+
+
+def _register(name, builder, kwargs, family, description, paper, gradcam_layer, **fields):
+    register(ModelSpec(
+        name=name, builder=builder, kwargs=types.MappingProxyType(kwargs), family=family,
+        description=description, paper=paper, gradcam_layer=gradcam_layer, **fields,
+    ))
+
+
+def _official(counts):
+    return types.MappingProxyType(counts)
+
+
+# ABN on the CIFAR ResNet: basic blocks below depth 44, bottleneck blocks from 44 on (still
+# n = (depth - 2) / 6 blocks per stage: the authors' rule), 1x1-conv projection shortcuts.
+_ABN_CIFAR_OFFICIAL = {
+    20: {10: 479_150, 100: 501_650},
+    56: {10: 1_531_502, 100: 1_588_562},
+    110: {10: 2_999_726, 100: 3_056_786},
+}
+for _depth in (20, 32, 44, 56, 110):
+    _block = "basic" if _depth < 44 else "bottleneck"
+    _kw = {"depth": _depth, "block": _block, "shortcut": "conv1x1", "bn_epsilon": 1e-5}
+    _n = (_depth - 2) // 6
+    _register(
+        f"abn_resnet{_depth}", resnet_cifar, {**_kw, "attention": "abn"}, "resnet_cifar",
+        f"ABN-ResNet-{_depth} (CIFAR, {_block} blocks)", "abn", f"stage3_block{_n}_out",
+        official_params=_official(_ABN_CIFAR_OFFICIAL.get(_depth, {})),
+        results=(_abn_row("cifar10", 4.91, _ABN_TEXT),) if _depth == 110 else (),
+        notes=_ABN_NOTES + "Branch after stage 2. "
+        + ("Bottleneck blocks (64/128/256 outputs) with n = (depth - 2) / 6 blocks per stage, as "
+           "in the authors' code, so this 'ResNet-%d' is a bottleneck net; its plain counterpart "
+           "is resnet%d_bottleneck." % (_depth, _depth) if _block == "bottleneck" else
+           "Its plain counterpart resnet%d has 3x3 projection shortcuts (FANet's); ABN's have 1x1."
+           % _depth),
+    )
+    if _block == "bottleneck":
+        _register(
+            f"resnet{_depth}_bottleneck", resnet_cifar, {**_kw, "attention": None}, "resnet_cifar",
+            f"ResNet-{_depth} (CIFAR, bottleneck blocks as in the ABN code)", "abn",
+            f"stage3_block{_n}_out",
+            notes="The plain counterpart of abn_resnet%d: bottleneck blocks, n = (depth - 2) / 6 "
+            "per stage, 1x1-conv shortcuts, BN epsilon 1e-5." % _depth,
+        )
+
+for _width in (10, 4):
+    _kw = {"depth": 28, "width": _width, "dropout": 0.3}
+    _register(
+        f"abn_wrn28_{_width}", wide_resnet, {**_kw, "attention": "abn"}, "wrn",
+        f"ABN-WRN-28-{_width} (CIFAR)", "abn", "head_relu",
+        official_params=_official({10: 64_349_486, 100: 64_475_666} if _width == 10 else {}),
+        notes=_ABN_NOTES + "Branch after group 2; dropout 0.3 between a block's convs.",
+    )
+    _register(
+        f"wrn28_{_width}", wide_resnet, {**_kw, "attention": None}, "wrn",
+        f"WRN-28-{_width} (CIFAR)", "abn", "head_relu", notes="Dropout 0.3.",
+    )
+
+_register(
+    "abn_densenet_bc100_12", densenet_bc, {"depth": 100, "growth_rate": 12, "attention": "abn"},
+    "densenet", "ABN-DenseNet-BC-100 (k = 12, CIFAR)", "abn", "head_relu",
+    results=(_abn_row("cifar10", 4.17, _ABN_TEXT),),
+    notes=_ABN_NOTES + "Branch after transition 2 (8x8); the branch's stage copy is dense block 3. "
+    "No official parameter count was given; ours is derived from this structure.",
+)
+_register(
+    "densenet_bc100_12", densenet_bc, {"depth": 100, "growth_rate": 12, "attention": None},
+    "densenet", "DenseNet-BC-100 (k = 12, CIFAR)", "abn", "head_relu",
+    results=(_abn_row("cifar10", 4.51, _ABN_TEXT + " (Huang et al.'s number)"),),
+)
+for _w in (64, 16):
+    _register(
+        f"abn_resnext29_8x{_w}d", resnext_cifar,
+        {"depth": 29, "cardinality": 8, "base_width": _w, "attention": "abn", "bn_epsilon": 1e-5},
+        "resnext_cifar", f"ABN-ResNeXt-29 8x{_w}d (CIFAR)", "abn", "stage3_block3_out",
+        official_params=_official({10: 60_686_366, 100: 60_881_666} if _w == 64 else {}),
+        official_params_delta=-2048 if _w == 64 else 0,
+        notes=_ABN_NOTES + "Branch after stage 2. The authors' ResNeXt creates the BN after the "
+        "stage copy (1,024 channels, 2,048 parameters) but never calls it: we leave it out, so "
+        "our count is the official one minus 2,048 and the function is the same.",
+    )
+
+_IMAGENET = {"num_classes": 1000, "input_shape": (224, 224, 3)}
+_IMAGENET_OFFICIAL = {50: 43_584_866, 101: 62_576_994, 152: 78_220_642}
+# torchvision's models, whose layout (and checkpoints) the ImageNet baselines follow
+_TORCHVISION = {
+    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+    "resnet101": 44_549_160, "resnet152": 60_192_808, "vgg16_bn": 138_365_992,
+}
+for _depth, (_block, _counts) in {18: ("basic", 4), 34: ("basic", 3), 50: ("b", 3), 101: ("b", 3), 152: ("b", 3)}.items():
+    _last = f"stage4_block{_counts if _depth != 18 else 2}_out"
+    _register(
+        f"abn_resnet{_depth}", resnet, {"depth": _depth, "attention": "abn"}, "resnet",
+        f"ABN-ResNet-{_depth} (ImageNet)", "abn", _last, **_IMAGENET,
+        official_params=_official({1000: _IMAGENET_OFFICIAL[_depth]} if _depth in _IMAGENET_OFFICIAL else {}),
+        results=(_abn_row("imagenet", 21.37, _ABN_TEXT),) if _depth == 152 else (),
+        notes=_ABN_NOTES + "Branch after stage 3 (14x14 for 224x224 inputs).",
+    )
+    _register(
+        f"resnet{_depth}", resnet, {"depth": _depth, "attention": None}, "resnet",
+        f"ResNet-{_depth} (ImageNet)", "abn", _last, **_IMAGENET,
+        official_params=_official({1000: _TORCHVISION[f"resnet{_depth}"]}),
+        results=(_abn_row("imagenet", 22.19, _ABN_TEXT + " (re-implementation)"),) if _depth == 152 else (),
+    )
+_register(
+    "se_resnet152", resnet, {"depth": 152, "attention": "se"}, "resnet",
+    "SE-ResNet-152 (ImageNet)", "abn", "stage4_block3_out", **_IMAGENET,
+    results=(_abn_row("imagenet", 21.90, _ABN_TEXT),), notes="SE r = 16 on every residual branch.",
+)
+_register(
+    "abn_se_resnet152", resnet, {"depth": 152, "attention": "abn_se"}, "resnet",
+    "ABN-SE-ResNet-152 (ImageNet)", "abn", "stage4_block3_out", **_IMAGENET,
+    results=(_abn_row("imagenet", 20.77, _ABN_TEXT + " The paper's best ImageNet model."),),
+    notes=_ABN_NOTES + "SE (r = 16) in every block, the attention branch's stage copy included.",
+)
+_VGG16 = {"stages": VGG16_STAGES, "classifier": "imagenet", "conv_bias": True, "bn_epsilon": 1e-5}
+_register(
+    "vgg16_bn", vgg_bn, {**_VGG16, "attention": None}, "vgg", "VGG-16-BN (ImageNet, 3 FC layers)",
+    "abn", "stage5_3_relu", **_IMAGENET, official_params=_official({1000: _TORCHVISION["vgg16_bn"]}),
+    notes="torchvision's vgg16_bn layout.",
+)
+_register(
+    "abn_vgg16_bn", vgg_bn, {**_VGG16, "attention": "abn"}, "vgg", "ABN-VGG-16-BN (ImageNet)",
+    "abn", "stage5_3_relu", **_IMAGENET,
+    notes=_ABN_NOTES + "Branch after block 4: the stage copy is block 5's three convolutions (no "
+    "pool); the attention branch has convolutions only (CAM-style), the perception branch is "
+    "block 5 and the FC layers. No official parameter count was given; ours is derived.",
+)
+_register(
+    "abn_resnet101_multitask", resnet_multitask_abn, {"depth": 101}, "resnet",
+    "Multi-task ABN-ResNet-101 (40 binary attributes, CelebA)", "abn", "stage4_block3_out",
+    num_classes=40, input_shape=(224, 224, 3),
+    notes="Attention branch: stride-1 copy of stage 4 -> BN -> 1x1 conv to T maps (no sigmoid; "
+    "GAP = per-task logits). Each task's perception pass runs the shared stage 4 on "
+    "(1 + M_t) * g, batched as batch * T rows; one sigmoid unit per task. Binary "
+    "cross-entropy on both branches. num_classes is the number of tasks.",
+)
+
+
 def get_spec(name):
     """The :class:`ModelSpec` of a registered name; an unknown name suggests close matches."""
     if not isinstance(name, str):
@@ -317,12 +485,11 @@ def load(name, weights=None, num_classes=None, input_shape=None, **kwargs):
     from keras_attn_zoo.weights import resolve
 
     path = resolve(spec.name, weights)
-    model = spec.build(
-        classes=num_classes or spec.num_classes,
-        input_shape=spec.input_shape if input_shape is None else input_shape,
-        name=spec.name,
-        **kwargs,
-    )
+    if num_classes is not None:
+        kwargs["classes"] = num_classes
+    if input_shape is not None:
+        kwargs["input_shape"] = input_shape
+    model = spec.build(name=spec.name, **kwargs)
     if path is not None:
         from keras_attn_zoo.weights import load_weights_file
 
@@ -361,6 +528,7 @@ def model_info(name):
                 "dataset": r.dataset,
                 "top1_error": r.top1_error,
                 "params_m": r.params_m,
+                "paper": PAPERS[r.paper],
                 "num_classes": r.num_classes,
                 "input_shape": r.input_shape,
                 **({"builder_kwargs": dict(r.kwargs)} if r.kwargs else {}),
@@ -368,6 +536,9 @@ def model_info(name):
             }
             for r in spec.results
         ],
+        "official_params": {
+            k: v + spec.official_params_delta for k, v in spec.official_params.items()
+        },
         "notes": spec.notes,
         "classifier": spec.classifier,
         "gradcam_layer": spec.gradcam_layer,

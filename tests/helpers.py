@@ -55,3 +55,32 @@ def make_docs():
 def readme_counts():
     """Our parameter counts as the README's model table states them."""
     return make_docs().readme_counts((make_docs().README).read_text())
+
+
+CIFAR_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@functools.lru_cache(maxsize=None)
+def cifar_sample(per_class=16, split="train", classes=CIFAR_CLASSES):
+    """Real CIFAR-10 images (the JPEG copy beside the repo): ``(x in [0, 1], y)``, the first
+    ``per_class`` images of each class in archive order."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    wanted = {c: [] for c in classes}
+    with tarfile.open(CIFAR_ARCHIVE) as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if len(parts) < 3 or parts[-3] != split or parts[-2] not in wanted:
+                continue
+            if len(wanted[parts[-2]]) < per_class:
+                data = tar.extractfile(member).read()
+                wanted[parts[-2]].append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+            if all(len(v) == per_class for v in wanted.values()):
+                break
+    x = np.stack([img for c in classes for img in wanted[c]]).astype("float32") / 255.0
+    y = np.repeat(np.arange(len(classes)), per_class)
+    return x, y

@@ -10,12 +10,20 @@ EXPECTED = sorted(
     + [f"{p}vgg19_bn" for p in ("", "se_", "fa_", "fa_se_")]
     + [f"{p}resnext29_8x{w}d" for p in ("", "se_", "fa_", "fa_se_") for w in (16, 64)]
     + [f"{p}inception_v4_small" for p in ("", "se_", "fa_", "fa_se_")]
+    # the Attention Branch Network's models and their plain counterparts
+    + [f"abn_resnet{d}" for d in (20, 32, 44, 56, 110, 18, 34, 50, 101, 152)]
+    + [f"resnet{d}_bottleneck" for d in (44, 56, 110)]
+    + [f"resnet{d}" for d in (18, 34, 50, 101, 152)]
+    + ["abn_wrn28_10", "abn_wrn28_4", "wrn28_10", "wrn28_4", "abn_densenet_bc100_12",
+       "densenet_bc100_12", "abn_resnext29_8x64d", "abn_resnext29_8x16d", "abn_se_resnet152",
+       "se_resnet152", "abn_vgg16_bn", "vgg16_bn", "abn_resnet101_multitask"]
 )
 
 
 def test_list_models_has_every_name_and_wildcards():
     assert zoo.list_models() == EXPECTED
     assert zoo.list_models("fa_resnet*") == ["fa_resnet110", "fa_resnet20", "fa_resnet32", "fa_resnet44", "fa_resnet56"]
+    assert len(zoo.list_models("abn_*")) == 18
     assert all(n.startswith("se_") for n in zoo.list_models("se_*"))
     assert zoo.list_models("nothing*") == []
     assert zoo.list_models(pretrained=True) == []  # no weights published yet

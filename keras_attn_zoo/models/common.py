@@ -7,19 +7,24 @@ import keras
 from keras_attn_zoo.layers import FocusAssociation, SqueezeExcite
 
 ATTENTIONS = {
-    None: (False, False),
-    "se": (True, False),
-    "fa": (False, True),
-    "fa_se": (True, True),
+    # name: (SE inside blocks, FA between blocks, attention branch)
+    None: (False, False, False),
+    "se": (True, False, False),
+    "fa": (False, True, False),
+    "fa_se": (True, True, False),
+    "abn": (False, False, True),
+    "abn_se": (True, False, True),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Attention:
-    """Where a family places attention: SE inside each block, FA between blocks (or both)."""
+    """Where a family places attention: SE inside each block, FA between blocks, an attention
+    branch (ABN) at the family's branch point; SE combines with either of the others."""
 
     se: bool
     fa: bool
+    abn: bool
     se_ratio: int
     fa_ratios: tuple
 
@@ -32,16 +37,21 @@ class Attention:
         return FAChain(self.fa, *self.fa_ratios)
 
 
-def parse_attention(attention, se_ratio, fa_ratios=(4, 4)):
-    """Validate the ``attention`` argument of a family builder."""
-    if attention not in ATTENTIONS:
-        allowed = ", ".join(repr(a) for a in ATTENTIONS)
-        raise ValueError(f"attention must be one of {allowed}; got {attention!r}.")
-    se, fa = ATTENTIONS[attention]
+def parse_attention(attention, se_ratio, fa_ratios=(4, 4), allowed=tuple(ATTENTIONS), include_top=True):
+    """Validate the ``attention`` argument of a family builder against what it supports."""
+    if attention not in allowed:
+        names = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"attention must be one of {names} for this family; got {attention!r}.")
+    se, fa, abn = ATTENTIONS[attention]
+    if abn and not include_top:
+        raise ValueError(
+            "An attention branch is a classifier: ABN models need include_top=True "
+            "(use the plain model for features)."
+        )
     fa_ratios = tuple(fa_ratios)
     if len(fa_ratios) != 2:
         raise ValueError(f"fa_ratios must be (r1, r2), got {fa_ratios!r}.")
-    return Attention(se=se, fa=fa, se_ratio=se_ratio, fa_ratios=fa_ratios)
+    return Attention(se=se, fa=fa, abn=abn, se_ratio=se_ratio, fa_ratios=fa_ratios)
 
 
 class FAChain:
@@ -125,9 +135,18 @@ def head(x, include_top, pooling, classes, classifier_activation, top_pool="avg"
 
 
 def conv_bn(x, filters, kernel_size, name, strides=1, padding="same", groups=1, relu=True, epsilon=1e-3):
-    """Conv (no bias) -> BN -> optional ReLU, named ``{name}_conv``, ``{name}_bn``, ``{name}_relu``."""
+    """Conv (no bias) -> BN -> optional ReLU, named ``{name}_conv``, ``{name}_bn``, ``{name}_relu``.
+
+    A strided "same" convolution pads symmetrically (``{name}_pad``), as PyTorch does, rather
+    than Keras' bottom/right-heavy "same": the output size is the same and checkpoints
+    converted from PyTorch compute the same function.
+    """
+    kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    if padding == "same" and strides != 1 and max(kernel) > 1:
+        x = keras.layers.ZeroPadding2D((kernel[0] // 2, kernel[1] // 2), name=f"{name}_pad")(x)
+        padding = "valid"
     x = keras.layers.Conv2D(
-        filters, kernel_size, strides=strides, padding=padding, groups=groups,
+        filters, kernel, strides=strides, padding=padding, groups=groups,
         use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv",
     )(x)
     x = keras.layers.BatchNormalization(epsilon=epsilon, name=f"{name}_bn")(x)
@@ -136,9 +155,15 @@ def conv_bn(x, filters, kernel_size, name, strides=1, padding="same", groups=1, 
     return x
 
 
-def finish(inputs, outputs, name, weights):
-    """Build the functional model and load a local weights file if one is given."""
-    model = keras.Model(inputs, outputs, name=name)
+def finish(inputs, outputs, name, weights, abn_logits=None):
+    """Build the functional model (an ``ABNModel`` when there is an attention branch) and load
+    a local weights file if one is given."""
+    if abn_logits is not None:
+        from keras_attn_zoo.models.abn import abn_model
+
+        model = abn_model(inputs, outputs, abn_logits, name)
+    else:
+        model = keras.Model(inputs, outputs, name=name)
     if weights is not None:
         from keras_attn_zoo.weights import load_weights_file
 

@@ -1,12 +1,14 @@
-"""CIFAR ResNet (He et al. 2016, Section 4.2) with SE, FA or FA-SE, as in FANet Tables I-VI."""
+"""CIFAR ResNet (He et al. 2016, Section 4.2) with SE, FA, FA-SE (FANet) or ABN."""
 
 import keras
 
+from keras_attn_zoo.models.abn import attention_branch
 from keras_attn_zoo.models.common import (
     check_classes, conv_bn, finish, head, model_input, parse_attention,
 )
 
 STAGE_FILTERS = (16, 32, 64)
+SHORTCUT_KERNELS = {"conv3x3": 3, "conv1x1": 1}
 
 
 def paper_se_ratio(depth):
@@ -14,27 +16,45 @@ def paper_se_ratio(depth):
     return 4 if depth < 32 else 8
 
 
-def basic_block(x, filters, strides, name, attention):
-    """Two 3x3 conv-BN layers (+ SE) and a shortcut; returns (output, shortcut).
+def _shortcut(x, channels, strides, name, shortcut, epsilon):
+    if strides == 1 and x.shape[-1] == channels:
+        return x
+    kernel = SHORTCUT_KERNELS[shortcut]
+    return conv_bn(x, channels, kernel, f"{name}_shortcut", strides=strides, relu=False, epsilon=epsilon)
 
-    A shortcut that changes shape is a 3x3 stride-2 convolution with BN: with it the baselines
-    have exactly the trainable parameter counts of FANet Table I (ResNet-20: 292,954).
-    """
-    if strides != 1 or x.shape[-1] != filters:
-        shortcut = conv_bn(x, filters, 3, f"{name}_shortcut", strides=strides, relu=False)
-    else:
-        shortcut = x
-    y = conv_bn(x, filters, 3, f"{name}_1", strides=strides)
-    y = conv_bn(y, filters, 3, f"{name}_2", relu=False)
+
+def basic_block(x, filters, strides, name, attention, shortcut="conv3x3", epsilon=1e-3):
+    """Two 3x3 conv-BN layers (+ SE) and a shortcut; returns (output, shortcut)."""
+    short = _shortcut(x, filters, strides, name, shortcut, epsilon)
+    y = conv_bn(x, filters, 3, f"{name}_1", strides=strides, epsilon=epsilon)
+    y = conv_bn(y, filters, 3, f"{name}_2", relu=False, epsilon=epsilon)
     y = attention.squeeze_excite(y, f"{name}_se")
-    y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
-    return keras.layers.ReLU(name=f"{name}_out")(y), shortcut
+    y = keras.layers.Add(name=f"{name}_add")([short, y])
+    return keras.layers.ReLU(name=f"{name}_out")(y), short
+
+
+def bottleneck_block(x, filters, strides, name, attention, shortcut="conv1x1", epsilon=1e-3):
+    """1x1 -> 3x3 (stride here) -> 1x1 to 4 * filters (+ SE) and a shortcut."""
+    out = 4 * filters
+    short = _shortcut(x, out, strides, name, shortcut, epsilon)
+    y = conv_bn(x, filters, 1, f"{name}_1", epsilon=epsilon)
+    y = conv_bn(y, filters, 3, f"{name}_2", strides=strides, epsilon=epsilon)
+    y = conv_bn(y, out, 1, f"{name}_3", relu=False, epsilon=epsilon)
+    y = attention.squeeze_excite(y, f"{name}_se")
+    y = keras.layers.Add(name=f"{name}_add")([short, y])
+    return keras.layers.ReLU(name=f"{name}_out")(y), short
+
+
+BLOCKS = {"basic": basic_block, "bottleneck": bottleneck_block}
 
 
 def resnet_cifar(
     depth=20,
     attention=None,
     *,
+    block="basic",
+    shortcut="conv3x3",
+    bn_epsilon=1e-3,
     include_top=True,
     weights=None,
     input_tensor=None,
@@ -47,15 +67,23 @@ def resnet_cifar(
     stem_strides=None,
     name=None,
 ):
-    """CIFAR ResNet-(6n+2): 3 stages of n basic blocks with 16/32/64 channels.
+    """CIFAR ResNet: 3 stages of n = (depth - 2) / 6 blocks with 16/32/64 base channels.
 
     Reference: He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), with the
     attention deployments of FANet (Liu et al.), Fig. 4 and Fig. 5: SE inside each residual
-    branch, FA among the blocks of each stage and again among the stages, FA-SE both.
+    branch, FA among the blocks of each stage and again among the stages, FA-SE both; and the
+    Attention Branch Network (Fukui et al.): the attention branch after stage 2 (a stride-1
+    copy of stage 3), stage 3 as the perception branch.
 
     Args:
         depth: 6n + 2 (20, 32, 44, 56, 110, ...). Defaults to 20.
-        attention: None, "se", "fa" or "fa_se". Defaults to None.
+        attention: None, "se", "fa", "fa_se" or "abn". Defaults to None.
+        block: "basic" (two 3x3 convs) or "bottleneck" (1x1-3x3-1x1, 4x wider output; the ABN
+            authors' choice for depth >= 44, still with n = (depth - 2) / 6 blocks per stage).
+            Defaults to "basic".
+        shortcut: shape-changing shortcut, "conv3x3" (3x3 stride-2 conv + BN, which
+            reproduces FANet's counts) or "conv1x1" (the ABN code's). Defaults to "conv3x3".
+        bn_epsilon: BatchNorm epsilon (1e-5 matches PyTorch checkpoints). Defaults to 1e-3.
         include_top: end in the classifier ``predictions``. Defaults to True.
         weights: None or the path of a ``.weights.h5`` file. Defaults to None.
         input_tensor: optional Keras tensor to build the model on.
@@ -70,7 +98,7 @@ def resnet_cifar(
         name: model name. Defaults to e.g. "fa_resnet56".
 
     Returns:
-        A functional ``keras.Model``.
+        A functional ``keras.Model`` (an ``ABNModel`` with ``attention="abn"``).
 
     Example:
     >>> model = resnet_cifar(56, attention="fa")
@@ -79,26 +107,43 @@ def resnet_cifar(
     """
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1 (20, 32, 56...), got {depth!r}.")
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}.")
+    if shortcut not in SHORTCUT_KERNELS:
+        raise ValueError(f"shortcut must be one of {sorted(SHORTCUT_KERNELS)}, got {shortcut!r}.")
     blocks = (depth - 2) // 6
-    att = parse_attention(attention, se_ratio or paper_se_ratio(depth), fa_ratios)
+    att = parse_attention(
+        attention, se_ratio or paper_se_ratio(depth), fa_ratios,
+        allowed=(None, "se", "fa", "fa_se", "abn"), include_top=include_top,
+    )
     check_classes(classes, include_top)
     inputs = model_input(input_shape, input_tensor, (32, 32, 3), 8, "CIFAR ResNet")
     if stem_strides is None:
         side = inputs.shape[1]
         stem_strides = 2 if side is not None and side >= 64 else 1
+    block_fn = BLOCKS[block]
 
-    x = conv_bn(inputs, STAGE_FILTERS[0], 3, "stem", strides=stem_strides)
-    stages = att.chain()
-    for s, filters in enumerate(STAGE_FILTERS, start=1):
-        blocks_chain = att.chain()
+    def stage(x, filters, strides, prefix):
+        """n blocks; FA among them; returns (output, the stage input as projected by block 1)."""
+        chain = att.chain()
         for b in range(1, blocks + 1):
-            prefix = f"stage{s}_block{b}"
             block_in = x
-            u, shortcut = basic_block(x, filters, 2 if (b == 1 and s > 1) else 1, prefix, att)
+            u, short = block_fn(x, filters, strides if b == 1 else 1, f"{prefix}_block{b}", att, shortcut, bn_epsilon)
             if b == 1:
-                stage_in = shortcut  # the stage's input, projected by the first block's shortcut
-            x = blocks_chain(block_in, u, f"{prefix}_fa")
-        x = stages(stage_in, x, f"stage{s}_fa")
+                stage_in = short
+            x = chain(block_in, u, f"{prefix}_block{b}_fa")
+        return x, stage_in
+
+    x = conv_bn(inputs, STAGE_FILTERS[0], 3, "stem", strides=stem_strides, epsilon=bn_epsilon)
+    stages = att.chain()
+    abn_logits = None
+    for s, filters in enumerate(STAGE_FILTERS, start=1):
+        if att.abn and s == len(STAGE_FILTERS):
+            x, abn_logits, _ = attention_branch(
+                x, lambda t: stage(t, filters, 1, "abn")[0], classes, bn_epsilon
+            )
+        u, stage_in = stage(x, filters, 1 if s == 1 else 2, f"stage{s}")
+        x = stages(stage_in, u, f"stage{s}_fa")
     x = head(x, include_top, pooling, classes, classifier_activation)
     default_name = f"{attention + '_' if attention else ''}resnet{depth}"
-    return finish(inputs, x, name or default_name, weights)
+    return finish(inputs, x, name or default_name, weights, abn_logits)

@@ -1,0 +1,91 @@
+"""Wide ResNet (Zagoruyko & Komodakis, BMVC 2016) for CIFAR, plain or with an attention branch."""
+
+import keras
+
+from keras_attn_zoo.models.abn import attention_branch
+from keras_attn_zoo.models.common import check_classes, finish, head, model_input, parse_attention
+
+
+def wide_block(x, filters, strides, dropout, name, epsilon):
+    """Pre-activation block: BN-ReLU-conv3x3-BN-ReLU-(dropout)-conv3x3, plus a shortcut that is
+    a plain 1x1 conv (no BN) from the pre-activated input when the shape changes."""
+    pre = keras.layers.BatchNormalization(epsilon=epsilon, name=f"{name}_1_bn")(x)
+    pre = keras.layers.ReLU(name=f"{name}_1_relu")(pre)
+    if strides != 1 or x.shape[-1] != filters:
+        short = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_shortcut_conv")(pre)
+    else:
+        short = x
+    y = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_1_conv")(pre)
+    y = keras.layers.BatchNormalization(epsilon=epsilon, name=f"{name}_2_bn")(y)
+    y = keras.layers.ReLU(name=f"{name}_2_relu")(y)
+    if dropout:
+        y = keras.layers.Dropout(dropout, name=f"{name}_dropout")(y)
+    y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv")(y)
+    return keras.layers.Add(name=f"{name}_add")([short, y])
+
+
+def wide_resnet(
+    depth=28,
+    width=10,
+    attention=None,
+    *,
+    dropout=0.0,
+    bn_epsilon=1e-5,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=10,
+    classifier_activation="softmax",
+    name=None,
+):
+    """WRN-depth-width: 3 groups of (depth - 4) / 6 pre-activation blocks, 16k/32k/64k channels.
+
+    Reference: Zagoruyko & Komodakis, "Wide Residual Networks" (BMVC 2016); with
+    ``attention="abn"`` the attention branch of Fukui et al. sits after group 2 (a stride-1
+    copy of group 3), group 3 being the perception branch.
+
+    Args:
+        depth: 6n + 4. Defaults to 28.
+        width: widening factor k. Defaults to 10.
+        attention: None or "abn". Defaults to None.
+        dropout: dropout rate between the convs of a block (the ABN paper: 0.3). Defaults to 0.
+        bn_epsilon: BatchNorm epsilon. Defaults to 1e-5 (the PyTorch checkpoints').
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation: as in ``keras.applications``; input at least 8x8.
+        name: model name. Defaults to e.g. "abn_wrn28_10".
+
+    Returns:
+        A functional ``keras.Model`` (an ``ABNModel`` with ``attention="abn"``).
+
+    Example:
+    >>> wide_resnet(16, 2).name
+    'wrn16_2'
+    """
+    if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
+        raise ValueError(f"WRN depth must be 6n + 4 (16, 22, 28, 40...), got {depth!r}.")
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"WRN width must be a positive integer, got {width!r}.")
+    att = parse_attention(attention, 16, allowed=(None, "abn"), include_top=include_top)
+    check_classes(classes, include_top)
+    inputs = model_input(input_shape, input_tensor, (32, 32, 3), 8, "Wide ResNet")
+    n = (depth - 4) // 6
+    filters = (16 * width, 32 * width, 64 * width)
+
+    def group(x, g, strides, prefix):
+        for b in range(1, n + 1):
+            x = wide_block(x, filters[g - 1], strides if b == 1 else 1, dropout, f"{prefix}_block{b}", bn_epsilon)
+        return x
+
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    abn_logits = None
+    for g in (1, 2, 3):
+        if att.abn and g == 3:
+            x, abn_logits, _ = attention_branch(x, lambda t: group(t, 3, 1, "abn"), classes, bn_epsilon)
+        x = group(x, g, 1 if g == 1 else 2, f"stage{g}")
+    x = keras.layers.BatchNormalization(epsilon=bn_epsilon, name="head_bn")(x)
+    x = keras.layers.ReLU(name="head_relu")(x)
+    x = head(x, include_top, pooling, classes, classifier_activation)
+    default_name = f"{attention + '_' if attention else ''}wrn{depth}_{width}"
+    return finish(inputs, x, name or default_name, weights, abn_logits)
