@@ -89,6 +89,10 @@ class ModelSpec:
         default_factory=lambda: types.MappingProxyType({})
     )
     official_params_delta: int = 0
+    # weight tags that users make themselves, with how (e.g. converting the authors' checkpoint)
+    weight_sources: types.MappingProxyType = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
 
     def build(self, **overrides):
         """Call the builder with this entry's classes, input shape and arguments."""
@@ -287,6 +291,15 @@ def _official(counts):
     return types.MappingProxyType(counts)
 
 
+def _converted(name, tag):
+    """How to get the weights the ABN authors published for ``name`` (trained on ``tag``)."""
+    return types.MappingProxyType({tag: (
+        f"Download the authors' {tag} checkpoint of {name} (model_best.pth.tar, linked from their "
+        "repository 'attention_branch_network') and convert it: python "
+        f"scripts/convert_abn_pytorch.py model_best.pth.tar --model {name} --tag {tag}"
+    )})
+
+
 # ABN on the CIFAR ResNet: basic blocks below depth 44, bottleneck blocks from 44 on (still
 # n = (depth - 2) / 6 blocks per stage: the authors' rule), 1x1-conv projection shortcuts.
 _ABN_CIFAR_OFFICIAL = {
@@ -302,6 +315,7 @@ for _depth in (20, 32, 44, 56, 110):
         f"abn_resnet{_depth}", resnet_cifar, {**_kw, "attention": "abn"}, "resnet_cifar",
         f"ABN-ResNet-{_depth} (CIFAR, {_block} blocks)", "abn", f"stage3_block{_n}_out",
         official_params=_official(_ABN_CIFAR_OFFICIAL.get(_depth, {})),
+        weight_sources=_converted(f"abn_resnet{_depth}", "cifar100") if _depth == 110 else _official({}),
         results=(_abn_row("cifar10", 4.91, _ABN_TEXT),) if _depth == 110 else (),
         notes=_ABN_NOTES + "Branch after stage 2. "
         + ("Bottleneck blocks (64/128/256 outputs) with n = (depth - 2) / 6 blocks per stage, as "
@@ -325,6 +339,7 @@ for _width in (10, 4):
         f"abn_wrn28_{_width}", wide_resnet, {**_kw, "attention": "abn"}, "wrn",
         f"ABN-WRN-28-{_width} (CIFAR)", "abn", "head_relu",
         official_params=_official({10: 64_349_486, 100: 64_475_666} if _width == 10 else {}),
+        weight_sources=_converted("abn_wrn28_10", "cifar100") if _width == 10 else _official({}),
         notes=_ABN_NOTES + "Branch after group 2; dropout 0.3 between a block's convs.",
     )
     _register(
@@ -369,6 +384,7 @@ for _depth, (_block, _counts) in {18: ("basic", 4), 34: ("basic", 3), 50: ("b", 
         f"abn_resnet{_depth}", resnet, {"depth": _depth, "attention": "abn"}, "resnet",
         f"ABN-ResNet-{_depth} (ImageNet)", "abn", _last, **_IMAGENET,
         official_params=_official({1000: _IMAGENET_OFFICIAL[_depth]} if _depth in _IMAGENET_OFFICIAL else {}),
+        weight_sources=_converted(f"abn_resnet{_depth}", "imagenet") if _depth in _IMAGENET_OFFICIAL else _official({}),
         results=(_abn_row("imagenet", 21.37, _ABN_TEXT),) if _depth == 152 else (),
         notes=_ABN_NOTES + "Branch after stage 3 (14x14 for 224x224 inputs).",
     )

@@ -14,6 +14,29 @@ from pathlib import Path
 MANIFEST = Path(__file__).resolve().parent.parent / "weights" / "manifest.json"
 
 
+def home():
+    """The user's weight folder: ``$KERAS_ATTN_ZOO_HOME``, default ``~/.keras/keras_attn_zoo``."""
+    return Path(os.environ.get("KERAS_ATTN_ZOO_HOME", Path.home() / ".keras" / "keras_attn_zoo"))
+
+
+def local_weights(name, tag):
+    """Where weights made on this machine (e.g. converted checkpoints) live: ``home()/NAME_TAG.weights.h5``."""
+    return home() / f"{name}_{tag}.weights.h5"
+
+
+def install_local(model, tag):
+    """Save ``model``'s weights as the local ``tag`` weights of its registry name, with a
+    ``.sha256`` file beside them so that a damaged copy is detected on load."""
+    path = local_weights(model.name, tag)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part.weights.h5")
+    model.save_weights(tmp)
+    digest = sha256(tmp)
+    os.replace(tmp, path)
+    path.with_name(path.name + ".sha256").write_text(digest + "\n")
+    return path
+
+
 def _manifest():
     if not MANIFEST.exists():
         return []
@@ -41,6 +64,15 @@ def resolve(name, weights):
         return weights
     rows = [r for r in _manifest() if r["model"] == name and r["tag"] == weights]
     if not rows:
+        local = local_weights(name, weights)
+        if local.is_file():
+            _verify(local, local.with_name(local.name + ".sha256").read_text().strip())
+            return str(local)
+        from keras_attn_zoo.registry import get_spec
+
+        howto = get_spec(name).weight_sources.get(weights)
+        if howto:
+            raise ValueError(f"The {weights!r} weights of {name} are not on this machine ({local}). {howto}")
         available = ", ".join(repr(t) for t in published_tags(name)) or "none yet"
         raise ValueError(
             f"No published weights {weights!r} for {name!r} (published tags: {available}). "
@@ -51,13 +83,17 @@ def resolve(name, weights):
     path = MANIFEST.parent / row["file"]
     if not path.is_file():
         raise FileNotFoundError(f"The manifest lists {row['file']} for {name}:{weights}, but {path} is missing.")
-    digest = sha256(path)
-    if digest != row["sha256"]:
-        raise ValueError(
-            f"{path} is damaged: its sha256 is {digest}, the manifest says {row['sha256']}. "
-            "Restore the file (git checkout weights/) and try again."
-        )
+    _verify(path, row["sha256"])
     return str(path)
+
+
+def _verify(path, expected):
+    digest = sha256(path)
+    if digest != expected:
+        raise ValueError(
+            f"{path} is damaged: its sha256 is {digest}, expected {expected}. Restore or "
+            "re-create the file and try again."
+        )
 
 
 def sha256(path):

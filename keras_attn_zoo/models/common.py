@@ -134,21 +134,23 @@ def head(x, include_top, pooling, classes, classifier_activation, top_pool="avg"
     return x
 
 
-def conv_bn(x, filters, kernel_size, name, strides=1, padding="same", groups=1, relu=True, epsilon=1e-3):
-    """Conv (no bias) -> BN -> optional ReLU, named ``{name}_conv``, ``{name}_bn``, ``{name}_relu``.
-
-    A strided "same" convolution pads symmetrically (``{name}_pad``), as PyTorch does, rather
-    than Keras' bottom/right-heavy "same": the output size is the same and checkpoints
-    converted from PyTorch compute the same function.
-    """
+def conv2d(x, filters, kernel_size, name, strides=1, padding="same", groups=1, use_bias=False):
+    """A Conv2D named ``name``. A strided "same" convolution pads symmetrically
+    (``{name}_pad``), as PyTorch does, rather than Keras' bottom/right-heavy "same": the output
+    size is the same and checkpoints converted from PyTorch compute the same function."""
     kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
     if padding == "same" and strides != 1 and max(kernel) > 1:
         x = keras.layers.ZeroPadding2D((kernel[0] // 2, kernel[1] // 2), name=f"{name}_pad")(x)
         padding = "valid"
-    x = keras.layers.Conv2D(
+    return keras.layers.Conv2D(
         filters, kernel, strides=strides, padding=padding, groups=groups,
-        use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv",
+        use_bias=use_bias, kernel_initializer="he_normal", name=name,
     )(x)
+
+
+def conv_bn(x, filters, kernel_size, name, strides=1, padding="same", groups=1, relu=True, epsilon=1e-3):
+    """Conv (no bias) -> BN -> optional ReLU, named ``{name}_conv``, ``{name}_bn``, ``{name}_relu``."""
+    x = conv2d(x, filters, kernel_size, f"{name}_conv", strides, padding, groups)
     x = keras.layers.BatchNormalization(epsilon=epsilon, name=f"{name}_bn")(x)
     if relu:
         x = keras.layers.ReLU(name=f"{name}_relu")(x)

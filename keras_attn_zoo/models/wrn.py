@@ -3,7 +3,7 @@
 import keras
 
 from keras_attn_zoo.models.abn import attention_branch
-from keras_attn_zoo.models.common import check_classes, finish, head, model_input, parse_attention
+from keras_attn_zoo.models.common import check_classes, conv2d, finish, head, model_input, parse_attention
 
 
 def wide_block(x, filters, strides, dropout, name, epsilon):
@@ -12,15 +12,15 @@ def wide_block(x, filters, strides, dropout, name, epsilon):
     pre = keras.layers.BatchNormalization(epsilon=epsilon, name=f"{name}_1_bn")(x)
     pre = keras.layers.ReLU(name=f"{name}_1_relu")(pre)
     if strides != 1 or x.shape[-1] != filters:
-        short = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_shortcut_conv")(pre)
+        short = conv2d(pre, filters, 1, f"{name}_shortcut_conv", strides=strides)
     else:
         short = x
-    y = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_1_conv")(pre)
+    y = conv2d(pre, filters, 3, f"{name}_1_conv", strides=strides)
     y = keras.layers.BatchNormalization(epsilon=epsilon, name=f"{name}_2_bn")(y)
     y = keras.layers.ReLU(name=f"{name}_2_relu")(y)
     if dropout:
         y = keras.layers.Dropout(dropout, name=f"{name}_dropout")(y)
-    y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv")(y)
+    y = conv2d(y, filters, 3, f"{name}_2_conv")
     return keras.layers.Add(name=f"{name}_add")([short, y])
 
 
@@ -78,7 +78,7 @@ def wide_resnet(
             x = wide_block(x, filters[g - 1], strides if b == 1 else 1, dropout, f"{prefix}_block{b}", bn_epsilon)
         return x
 
-    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = conv2d(inputs, 16, 3, "stem_conv")
     abn_logits = None
     for g in (1, 2, 3):
         if att.abn and g == 3:

@@ -1,0 +1,270 @@
+"""The ABN checkpoint converter against PyTorch modules that use the authors' key names.
+
+The modules below re-create the structure of the authors' ResNet and Wide ResNet code
+(attribute names, layer order, forward pass); random weights and BatchNorm statistics make
+every tensor matter. The converted Keras model must compute the same outputs.
+"""
+
+import numpy as np
+import pytest
+
+import torch  # noqa: E402  (in the test extra: this test must run, not skip)
+
+nn = torch.nn
+
+import keras_attn_zoo as zoo  # noqa: E402
+from keras_attn_zoo.convert import convert_abn_checkpoint, load_state_dict  # noqa: E402
+from keras_attn_zoo.models.abn import abn_outputs  # noqa: E402
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU()
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
+class ABNHeads(nn.Module):
+    """The attention-branch heads and forward of the authors' code (shared by both nets)."""
+
+    def make_heads(self, channels, classes):
+        self.bn_att = nn.BatchNorm2d(channels)
+        self.att_conv = nn.Conv2d(channels, classes, 1, bias=False)
+        self.bn_att2 = nn.BatchNorm2d(classes)
+        self.att_conv2 = nn.Conv2d(classes, classes, 1, bias=False)
+        self.att_conv3 = nn.Conv2d(classes, 1, 3, padding=1, bias=False)
+        self.bn_att3 = nn.BatchNorm2d(1)
+
+    def branch(self, x, att_stage):
+        ax = self.bn_att(att_stage(x))
+        ax = torch.relu(self.bn_att2(self.att_conv(ax)))
+        att = torch.sigmoid(self.bn_att3(self.att_conv3(ax)))
+        logits = self.att_conv2(ax).mean(dim=(2, 3))
+        return logits, att, x * att + x
+
+
+class ABNResNet(ABNHeads):
+    def __init__(self, block, counts, classes, imagenet):
+        super().__init__()
+        widths = (64, 128, 256, 512) if imagenet else (16, 32, 64)
+        self.imagenet = imagenet
+        self.inplanes = widths[0]
+        if imagenet:
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+        else:
+            self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.stages = []
+        for i, (w, n) in enumerate(zip(widths, counts), start=1):
+            if i == len(widths):  # the attention branch's stride-1 copy of the last stage
+                setattr(self, f"att_layer{i}", self._make_layer(block, w, n, 1, advance=False))
+                self.att_name = f"att_layer{i}"
+            layer = self._make_layer(block, w, n, 1 if i == 1 else 2)
+            setattr(self, f"layer{i}", layer)
+            self.stages.append(layer)
+        self.make_heads(widths[-1] * block.expansion, classes)
+        self.fc = nn.Linear(widths[-1] * block.expansion, classes)
+
+    def _make_layer(self, block, planes, n, stride, advance=True):
+        inplanes = self.inplanes
+        downsample = None
+        if stride != 1 or inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(inplanes, planes, stride, downsample)]
+        layers += [block(planes * block.expansion, planes) for _ in range(1, n)]
+        if advance:
+            self.inplanes = planes * block.expansion
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        if self.imagenet:
+            x = self.maxpool(x)
+        for stage in self.stages[:-1]:
+            x = stage(x)
+        logits, att, x = self.branch(x, getattr(self, self.att_name))
+        x = self.stages[-1](x).mean(dim=(2, 3))
+        return logits, self.fc(x), att
+
+
+class WideBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.equal = cin == cout and stride == 1
+        self.convShortcut = None if self.equal else nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x):
+        pre = torch.relu(self.bn1(x))
+        out = self.conv2(torch.relu(self.bn2(self.conv1(pre))))
+        return (x if self.equal else self.convShortcut(pre)) + out
+
+
+class NetworkBlock(nn.Module):
+    def __init__(self, n, cin, cout, stride):
+        super().__init__()
+        self.layer = nn.Sequential(*[WideBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(n)])
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+class ABNWideResNet(ABNHeads):
+    def __init__(self, depth, k, classes):
+        super().__init__()
+        n, ch = (depth - 4) // 6, (16, 16 * k, 32 * k, 64 * k)
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.block1 = NetworkBlock(n, ch[0], ch[1], 1)
+        self.block2 = NetworkBlock(n, ch[1], ch[2], 2)
+        self.block3 = NetworkBlock(n, ch[2], ch[3], 2)
+        self.att_block3 = NetworkBlock(n, ch[2], ch[3], 1)
+        self.make_heads(ch[3], classes)
+        self.bn1 = nn.BatchNorm2d(ch[3])
+        self.fc = nn.Linear(ch[3], classes)
+
+    def forward(self, x):
+        x = self.block2(self.block1(self.conv1(x)))
+        logits, att, x = self.branch(x, self.att_block3)
+        x = torch.relu(self.bn1(self.block3(x))).mean(dim=(2, 3))
+        return logits, self.fc(x), att
+
+
+def randomised(module, seed=0):
+    torch.manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return module.eval()
+
+
+CASES = {
+    "abn_resnet20": (lambda: ABNResNet(BasicBlock, (3, 3, 3), 100, False), (32, 32, 3)),
+    "abn_resnet44": (lambda: ABNResNet(Bottleneck, (7, 7, 7), 10, False), (32, 32, 3)),
+    "abn_resnet50": (lambda: ABNResNet(Bottleneck, (3, 4, 6, 3), 1000, True), (64, 64, 3)),
+    "abn_wrn28_4": (lambda: ABNWideResNet(16, 2, 10), None),
+}
+
+
+def compare(model, torch_model, input_shape):
+    x = np.random.default_rng(1).uniform(0, 1, (2, *input_shape)).astype("float32")
+    with torch.no_grad():
+        logits, scores, att = torch_model(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+    np.testing.assert_allclose(model.predict(x, verbose=0), torch.softmax(scores, 1).numpy(), atol=2e-5)
+    out = abn_outputs(model, x)
+    np.testing.assert_allclose(out["logits"], logits.numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(out["attention_map"], att.numpy().transpose(0, 2, 3, 1), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["abn_resnet20", "abn_resnet44", "abn_resnet50"])
+def test_converted_resnets_compute_what_pytorch_computes(name, tmp_path):
+    make, input_shape = CASES[name]
+    torch_model = randomised(make())
+    path = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in torch_model.state_dict().items()}}, path)
+    out = tmp_path / f"{name}.weights.h5"
+    model = convert_abn_checkpoint(path, name, out, input_shape=input_shape)
+    compare(model, torch_model, input_shape)
+    reloaded = zoo.load(name, weights=str(out), num_classes=model.output_shape[-1], input_shape=input_shape)
+    np.testing.assert_array_equal(reloaded.get_weights()[0], model.get_weights()[0])
+
+
+def test_converted_wide_resnet_from_an_npz_dump(tmp_path):
+    """The torch-free path: the two-line .npz dump. WRN-16-2 keeps it small; the key names are
+    those of abn_wrn28_*."""
+    torch_model = randomised(ABNWideResNet(16, 2, 10))
+    np.savez(tmp_path / "wrn.npz", **{k: v.numpy() for k, v in torch_model.state_dict().items()})
+    state = load_state_dict(tmp_path / "wrn.npz")
+    from keras_attn_zoo.convert.abn_pytorch import RULES  # the WRN rules, on a WRN-16-2 model
+    import keras_attn_zoo.registry as registry
+
+    spec = registry.get_spec("abn_wrn28_4")
+    small = registry.dataclasses.replace(spec, kwargs=registry.types.MappingProxyType({**spec.kwargs, "depth": 16, "width": 2}))
+    registry._REGISTRY["abn_wrn16_2_test"] = registry.dataclasses.replace(small, name="abn_wrn16_2_test")
+    try:
+        assert "wrn" in RULES
+        model = convert_abn_checkpoint(state, "abn_wrn16_2_test")
+        compare(model, torch_model, (32, 32, 3))
+    finally:
+        del registry._REGISTRY["abn_wrn16_2_test"]
+
+
+def test_mismatches_fail_loudly(tmp_path):
+    torch_model = ABNResNet(BasicBlock, (3, 3, 3), 10, False)
+    state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+    with pytest.raises(ValueError, match="has no 'layer1.3.conv1.weight'"):
+        convert_abn_checkpoint(state, "abn_resnet32")  # wrong depth
+    wrong = {**state, "fc.weight": np.zeros((10, 32), "float32")}
+    with pytest.raises(ValueError, match="expects"):
+        convert_abn_checkpoint(wrong, "abn_resnet20")
+    extra = {**state, "extra.weight": np.zeros(3)}
+    with pytest.raises(ValueError, match="no place"):
+        convert_abn_checkpoint(extra, "abn_resnet20")
+    with pytest.raises(ValueError, match="No converter"):
+        convert_abn_checkpoint(state, "abn_densenet_bc100_12")
+    with pytest.raises(FileNotFoundError):
+        load_state_dict(tmp_path / "missing.pth.tar")
+
+
+def test_weights_imagenet_resolves_to_the_converted_file(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("KERAS_ATTN_ZOO_HOME", str(tmp_path / "home"))
+    with pytest.raises(ValueError, match="convert_abn_pytorch.py model_best.pth.tar --model abn_resnet50 --tag imagenet"):
+        zoo.load("abn_resnet50", weights="imagenet")
+    torch_model = randomised(ABNResNet(Bottleneck, (3, 4, 6, 3), 1000, True))
+    np.savez(tmp_path / "ckpt.npz", **{k: v.numpy() for k, v in torch_model.state_dict().items()})
+    script = zoo.__file__.replace("keras_attn_zoo/__init__.py", "scripts/convert_abn_pytorch.py")
+    proc = subprocess.run(
+        [sys.executable, script, str(tmp_path / "ckpt.npz"), "--model", "abn_resnet50", "--tag", "imagenet"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    model = zoo.load("abn_resnet50", weights="imagenet", input_shape=(64, 64, 3))
+    compare(model, torch_model, (64, 64, 3))
+    installed = tmp_path / "home" / "abn_resnet50_imagenet.weights.h5"
+    installed.write_bytes(installed.read_bytes()[:-10] + b"0" * 10)  # tamper
+    with pytest.raises(ValueError, match="damaged"):
+        zoo.load("abn_resnet50", weights="imagenet")
