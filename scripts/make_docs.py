@@ -24,16 +24,23 @@ def model_table(counts):
     from keras_attn_zoo.weights import published_tags
 
     lines = [
-        "| name | architecture | our params (default) | paper: table, data set, params, top-1 error | weights |",
-        "| --- | --- | ---: | --- | --- |",
+        "| name | architecture | our params (default) | reference implementation's params "
+        "| paper: table, data set, params, top-1 error | weights |",
+        "| --- | --- | ---: | ---: | --- | --- |",
     ]
     for name in list_models():
         spec = get_spec(name)
         rows = "; ".join(
-            f"{r.table}, {r.dataset}, {r.params_m}M, {r.top1_error}%" for r in spec.results
+            f"{r.paper.upper()} {r.table}, {r.dataset}, "
+            f"{'-' if r.params_m is None else f'{r.params_m}M'}, {r.top1_error}%"
+            for r in spec.results
         ) or "-"
+        official = spec.official_params.get(spec.num_classes)
+        reference = "-" if official is None else f"{official:,}"
+        if official is not None and spec.official_params_delta:
+            reference += f" ({spec.official_params_delta:+,}, see notes)"
         weights = ", ".join(published_tags(name)) or "-"
-        lines.append(f"| `{name}` | {spec.description} | {counts[name]:,} | {rows} | {weights} |")
+        lines.append(f"| `{name}` | {spec.description} | {counts[name]:,} | {reference} | {rows} | {weights} |")
     return "\n".join(lines)
 
 
