@@ -366,6 +366,7 @@ for _w in (64, 16):
         "resnext_cifar", f"ABN-ResNeXt-29 8x{_w}d (CIFAR)", "abn", "stage3_block3_out",
         official_params=_official({10: 60_686_366, 100: 60_881_666} if _w == 64 else {}),
         official_params_delta=-2048 if _w == 64 else 0,
+        weight_sources=_converted("abn_resnext29_8x64d", "cifar100") if _w == 64 else _official({}),
         notes=_ABN_NOTES + "Branch after stage 2. The authors' ResNeXt creates the BN after the "
         "stage copy (1,024 channels, 2,048 parameters) but never calls it: we leave it out, so "
         "our count is the official one minus 2,048 and the function is the same.",

@@ -168,6 +168,59 @@ class ABNWideResNet(ABNHeads):
         return logits, self.fc(x), att
 
 
+class ResNeXtBottleneck(nn.Module):
+    def __init__(self, cin, cout, stride, cardinality, width):
+        super().__init__()
+        self.conv_reduce = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn_reduce = nn.BatchNorm2d(width)
+        self.conv_conv = nn.Conv2d(width, width, 3, stride, 1, groups=cardinality, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        self.conv_expand = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn_expand = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if cin != cout:
+            self.shortcut.add_module("shortcut_conv", nn.Conv2d(cin, cout, 1, stride, bias=False))
+            self.shortcut.add_module("shortcut_bn", nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = torch.relu(self.bn_reduce(self.conv_reduce(x)))
+        y = torch.relu(self.bn(self.conv_conv(y)))
+        return torch.relu(self.shortcut(x) + self.bn_expand(self.conv_expand(y)))
+
+
+class ABNResNeXt(ABNHeads):
+    """The authors' CIFAR ResNeXt with ABN; note ``bn_att`` is created but never called."""
+
+    def __init__(self, cardinality, base_width, classes, blocks=3):
+        super().__init__()
+        outs = (256, 512, 1024)
+        self.conv_1_3x3 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn_1 = nn.BatchNorm2d(64)
+
+        def stage(name, cin, s, stride):
+            seq = nn.Sequential()
+            for b in range(blocks):
+                seq.add_module(f"{name}_bottleneck_{b}", ResNeXtBottleneck(
+                    cin if b == 0 else outs[s], outs[s], stride if b == 0 else 1, cardinality,
+                    cardinality * base_width * 2 ** s))
+            return seq
+
+        self.stage_1 = stage("stage_1", 64, 0, 1)
+        self.stage_2 = stage("stage_2", 256, 1, 2)
+        self.stage_3 = stage("stage_3", 512, 2, 2)
+        self.stage_att = stage("stage_att", 512, 2, 1)
+        self.make_heads(1024, classes)
+        self.classifier = nn.Linear(1024, classes)
+
+    def forward(self, x):
+        x = self.stage_2(self.stage_1(torch.relu(self.bn_1(self.conv_1_3x3(x)))))
+        ax = torch.relu(self.bn_att2(self.att_conv(self.stage_att(x))))  # no bn_att
+        att = torch.sigmoid(self.bn_att3(self.att_conv3(ax)))
+        logits = self.att_conv2(ax).mean(dim=(2, 3))
+        x = self.stage_3(x * att + x).mean(dim=(2, 3))
+        return logits, self.classifier(x), att
+
+
 def randomised(module, seed=0):
     torch.manual_seed(seed)
     for m in module.modules():
@@ -228,6 +281,15 @@ def test_converted_wide_resnet_from_an_npz_dump(tmp_path):
         compare(model, torch_model, (32, 32, 3))
     finally:
         del registry._REGISTRY["abn_wrn16_2_test"]
+
+
+def test_converted_resnext_skips_the_unused_bn():
+    """ABN-ResNeXt-29 8x16d (the 8x64d's key names, a quarter of its width)."""
+    torch_model = randomised(ABNResNeXt(8, 16, 10))
+    state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+    assert "bn_att.weight" in state  # in the checkpoint, but not in the function
+    model = convert_abn_checkpoint(state, "abn_resnext29_8x16d")
+    compare(model, torch_model, (32, 32, 3))
 
 
 def test_mismatches_fail_loudly(tmp_path):

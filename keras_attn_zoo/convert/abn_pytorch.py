@@ -61,8 +61,30 @@ def _wrn_rules():
     ]
 
 
+def _resnext_rules():
+    """Our layer name -> the authors' module name, for their CIFAR ResNeXt code."""
+    parts = {"1_conv": "conv_reduce", "1_bn": "bn_reduce", "2_conv": "conv_conv", "2_bn": "bn",
+             "3_conv": "conv_expand", "3_bn": "bn_expand", "shortcut_conv": "shortcut.shortcut_conv",
+             "shortcut_bn": "shortcut.shortcut_bn"}
+    part = "(" + "|".join(parts) + ")"
+    return [
+        (r"stem_conv", lambda m: "conv_1_3x3"),
+        (r"stem_bn", lambda m: "bn_1"),
+        (rf"stage(\d+)_block(\d+)_{part}",
+         lambda m: f"stage_{m[1]}.stage_{m[1]}_bottleneck_{int(m[2]) - 1}.{parts[m[3]]}"),
+        (rf"abn_block(\d+)_{part}", lambda m: f"stage_att.stage_att_bottleneck_{int(m[1]) - 1}.{parts[m[2]]}"),
+        (r"predictions", lambda m: "classifier"),
+    ]
+
+
 # family (registry) -> naming rules; the CIFAR ResNet branches before stage 3, ImageNet's before 4
-RULES = {"resnet_cifar": _resnet_rules(3), "resnet": _resnet_rules(4), "wrn": _wrn_rules()}
+RULES = {
+    "resnet_cifar": _resnet_rules(3), "resnet": _resnet_rules(4), "wrn": _wrn_rules(),
+    "resnext_cifar": _resnext_rules(),
+}
+# tensors a family's checkpoints carry for modules the authors create but never call
+UNUSED = {"resnext_cifar": ("bn_att.",)}
+CLASSIFIER = {"resnext_cifar": "classifier"}
 
 
 def official_key(family, layer_name):
@@ -152,12 +174,13 @@ def convert_abn_checkpoint(checkpoint, model_name, output=None, num_classes=None
         supported = ", ".join(sorted(RULES))
         raise ValueError(
             f"No converter for {spec.name}: the authors' checkpoints convert for the ABN models "
-            f"of the families {supported} (their DenseNet and ResNeXt key names are not mapped yet)."
+            f"of the families {supported} (their DenseNet's key names are not mapped yet)."
         )
     state = checkpoint if isinstance(checkpoint, dict) else load_state_dict(checkpoint)
-    if "fc.weight" not in state:
-        raise ValueError("The checkpoint has no 'fc.weight': is it an ABN classification model?")
-    classes = num_classes or state["fc.weight"].shape[0]
+    fc = CLASSIFIER.get(spec.family, "fc") + ".weight"
+    if fc not in state:
+        raise ValueError(f"The checkpoint has no {fc!r}: is it an ABN classification model of {spec.family}?")
+    classes = num_classes or state[fc].shape[0]
     model = spec.build(classes=classes, name=spec.name, **({"input_shape": input_shape} if input_shape else {}))
     used = set()
     for layer in model.layers:
@@ -174,7 +197,11 @@ def convert_abn_checkpoint(checkpoint, model_name, output=None, num_classes=None
                     f"checkpoint's {prefix} has {value.shape}. Wrong model name or depth?"
                 )
         layer.set_weights(values)
-    unused = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked"))
+    skip = UNUSED.get(spec.family, ())
+    unused = sorted(
+        k for k in state
+        if k not in used and not k.endswith("num_batches_tracked") and not k.startswith(skip)
+    )
     if unused:
         raise ValueError(
             f"{len(unused)} checkpoint tensors have no place in {spec.name}, e.g. {unused[:5]}. "
