@@ -26,6 +26,13 @@ DATASETS = {
     "imagenet5": (5, (224, 224, 3), "ImageNet-5 (FANet's 5-class ImageNet subset, 224x224)"),
 }
 
+# Class names in label order, for data sets whose names the zoo knows.
+CLASS_NAMES = {
+    "cifar10": (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    ),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class PaperResult:
@@ -73,6 +80,7 @@ class ModelSpec:
     notes: str = ""
     classifier: str = "predictions"
     gradcam_layer: str = ""
+    class_names: tuple = CLASS_NAMES["cifar10"]
 
     def build(self, **overrides):
         return self.builder(**{**self.kwargs, **overrides})

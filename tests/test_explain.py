@@ -8,6 +8,7 @@ from PIL import Image
 import keras
 import keras_attn_zoo as zoo
 from helpers import sample_images
+from keras_attn_zoo.cli import main
 from keras_attn_zoo.explain import explain, fa_gates, grad_cam, se_layers, se_weights, select_outputs
 
 
@@ -139,3 +140,26 @@ def test_overlay_colours_the_map_over_the_image():
     np.testing.assert_allclose(out[0, 0], 0.5 * 255 * np.array(jet(1.0)[:3]), atol=1)
     np.testing.assert_allclose(out[-1, -1], 0.5 * 255 * np.array(jet(0.0)[:3]), atol=1)
     assert out[0, 0, 0] > 60 and out[-1, -1, 2] > 60
+
+
+def test_cli_explain_writes_a_png_of_the_promised_size(cifar_jpegs, tmp_path, capsys):
+    from keras_attn_zoo.explain.plots import DPI, PANEL_INCHES
+
+    photo = cifar_jpegs / "cat" / "0000.jpg"
+    out = tmp_path / "pictures" / "cat.png"
+    assert main(["explain", str(photo), "--model", "fa_resnet20", "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "randomly initialised" in captured.err
+    lines = captured.out.strip().split("\n")
+    assert "Grad-CAM at stage3_block3_out" in lines[0]
+    assert len([line for line in lines if "FA gate k =" in line]) == 8
+    assert lines[-1] == f"wrote {out}"
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+        # image, Grad-CAM overlay, FA gates: three panels
+        assert image.size == (3 * PANEL_INCHES * DPI, PANEL_INCHES * DPI)
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.std() > 10  # a picture, not a blank canvas
+
+    assert main(["explain", str(tmp_path / "missing.jpg"), "--model", "fa_resnet20", "-o", str(out)]) == 2
+    assert "No such file" in capsys.readouterr().err
