@@ -76,6 +76,20 @@ def _model(name_or_file, weights):
     return model
 
 
+def _export(args):
+    from keras_attn_zoo.export import export_model
+
+    model = _model(args.model, args.weights)
+    report = export_model(
+        model, args.output, args.format, quantize=args.quantize,
+        representative_images=args.representative_images, batch_size=args.batch_size,
+        outputs=args.outputs,
+    )
+    print(report.summary())
+    if not report.ok:
+        raise ValueError(f"the exported file does not match Keras ({report.criterion}).")
+
+
 def _predict(args):
     from keras_attn_zoo.predict import class_names, predict_files
 
@@ -130,6 +144,19 @@ def build_parser():
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_gates)
+
+    p = sub.add_parser("export", help="write a SavedModel, TFLite or ONNX file and check it against Keras")
+    p.add_argument("model", help="a registered name or a .keras file")
+    p.add_argument("--weights", default=None, help="a .weights.h5 path or a published tag")
+    p.add_argument("--format", required=True, choices=["savedmodel", "tflite", "onnx"])
+    p.add_argument("--quantize", choices=["float16", "dynamic", "int8"], help="TFLite only")
+    p.add_argument("--representative-images", metavar="DIR",
+                   help="your images: int8 calibration (required for int8) and the parity check")
+    p.add_argument("--batch-size", type=int, default=None, help="fixed batch (1 for mobile); dynamic by default")
+    p.add_argument("--outputs", nargs="+", default=[], metavar="LAYER[:INDEX]",
+                   help="extra named outputs, e.g. '*_fa:1' for every FA gate")
+    p.add_argument("-o", "--output", required=True, help="the file to write (a folder for savedmodel)")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("predict", help="top-k classes of image files")
     p.add_argument("images", nargs="+", help="image files or folders")
