@@ -34,6 +34,13 @@ DATASETS = {
     "celeba": (40, (224, 224, 3), "CelebA (40 binary attributes)"),
 }
 
+# Class names in label order, for data sets whose names the zoo knows.
+CLASS_NAMES = {
+    "cifar10": (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    ),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class PaperResult:
@@ -93,6 +100,7 @@ class ModelSpec:
     weight_sources: types.MappingProxyType = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({})
     )
+    class_names: tuple = CLASS_NAMES["cifar10"]
 
     def build(self, **overrides):
         """Call the builder with this entry's classes, input shape and arguments."""
@@ -372,7 +380,7 @@ for _w in (64, 16):
         "our count is the official one minus 2,048 and the function is the same.",
     )
 
-_IMAGENET = {"num_classes": 1000, "input_shape": (224, 224, 3)}
+_IMAGENET = {"num_classes": 1000, "input_shape": (224, 224, 3), "class_names": ()}
 _IMAGENET_OFFICIAL = {50: 43_584_866, 101: 62_576_994, 152: 78_220_642}
 # torchvision's models, whose layout (and checkpoints) the ImageNet baselines follow
 _TORCHVISION = {
@@ -422,7 +430,7 @@ _register(
 _register(
     "abn_resnet101_multitask", resnet_multitask_abn, {"depth": 101}, "resnet",
     "Multi-task ABN-ResNet-101 (40 binary attributes, CelebA)", "abn", "stage4_block3_out",
-    num_classes=40, input_shape=(224, 224, 3),
+    num_classes=40, input_shape=(224, 224, 3), class_names=(),
     notes="Attention branch: stride-1 copy of stage 4 -> BN -> 1x1 conv to T maps (no sigmoid; "
     "GAP = per-task logits). Each task's perception pass runs the shared stage 4 on "
     "(1 + M_t) * g, batched as batch * T rows; one sigmoid unit per task. Binary "

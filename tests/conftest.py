@@ -5,6 +5,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+from helpers import extract_cifar  # noqa: E402
+
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="run the slow, full-size tests")
@@ -25,3 +27,9 @@ def _fresh_session():
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def cifar_jpegs(tmp_path_factory):
+    """15 real CIFAR-10 test JPEGs per class (150), in class folders."""
+    return extract_cifar(tmp_path_factory.mktemp("cifar10"), per_class=15)

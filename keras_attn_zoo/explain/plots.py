@@ -1,0 +1,137 @@
+"""Pictures of attention (matplotlib, the ``viz`` extra): Grad-CAM overlays, FA gates, SE weights.
+
+>>> import numpy as np, keras_attn_zoo as zoo
+>>> from keras_attn_zoo.explain import explain
+>>> images = np.zeros((1, 32, 32, 3), "float32")
+>>> path = save_explanation("out.png", images[0], explain(zoo.load("fa_resnet20"), images))
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+PANEL_INCHES = 4.0
+DPI = 100
+
+
+def require_matplotlib():
+    """``(matplotlib, Figure)``; an ImportError that names the extra when matplotlib is missing."""
+    try:
+        import matplotlib
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ImportError(
+            "Pictures of attention need matplotlib: pip install 'keras_attn_zoo[viz]'."
+        ) from e
+    return matplotlib, Figure
+
+
+def _as_uint8(image):
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = np.clip(image * 255.0 if image.max() <= 1.0 else image, 0, 255).astype("uint8")
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"Expected an image (H, W, 3) or (H, W, 1), got shape {image.shape}.")
+    return image
+
+
+def overlay(image, heatmap, alpha=0.45, cmap="jet"):
+    """A map drawn over an image: upsampled (bilinear) to the image, coloured and blended.
+
+    Args:
+        image: pixels ``(H, W, 3)``, uint8 in [0, 255] or float in [0, 1].
+        heatmap: a map ``(h, w)`` with values in [0, 1] (e.g. a Grad-CAM map).
+        alpha: weight of the coloured map. Defaults to 0.45.
+        cmap: a matplotlib colormap name. Defaults to "jet".
+
+    Returns:
+        A uint8 RGB array ``(H, W, 3)``.
+    """
+    from PIL import Image
+
+    matplotlib, _ = require_matplotlib()
+    image = _as_uint8(image)
+    heatmap = np.asarray(heatmap, dtype="float32")
+    if heatmap.ndim != 2:
+        raise ValueError(f"Expected a map of shape (h, w), got {heatmap.shape}.")
+    resized = Image.fromarray(heatmap).resize((image.shape[1], image.shape[0]), Image.BILINEAR)
+    colours = matplotlib.colormaps[cmap](np.clip(np.asarray(resized), 0, 1))[..., :3] * 255.0
+    return (image * (1 - alpha) + colours * alpha).astype("uint8")
+
+
+def plot_fa_gates(ax, gates, index=0):
+    """Bar chart of the FA gates k_i of one image along the depth of the network.
+
+    Args:
+        ax: a matplotlib Axes.
+        gates: FA layer name -> gates ``(batch,)`` in graph order (``Explanation.fa_gates``).
+        index: which image of the batch. Defaults to 0.
+    """
+    names = list(gates)
+    values = [float(gates[name][index]) for name in names]
+    colours = ["tab:orange" if "block" not in name else "tab:blue" for name in names]
+    ax.bar(range(len(names)), values, color=colours)
+    ax.set_xticks(range(len(names)), [n.removesuffix("_fa") for n in names], rotation=90, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("k_i (0: block skipped, 1: kept)")
+    ax.set_title("FA gates along depth (orange: stage level)", fontsize=9)
+
+
+def plot_se_weights(ax, weights, index=0):
+    """Box plot of each SE layer's channel weights for one image, along depth.
+
+    Args:
+        ax: a matplotlib Axes.
+        weights: SE layer name -> ``(batch, channels)`` (``Explanation.se_weights``).
+        index: which image of the batch. Defaults to 0.
+    """
+    names = list(weights)
+    ax.boxplot([weights[name][index] for name in names], showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), [n.removesuffix("_se") for n in names], rotation=90, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("channel weight")
+    ax.set_title("SE channel weights along depth", fontsize=9)
+
+
+def save_explanation(path, image, explanation, index=0, class_names=None):
+    """Save one image's explanation as a PNG: the image, the Grad-CAM overlay and, when the
+    model has them, its FA gates and SE weights along depth.
+
+    The figure is ``PANEL_INCHES * DPI`` = 400 pixels high and 400 pixels wide per panel.
+
+    Args:
+        path: where to write the PNG.
+        image: the image's pixels ``(H, W, 3)`` at any size (uint8, or float in [0, 1]).
+        explanation: an ``Explanation`` from ``keras_attn_zoo.explain.explain``.
+        index: which image of the explained batch. Defaults to 0.
+        class_names: names of the classes, for the title. Defaults to class indices.
+
+    Returns:
+        The ``Path`` written.
+    """
+    _, Figure = require_matplotlib()
+    image = _as_uint8(image)
+    panels = 2 + bool(explanation.fa_gates) + bool(explanation.se_weights)
+    fig = Figure(figsize=(PANEL_INCHES * panels, PANEL_INCHES), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, panels)
+    c = int(explanation.class_index[index])
+    label = class_names[c] if class_names is not None else f"class {c}"
+    axes[0].imshow(image)
+    axes[0].set_title("input", fontsize=9)
+    axes[1].imshow(overlay(image, explanation.grad_cam[index]))
+    axes[1].set_title(
+        f"Grad-CAM at {explanation.grad_cam_layer}\n{label}: {explanation.scores[index, c]:.3f}",
+        fontsize=9,
+    )
+    for ax in axes[:2]:
+        ax.axis("off")
+    if explanation.fa_gates:
+        plot_fa_gates(axes[2], explanation.fa_gates, index)
+    if explanation.se_weights:
+        plot_se_weights(axes[-1], explanation.se_weights, index)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI)
+    return path

@@ -1,0 +1,353 @@
+"""Writing SavedModel, TFLite and ONNX files from a Keras model on the TensorFlow backend.
+
+What was measured with TF 2.21 / Keras 3.15 and shapes this code:
+
+- ``TFLiteConverter.from_saved_model`` converts exactly; ``from_concrete_functions`` silently
+  drops the variables (NaN outputs) and is not used.
+- Keras' own LiteRT export allows TensorFlow ("Flex") ops by default; here only TFLite
+  built-in ops are allowed, and a model that needs more fails with the ops' names.
+- ``model.export(format="onnx")`` needs a model that has been called once, and leaves grouped
+  convolutions as nested calls onnxruntime cannot run; ONNX files are therefore converted
+  from the SavedModel with tf2onnx, after inlining (see :func:`_write_onnx`).
+- A model with one output gets the output name ``output_0`` in a SavedModel signature; the model
+  is therefore always exported with dict outputs, named after their layers.
+"""
+
+import contextlib
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_attn_zoo.explain.outputs import run, with_outputs
+from keras_attn_zoo.export import parity
+
+FORMATS = ("savedmodel", "tflite", "onnx")
+QUANTIZATIONS = (None, "float16", "dynamic", "int8")
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What an export wrote and how closely the file reproduces Keras.
+
+    Attributes:
+        path: the file (or SavedModel folder) written.
+        format: "savedmodel", "tflite" or "onnx".
+        quantize: None, "float16", "dynamic" or "int8".
+        input_name: the input's name in the file.
+        input_shape: the input's shape in the file; None is a dynamic size.
+        outputs: output name -> shape (batch first, None when dynamic).
+        size_bytes: the size of the file (or folder).
+        runtime: what ran the file for the check.
+        samples: how many inputs the check used, and what they were.
+        max_abs_diff: output name -> largest absolute difference from Keras.
+        top1_agreement: fraction of samples with the same top class as Keras (class scores
+            only), else None.
+        criterion: the test the file had to pass, in words.
+        ok: whether it passed.
+        ops: the TFLite operators in the file (TFLite only).
+    """
+
+    path: Path
+    format: str
+    quantize: object
+    input_name: str
+    input_shape: tuple
+    outputs: dict
+    size_bytes: int
+    runtime: str
+    samples: str
+    max_abs_diff: dict
+    top1_agreement: object
+    criterion: str
+    ok: bool
+    ops: tuple = ()
+
+    def summary(self):
+        """The report as a few lines of text."""
+        kind = self.format + (f" ({self.quantize})" if self.quantize else "")
+        lines = [
+            f"wrote {self.path} ({kind}, {self.size_bytes / 1e6:.2f} MB)",
+            f"  input  {self.input_name}: {_shape(self.input_shape)}",
+        ]
+        for name, shape in self.outputs.items():
+            lines.append(f"  output {name}: {_shape(shape)}  max |diff| from Keras {self.max_abs_diff[name]:.3g}")
+        if self.top1_agreement is not None:
+            lines.append(f"  top-1 agreement with Keras: {self.top1_agreement:.1%}")
+        lines.append(f"  checked in {self.runtime} on {self.samples}")
+        lines.append(f"  parity {'OK' if self.ok else 'FAILED'}: {self.criterion}")
+        return "\n".join(lines)
+
+    __str__ = summary
+
+
+def _shape(shape):
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+# quantize -> (bound on every output's max |difference|, least top-1 agreement)
+TOLERANCES = {None: (1e-4, None), "float16": (1e-2, None), "dynamic": (None, 0.9), "int8": (None, 0.9)}
+
+
+def _check_arguments(model, format, quantize, representative_images, batch_size):
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "Export needs the TensorFlow backend (KERAS_BACKEND=tensorflow); the backend is "
+            f"{keras.backend.backend()!r}."
+        )
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}.")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be None, 'float16', 'dynamic' or 'int8'; got {quantize!r}.")
+    if quantize and format != "tflite":
+        raise ValueError(f"Quantization is a TFLite option; {format} files are exported in float32.")
+    if quantize == "int8" and representative_images is None:
+        raise ValueError(
+            "Full int8 quantization calibrates on a representative data set: pass "
+            "representative_images (a folder of your images, or an array of model inputs)."
+        )
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be None (dynamic) or a positive integer, got {batch_size!r}.")
+    if len(model.inputs) != 1:
+        raise ValueError(f"Export takes models with one image input; {model.name} has {len(model.inputs)}.")
+    if keras.backend.standardize_dtype(model.inputs[0].dtype) != "float32" or model.dtype_policy.name != "float32":
+        raise ValueError(f"Export needs a float32 model; {model.name} uses {model.dtype_policy.name}.")
+
+
+def _sample_inputs(image_shape, representative_images, num_samples, max_calibration, calibrate):
+    """(calibration inputs or None, parity inputs, words saying what they are).
+
+    With ``calibrate``, up to ``max_calibration`` of the images (in a fixed random order)
+    calibrate int8 and the check runs on the others, or on the same ones when none are left.
+    """
+    if representative_images is None:
+        x = np.random.default_rng(0).uniform(0, 1, (num_samples, *image_shape)).astype("float32")
+        return None, x, f"{num_samples} random inputs in [0, 1]"
+    if isinstance(representative_images, np.ndarray):
+        x, source = representative_images.astype("float32"), "given inputs,"
+        if x.shape[1:] != tuple(image_shape):
+            raise ValueError(f"representative_images have shape {x.shape}; the model takes (n, *{image_shape}).")
+    else:
+        from keras_attn_zoo.images import preprocess, read_images
+
+        pixels, read, failed = read_images(representative_images, image_shape[:2], image_shape[2])
+        if not read:
+            reasons = f" ({failed[0][1]})" if failed else ""
+            raise ValueError(f"No readable images in {representative_images}{reasons}.")
+        where = representative_images if isinstance(representative_images, (str, os.PathLike)) else "the given files"
+        skipped = f", {len(failed)} unreadable file(s) skipped" if failed else ""
+        x, source = preprocess(pixels), f"images from {where}{skipped},"
+    if len(x) == 0:
+        raise ValueError("representative_images is empty.")
+    order = np.random.default_rng(0).permutation(len(x))
+    if not calibrate:
+        return None, x[order[:num_samples]], f"{min(num_samples, len(x))} {source.rstrip(',')}"
+    calibration = x[order[:max_calibration]]
+    held_out = x[order[max_calibration:]][:num_samples]
+    if len(held_out):
+        return calibration, held_out, f"{len(held_out)} {source} not used for calibration"
+    return calibration, calibration[:num_samples], f"{min(num_samples, len(x))} {source} also used for calibration"
+
+
+def export_model(
+    model,
+    path,
+    format,
+    *,
+    quantize=None,
+    representative_images=None,
+    batch_size=None,
+    outputs=(),
+    num_samples=16,
+    max_calibration_images=100,
+):
+    """Write ``model`` as a SavedModel, TFLite or ONNX file and check it against Keras.
+
+    The file's input is the model's input (name and shape); its outputs are the model's own,
+    named after its output layer (``predictions`` for registry models), plus any layer outputs
+    that ``outputs`` selects, named after their layers. After writing, the file runs in its
+    own runtime on sample inputs (the representative images when given, else random ones) and
+    the report gives the largest difference from Keras per output. Float32 files must be
+    within 1e-4 of Keras, float16 within 1e-2; dynamic-range and int8 files must agree with
+    Keras on the top class of 90% of the samples (or, without class scores, stay within 10% of
+    the output's range).
+
+    Args:
+        model: a functional (or built Sequential) ``keras.Model`` with one image input.
+        path: the file to write (a folder for "savedmodel").
+        format: "savedmodel", "tflite" or "onnx".
+        quantize: TFLite only: None (float32), "float16" (float16 weights), "dynamic" (int8
+            weights, float activations) or "int8" (int8 weights and activations, calibrated on
+            ``representative_images``; the input and output stay float32). Defaults to None.
+        representative_images: a folder or list of image files (read, resized to the model's
+            input and preprocessed by ``keras_attn_zoo.images.preprocess``), or an array of
+            model inputs. Needed for "int8"; else used as the check's inputs. Defaults to None.
+        batch_size: a fixed batch size (1 for mobile), or None for a dynamic batch. Defaults
+            to None.
+        outputs: extra outputs, as layer names with optional wildcards and ``:index`` for
+            layers with several outputs, e.g. ``["*_fa:1"]`` for every FA gate. Defaults to none.
+        num_samples: inputs for the parity check. Defaults to 16.
+        max_calibration_images: at most this many images calibrate int8. Defaults to 100.
+
+    Returns:
+        An :class:`ExportReport`; ``report.ok`` says whether the file passed its check.
+
+    Raises:
+        ValueError: for bad arguments, a model TFLite cannot express with built-in ops, or a
+            backend other than TensorFlow.
+    """
+    _check_arguments(model, format, quantize, representative_images, batch_size)
+    with _quiet_tensorflow():
+        return _export(model, Path(path), format, quantize, representative_images, batch_size,
+                       outputs, num_samples, max_calibration_images)
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow():
+    """TensorFlow's Python warnings (deprecations inside tf2onnx, retracing of Keras' grouped
+    convolutions) say nothing a user can act on; errors still show."""
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _export(model, path, format, quantize, representative_images, batch_size, outputs,
+            num_samples, max_calibration_images):
+    from keras_attn_zoo.images import model_image_size
+
+    image_shape = model_image_size(model)
+    net = with_outputs(model, outputs)
+    calibration, x, samples = _sample_inputs(
+        image_shape, representative_images, num_samples, max_calibration_images, quantize == "int8"
+    )
+    if batch_size is not None:
+        x = np.resize(x, (max(batch_size, len(x) // batch_size * batch_size), *image_shape))
+    input_name = model.inputs[0].name
+    spec = keras.InputSpec(shape=(batch_size, *image_shape), dtype="float32", name=input_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if format == "savedmodel":
+        _write_saved_model(net, path, spec)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            saved_model = Path(tmp) / "savedmodel"
+            _write_saved_model(net, saved_model, spec)
+            if format == "onnx":
+                _write_onnx(saved_model, path, batch_size)
+            else:
+                path.write_bytes(_tflite_bytes(saved_model, quantize, calibration))
+    return _report(path, format, quantize, input_name, run(net, x),
+                   parity.run_file(path, format, input_name, x, batch_size), samples)
+
+
+def _write_saved_model(net, path, spec):
+    if path.is_dir():
+        shutil.rmtree(path)
+    net.export(str(path), format="tf_saved_model", input_signature=[spec], verbose=False)
+
+
+def _write_onnx(saved_model, path, batch_size):
+    """SavedModel -> ONNX with tf2onnx, after letting TensorFlow inline every function.
+
+    Keras runs grouped convolutions (ResNeXt) on TensorFlow as nested XLA-compiled functions
+    marked ``_noinline``, which tf2onnx would leave as ``StatefulPartitionedCall`` nodes that
+    onnxruntime cannot run; without those marks Grappler inlines them like any other function.
+    """
+    import tensorflow as tf
+    from tf2onnx import convert, tf_loader
+
+    graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
+        str(saved_model), None, None, tag="serve", signatures=["serving_default"],
+        return_tensors_to_rename=True,
+    )
+    functions = list(graph_def.library.function)
+    for proto in [*graph_def.node, *functions, *(n for f in functions for n in f.node_def)]:
+        for mark in ("_noinline", "_XlaMustCompile"):
+            if mark in proto.attr:
+                del proto.attr[mark]
+    with tf.Graph().as_default():
+        graph_def = tf_loader.tf_optimize(inputs, outputs, graph_def)
+    model, _ = convert.from_graph_def(
+        graph_def, input_names=inputs, output_names=outputs, tensors_to_rename=renames
+    )
+    if batch_size is None:
+        for value in [*model.graph.input, *model.graph.output]:
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    path.write_bytes(model.SerializeToString())
+
+
+def _tflite_bytes(saved_model, quantize, calibration):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        converter.representative_dataset = lambda: ([calibration[i:i + 1]] for i in range(len(calibration)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    try:
+        return converter.convert()
+    except Exception as e:  # the converter raises its own ConverterError with the MLIR log
+        needed = sorted(set(re.findall(r"(?:TF Select ops|Custom ops): ([^\n]+)", str(e))))
+        if not needed:
+            raise
+        raise ValueError(
+            f"The model needs operations that are not TFLite built-ins ({'; '.join(needed)}). "
+            "Only built-in ops are allowed, so that the file runs in any TFLite runtime without "
+            "the TensorFlow (Flex) kernels: express those operations with others in the model."
+        ) from e
+
+
+def _report(path, format, quantize, input_name, expected, file_run, samples):
+    got = file_run.outputs
+    missing = sorted(set(expected) - set(got))
+    if missing:
+        raise ValueError(f"The exported file lacks the outputs {missing}; it has {sorted(got)}.")
+    diffs = {name: float(np.max(np.abs(got[name] - value))) for name, value in expected.items()}
+    first = next(iter(expected))
+    scores = expected[first]
+    top1 = None
+    if scores.ndim == 2 and scores.shape[1] > 1:
+        top1 = float(np.mean(np.argmax(got[first], -1) == np.argmax(scores, -1)))
+    bound, agreement = TOLERANCES[quantize]
+    if bound is not None:
+        ok = all(d <= bound for d in diffs.values())
+        criterion = f"max |diff| <= {bound:g} on every output"
+    elif top1 is not None:
+        ok = top1 >= agreement
+        criterion = f"top-1 agreement >= {agreement:.0%}"
+    else:
+        ok = all(diffs[n] <= 0.1 * float(np.ptp(v) or 1.0) for n, v in expected.items())
+        criterion = "max |diff| <= 10% of each output's range"
+    size = (
+        sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    )
+    return ExportReport(
+        path=path,
+        format=format,
+        quantize=quantize,
+        input_name=input_name,
+        input_shape=file_run.input_shape,
+        outputs={name: file_run.output_shapes[name] for name in expected},
+        size_bytes=size,
+        runtime=file_run.runtime,
+        samples=samples,
+        max_abs_diff=diffs,
+        top1_agreement=top1,
+        criterion=criterion,
+        ok=ok,
+        ops=file_run.ops,
+    )

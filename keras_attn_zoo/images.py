@@ -1,0 +1,120 @@
+"""Reading the user's image files into model inputs, for ``predict``, ``explain`` and export.
+
+:func:`preprocess` is the one place that turns pixels into what a model expects. Until models
+record their own normalisation (with the training pipeline) it scales pixels to [0, 1].
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def preprocess(pixels):
+    """Turn RGB pixel values in [0, 255] into model inputs: scaled to [0, 1], float32.
+
+    This is the only preprocessing step of ``predict``, ``explain`` and export's
+    representative images, so that a model's recorded normalisation can later replace it here.
+
+    Args:
+        pixels: array of shape ``(..., H, W, C)`` with values in [0, 255].
+
+    Returns:
+        A float32 array of the same shape.
+    """
+    return np.asarray(pixels, dtype="float32") / 255.0
+
+
+def image_files(paths):
+    """The image files among ``paths``: files as given, folders searched recursively.
+
+    Files named directly are kept whatever their extension (reading them says whether they are
+    images); inside folders only files with an image extension are taken, sorted.
+
+    Args:
+        paths: a path or a list of paths to files or folders.
+
+    Returns:
+        A list of ``Path`` objects.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            )
+        else:
+            files.append(path)
+    return files
+
+
+def read_image(path, size=None, channels=3):
+    """Read one image file as pixels resized to ``size``.
+
+    Args:
+        path: the image file (JPEG, PNG, ... anything Pillow reads).
+        size: ``(height, width)`` of the result; the image is resized to it (bilinear), without
+            keeping the aspect ratio. None keeps the file's size.
+        channels: 3 for RGB, 1 for grey. Defaults to 3.
+
+    Returns:
+        A uint8 array of shape ``(height, width, channels)``.
+
+    Raises:
+        ValueError: if the file cannot be read as an image.
+        FileNotFoundError: if there is no such file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if channels not in (1, 3):
+        raise ValueError(f"Images can be read with 1 or 3 channels, not {channels}.")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such file: {path}")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB" if channels == 3 else "L")
+            if size is not None:
+                image = image.resize((size[1], size[0]), Image.BILINEAR)
+            pixels = np.asarray(image, dtype="uint8")
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{path} is not an image Pillow can read ({e}).") from e
+    return pixels.reshape(*pixels.shape[:2], channels)
+
+
+def read_images(paths, size, channels=3):
+    """Read every readable image among ``paths``; the others are reported, not fatal.
+
+    Args:
+        paths: files and folders, as for :func:`image_files`.
+        size: ``(height, width)`` to resize to.
+        channels: 3 for RGB, 1 for grey. Defaults to 3.
+
+    Returns:
+        ``(pixels, read, failed)``: a uint8 array ``(n, height, width, channels)`` of the images
+        that could be read, their paths, and a list of ``(path, message)`` for the others.
+    """
+    pixels, read, failed = [], [], []
+    for path in image_files(paths):
+        try:
+            pixels.append(read_image(path, size, channels))
+            read.append(path)
+        except (ValueError, FileNotFoundError) as e:
+            failed.append((path, str(e)))
+    array = np.stack(pixels) if pixels else np.zeros((0, *size, channels), "uint8")
+    return array, read, failed
+
+
+def model_image_size(model):
+    """``(height, width, channels)`` of a model's image input; an error if it is not fixed."""
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or None in shape[1:]:
+        raise ValueError(
+            f"{model.name} takes inputs of shape {shape}; reading images for it needs a fixed "
+            "(height, width, channels): build the model with input_shape=(H, W, C)."
+        )
+    return shape[1:]

@@ -1,0 +1,90 @@
+"""Top-k class predictions for image files, with class names: what ``keras-attn-zoo predict`` prints.
+
+>>> import keras_attn_zoo as zoo
+>>> model = zoo.load("fa_resnet20")
+>>> results, failed = predict_files(model, ["photo.jpg"], k=3)  # doctest: +SKIP
+>>> results[0].top  # doctest: +SKIP
+[('cat', 0.41), ('dog', 0.22), ('frog', 0.09)]
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from keras_attn_zoo.explain.outputs import run
+from keras_attn_zoo.images import model_image_size, preprocess, read_images
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One image's top classes: ``top`` is a list of ``(class name, score)``, best first."""
+
+    path: Path
+    top: list
+
+
+def read_class_names(path):
+    """Class names from a text file, one per line in label order (blank lines are skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Class names file not found: {path}")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"{path} lists no class names (one per line expected).")
+    return names
+
+
+def class_names(model, path=None):
+    """The names of ``model``'s classes: from ``path`` if given, else the registry's when the
+    model is a registered one with that many classes, else None (classes are then numbered).
+
+    Raises:
+        ValueError: if the file lists a different number of names than the model has classes.
+    """
+    from keras_attn_zoo.registry import get_spec
+
+    n = model.output_shape[-1]
+    if path is not None:
+        names = read_class_names(path)
+        if len(names) != n:
+            raise ValueError(f"{path} lists {len(names)} class names; {model.name} has {n} classes.")
+        return names
+    try:
+        names = get_spec(model.name).class_names
+    except ValueError:
+        return None
+    return list(names) if len(names) == n else None
+
+
+def top_k(scores, k, names=None):
+    """The ``k`` best ``(name, score)`` pairs of one score vector; names default to "class i"."""
+    order = np.argsort(scores)[::-1][:k]
+    return [(names[i] if names is not None else f"class {i}", float(scores[i])) for i in order]
+
+
+def predict_files(model, paths, k=3, names=None, batch_size=32):
+    """Predict the top-``k`` classes of every readable image among ``paths``.
+
+    Images are resized to the model's input and preprocessed by
+    ``keras_attn_zoo.images.preprocess``.
+
+    Args:
+        model: a classifier ``keras.Model`` taking images.
+        paths: image files and folders (searched recursively for images).
+        k: how many classes per image. Defaults to 3.
+        names: class names in label order. Defaults to "class i".
+        batch_size: images per forward pass. Defaults to 32.
+
+    Returns:
+        ``(predictions, failed)``: a :class:`Prediction` per readable image, and
+        ``(path, message)`` for each file that could not be read.
+    """
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    height, width, channels = model_image_size(model)
+    pixels, read, failed = read_images(paths, (height, width), channels)
+    if not read:
+        return [], failed
+    scores = run(model, preprocess(pixels), batch_size)
+    return [Prediction(path, top_k(s, k, names)) for path, s in zip(read, scores)], failed

@@ -1,0 +1,99 @@
+"""``keras-attn-zoo predict`` and the image reading behind it, on real CIFAR-10 JPEGs."""
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras_attn_zoo as zoo
+from keras_attn_zoo.cli import main
+from keras_attn_zoo.images import image_files, preprocess, read_image, read_images
+from keras_attn_zoo.predict import class_names
+
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture
+def photos(cifar_jpegs, tmp_path):
+    """Two real CIFAR JPEGs, a 64x48 PNG, a text file and an empty file in one folder."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(cifar_jpegs / "cat" / "0000.jpg", folder / "cat.jpg")
+    shutil.copy(cifar_jpegs / "ship" / "0001.jpg", folder / "ship.jpg")
+    Image.open(cifar_jpegs / "frog" / "0002.jpg").resize((64, 48)).save(folder / "frog.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"")
+    return folder
+
+
+def test_reading_images_resizes_and_reports_what_it_cannot_read(photos):
+    assert [p.name for p in image_files(photos)] == ["broken.jpg", "cat.jpg", "frog.png", "ship.jpg"]
+    assert image_files(photos / "notes.txt") == [photos / "notes.txt"]  # named files are tried
+
+    frog = read_image(photos / "frog.png", (32, 32))
+    with Image.open(photos / "frog.png") as image:
+        assert image.size == (64, 48)
+        expected = np.asarray(image.convert("RGB").resize((32, 32), Image.BILINEAR))
+    np.testing.assert_array_equal(frog, expected)
+    assert read_image(photos / "frog.png").shape == (48, 64, 3)
+
+    pixels, read, failed = read_images([photos, photos / "notes.txt"], (32, 32))
+    assert pixels.shape == (3, 32, 32, 3) and pixels.dtype == np.uint8
+    assert [p.name for p in read] == ["cat.jpg", "frog.png", "ship.jpg"]
+    assert [p.name for p, _ in failed] == ["broken.jpg", "notes.txt"]
+    assert all("not an image Pillow can read" in message for _, message in failed)
+    np.testing.assert_allclose(preprocess(pixels), pixels / 255.0)
+
+
+def test_cli_predict_prints_the_top_classes_of_every_readable_file(photos, tmp_path, capsys):
+    model = zoo.load("fa_resnet20")
+    weights = tmp_path / "fa_resnet20.weights.h5"
+    model.save_weights(weights)
+    missing = tmp_path / "missing.jpg"
+    argv = ["predict", str(photos), str(photos / "notes.txt"), str(missing), "--model", "fa_resnet20",
+            "--weights", str(weights), "--top-k", "4"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "randomly initialised" not in captured.err
+    assert "skipped: " in captured.err and "broken.jpg" in captured.err and "notes.txt" in captured.err
+    assert f"No such file: {missing}" in captured.err
+
+    lines = captured.out.strip().split("\n")
+    assert [line.split(": ")[0] for line in lines] == [str(photos / n) for n in ("cat.jpg", "frog.png", "ship.jpg")]
+    pixels, _, _ = read_images([photos / "cat.jpg", photos / "frog.png", photos / "ship.jpg"], (32, 32))
+    scores = model.predict(preprocess(pixels), verbose=0)
+    for line, s in zip(lines, scores):
+        printed = [item.rsplit(" ", 1) for item in line.split(": ")[1].split(", ")]
+        best = np.argsort(s)[::-1][:4]
+        assert [name for name, _ in printed] == [CIFAR10[i] for i in best]
+        np.testing.assert_allclose([float(v) for _, v in printed], s[best], atol=5e-4)
+
+
+def test_cli_predict_warns_about_random_weights_and_fails_when_nothing_is_readable(photos, capsys):
+    assert main(["predict", str(photos / "cat.jpg"), "--model", "fa_resnet20", "--top-k", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: fa_resnet20 is randomly initialised" in captured.err
+    assert captured.out.count("\n") == 1 and captured.out.split(": ")[1].split(" ")[0] in CIFAR10
+
+    assert main(["predict", str(photos / "notes.txt"), "--model", "fa_resnet20"]) == 2
+    assert "no readable image" in capsys.readouterr().err
+
+
+def test_class_names_come_from_a_file_the_registry_or_indices(photos, tmp_path, capsys):
+    model = zoo.load("fa_resnet20")
+    assert class_names(model) == CIFAR10
+    assert class_names(zoo.load("fa_resnet20", num_classes=3)) is None
+    names = tmp_path / "names.txt"
+    names.write_text("alpha\n\nbeta\ngamma\n")
+    assert class_names(zoo.load("fa_resnet20", num_classes=3), names) == ["alpha", "beta", "gamma"]
+    with pytest.raises(ValueError, match="lists 3 class names; fa_resnet20 has 10 classes"):
+        class_names(model, names)
+
+    saved = tmp_path / "three.keras"
+    zoo.load("resnet20", num_classes=3).save(saved)
+    assert main(["predict", str(photos / "cat.jpg"), "--model", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert "class " in out and "randomly" not in out
+    assert main(["predict", str(photos / "cat.jpg"), "--model", str(saved), "--class-names", str(names)]) == 0
+    assert any(n in capsys.readouterr().out for n in ("alpha", "beta", "gamma"))
