@@ -13,6 +13,7 @@ import keras
 import keras_attn_zoo as zoo
 from helpers import sample_images
 from keras_attn_zoo import weights
+from keras_attn_zoo.cli import main
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -169,3 +170,15 @@ def test_other_num_classes_loads_all_but_the_classifier(published):
     x = sample_images(2)
     pooled = keras.Model(full.inputs, full.get_layer("head_pool").output).predict(x, verbose=0)
     np.testing.assert_allclose(features.predict(x, verbose=0), pooled, rtol=1e-6, atol=1e-6)
+
+
+def test_cli_download(published, server, monkeypatch, capsys):
+    server.routes["/resnet20_cifar10.weights.h5"] = (published["bytes"], "ok")
+    monkeypatch.setenv("KERAS_ATTN_ZOO_WEIGHTS_URL", server.url)
+    assert main(["download", "resnet20:cifar10"]) == 0
+    assert capsys.readouterr().out.strip() == str(published["cached"])
+    assert main(["download", "resnet20"]) == 0  # the only tag
+    assert main(["download", "resnet20:imagenet"]) == 2
+    assert "No published weights 'imagenet' for 'resnet20' (published tags: 'cifar10')" in capsys.readouterr().err
+    assert main(["download", "resnet32"]) == 2
+    assert "resnet32 has no published weights" in capsys.readouterr().err
