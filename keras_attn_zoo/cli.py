@@ -101,7 +101,8 @@ def _publish(args):
     row = publish(args.weights_file, args.tag, manifest=args.manifest, overwrite=args.overwrite, url=args.url)
     print(f"published {row['model']}:{row['tag']} as {row['file']} ({row['size']:,} bytes, sha256 "
           f"{row['sha256']}), top-1 error {row['accuracy']['top1_error']:.2f}% on {row['accuracy']['data']}")
-    print(f"wrote {write_results(args.results, args.manifest)}")
+    print(f"wrote {write_results(args.results, args.manifest)}; run `python scripts/make_docs.py` "
+          "to update README's weights column")
 
 
 def _download(args):

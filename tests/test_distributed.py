@@ -37,9 +37,9 @@ WITHOUT_TENSORFLOW = textwrap.dedent(
 )
 
 
-def cli(output, *extra, epochs=1, limit=128):
+def cli(output, *extra, epochs=1, limit=64):
     return ["train", "resnet20", "--data", str(CIFAR10_ARCHIVE), "--epochs", str(epochs),
-            "--batch-size", "32", "--limit", str(limit), "--eval-limit", "64",
+            "--batch-size", "32", "--limit", str(limit), "--eval-limit", "32",
             "--output", str(output), "--verbose", "2", *extra]
 
 
@@ -67,7 +67,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert "MirroredStrategy over 2 logical CPU devices" in out
     record = json.loads((tmp_path / "resnet20.json").read_text())
     assert record["training"]["strategy"] == "MirroredStrategy over 2 logical CPU devices"
-    assert record["accuracy"]["images"] == 64
+    assert record["accuracy"]["images"] == 32
     zoo.load("resnet20", weights=str(tmp_path / "resnet20.weights.h5"))  # strict load
 
 
@@ -83,9 +83,9 @@ def test_jax_data_parallel_needs_no_tensorflow(tmp_path):
 
 
 def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
-    """Kill -9 during epoch 2 of 3; the same command continues at epoch 2 with the optimizer's
+    """Kill -9 during epoch 2 of 2; the same command continues at epoch 2 with the optimizer's
     state (the step schedule drops the rate at epoch 2, counted in optimizer steps)."""
-    args = cli(tmp_path, "--milestones", "2", epochs=3, limit=512)
+    args = cli(tmp_path, "--milestones", "1", epochs=2, limit=256)
     env = environment()
     first = subprocess.Popen([sys.executable, "-m", "keras_attn_zoo.cli", *args], env=env, cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -106,10 +106,11 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
 
     out = run(args, env)
     assert "Resuming from the checkpoint after epoch 1" in out
-    assert "Epoch 1/3" not in out and "Epoch 2/3" in out and "Epoch 3/3" in out
+    assert "Epoch 1/2" not in out and "Epoch 2/2" in out
     rows = log_rows(tmp_path)
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
-    assert [float(r["learning_rate"]) for r in rows] == pytest.approx([0.1, 0.1, 0.01])
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    # 0.01 only if the optimizer's step counter was restored (8 steps done, the drop at step 8).
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx([0.1, 0.01])
     record = json.loads((tmp_path / "resnet20.json").read_text())
-    assert record["training"]["epochs_completed"] == 3 and record["training"]["resumed_after_epoch"] == 1
+    assert record["training"]["epochs_completed"] == 2 and record["training"]["resumed_after_epoch"] == 1
     assert not (tmp_path / "backup").exists()

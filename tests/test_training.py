@@ -157,14 +157,38 @@ def test_train_publish_evaluate_results(tmp_path, monkeypatch, capsys):
     assert f"| `resnet20` | cifar10 | {error} | 7.70% (FANet Table I) | CIFAR-10 (JPEG copy, quality 75), test split, 200 images | fanet_cifar, 1 epochs, batch 64" in table
 
 
+def test_results_page_is_generated_from_the_manifest():
+    from keras_attn_zoo.training.evaluate import RESULTS, results_markdown
+
+    assert RESULTS.read_text() == results_markdown(weights.published_rows()), (
+        "docs/results.md is stale: keras_attn_zoo.training.write_results() rewrites it"
+    )
+
+
 def test_mixed_precision_trains_and_saves_float32(tmp_path):
     record = train("resnet20", CIFAR10_ARCHIVE, "cosine", output_dir=tmp_path, epochs=1, batch_size=32,
-                   limit=64, eval_limit=32, mixed_precision="bfloat16", verbose=0)
+                   limit=32, eval_limit=32, mixed_precision="bfloat16", verbose=0)
     assert record["training"]["mixed_precision"] == "bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
     model = zoo.load("resnet20", weights=str(tmp_path / "resnet20.weights.h5"))
     assert {w.dtype for w in model.weights} == {"float32"}
     assert np.isfinite(model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0)).all()
+
+
+def test_strategy_choice(monkeypatch):
+    from keras_attn_zoo.training import distribute
+
+    cluster = {"cluster": {"chief": ["h0:2222"], "worker": ["h1:2222", "h2:2222"]}, "task": {"type": "chief", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(cluster))
+    assert distribute._tf_config_workers() == 3  # "auto" would pick multi_worker
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        distribute.get_distribution("auto")
+    monkeypatch.delenv("TF_CONFIG")
+    single = distribute.get_distribution("auto")  # one CPU, no GPU, no TPU
+    assert single.name == "none" and single.num_replicas == 1 and single.strategy is None
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        distribute.get_distribution("horovod")
 
 
 def test_bad_training_arguments_fail_before_any_work(tmp_path):

@@ -583,7 +583,7 @@ def _decode_all(sources, image_size, requested, resize_shorter):
                 f"{image_size[0]}x{image_size[1]}: pass image_size= to resize them all."
             )
         x[n] = image
-        if progress and (n + 1) % 5000 == 0:
+        if progress and (n + 1) % 5000 == 0 and n + 1 < len(sources):
             progress.update(n + 1)
     if progress:
         progress.update(len(sources), finalize=True)

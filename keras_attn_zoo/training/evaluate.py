@@ -12,7 +12,7 @@ from keras_attn_zoo.data import load_split, recorded_stats
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
 
 
-def evaluate_split(model, split, stats, batch_size=256, verbose=1):
+def evaluate_split(model, split, stats, batch_size=256, verbose="auto"):
     """Top-1 and top-5 accuracy of a model on a split.
 
     Give it a model with logits (``classifier_activation=None``): softmax scores that saturate
@@ -23,12 +23,13 @@ def evaluate_split(model, split, stats, batch_size=256, verbose=1):
         split: a ``keras_attn_zoo.data.Split``.
         stats: the ``ChannelStats`` the weights were trained with.
         batch_size: evaluation batch size. Defaults to 256.
-        verbose: 1 for a progress bar, 2 for one line, 0 for silence. Defaults to 1.
+        verbose: 1 for a progress bar, 2 for one line, 0 for silence; "auto" is a progress bar
+            on a terminal, one line otherwise. Defaults to "auto".
 
     Returns:
         ``{"top1", "top5", "top1_error" (%), "split", "images", "data"}``.
     """
-    from keras_attn_zoo.training.trainer import compile_for_evaluation, training_model
+    from keras_attn_zoo.training.trainer import compile_for_evaluation, training_model, verbosity
 
     if model.output_shape[-1] != split.num_classes:
         raise ValueError(
@@ -36,7 +37,7 @@ def evaluate_split(model, split, stats, batch_size=256, verbose=1):
         )
     wrapper = training_model(model, stats, "none")
     compile_for_evaluation(wrapper, model)
-    results = wrapper.evaluate(split.batches(batch_size), return_dict=True, verbose=verbose)
+    results = wrapper.evaluate(split.batches(batch_size), return_dict=True, verbose=verbosity(verbose))
     top1 = float(results["accuracy"])
     return {
         "top1": round(top1, 6),
@@ -67,7 +68,7 @@ def _weights_facts(name, weights):
 
 
 def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, data_dir=None,
-             manual_dir=None, seed=0, verbose=1):
+             manual_dir=None, seed=0, verbose="auto"):
     """Measure weights of a model on a data split, with the weights' own preprocessing.
 
     Args:
@@ -79,7 +80,7 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
         limit: measure on a seeded random subset of this many images.
         data_dir, manual_dir: as in ``load_split``.
         seed: seed of ``limit``. Defaults to 0.
-        verbose: 1 for a progress bar. Defaults to 1.
+        verbose: as in :func:`evaluate_split`. Defaults to "auto".
 
     Returns:
         ``{"top1", "top5", "top1_error", "split", "images", "data"}``.

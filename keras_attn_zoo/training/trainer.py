@@ -148,7 +148,8 @@ def _tensorflow_available():
     return True
 
 
-def _verbose(verbose):
+def verbosity(verbose):
+    """Keras' ``verbose`` for "auto": a progress bar on a terminal, a line per epoch otherwise."""
     if verbose == "auto":
         return 1 if sys.stdout.isatty() else 2
     return verbose
@@ -237,7 +238,6 @@ def train(
     if resume_epoch is None:  # a fresh start: no logs of an earlier, unfinished attempt
         for key in ("log", "tensorboard", "best"):
             shutil.rmtree(paths[key]) if paths[key].is_dir() else paths[key].unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
 
     keras.utils.set_random_seed(seed)
     distribution = get_distribution(strategy, tpu)
@@ -257,13 +257,14 @@ def train(
           f"{distribution.description}")
     if resume_epoch is not None:
         print(f"Resuming from the checkpoint after epoch {resume_epoch} in {paths['backup']}")
+    out.mkdir(parents=True, exist_ok=True)
 
-    drop = distribution.distribution is not None  # JAX shards need batches divisible by devices
-    train_batches = train_split.batches(recipe.batch_size, shuffle=True, seed=seed, drop_remainder=drop)
-    test_batches = test_split.batches(recipe.batch_size, drop_remainder=drop and test_split.num_examples % distribution.num_replicas != 0)
+    drop_train, drop_test = _drop_remainders(distribution, recipe.batch_size, train_split, test_split)
+    train_batches = train_split.batches(recipe.batch_size, shuffle=True, seed=seed, drop_remainder=drop_train)
+    test_batches = test_split.batches(recipe.batch_size, drop_remainder=drop_test)
     if resume_epoch and hasattr(train_batches, "set_epoch"):
         train_batches.set_epoch(resume_epoch)  # the shuffling order the uninterrupted run had
-    steps_per_epoch = (train_split.num_examples // recipe.batch_size if drop
+    steps_per_epoch = (train_split.num_examples // recipe.batch_size if drop_train
                        else math.ceil(train_split.num_examples / recipe.batch_size))
 
     previous_policy = keras.mixed_precision.global_policy()
@@ -294,7 +295,7 @@ def train(
             if _tensorflow_available():
                 callbacks.append(keras.callbacks.TensorBoard(str(paths["tensorboard"])))
             history = wrapper.fit(train_batches, validation_data=test_batches, epochs=recipe.epochs,
-                                  callbacks=callbacks, verbose=_verbose(verbose))
+                                  callbacks=callbacks, verbose=verbosity(verbose))
             if history.history.get("loss") and not all(map(_finite, history.history["loss"])):
                 raise FloatingPointError(f"Training {name} diverged (loss {history.history['loss'][-1]}); nothing was saved.")
             model.save_weights(paths["weights"])
@@ -305,8 +306,7 @@ def train(
     # Measure the saved file, not the in-memory model: what users load is what is reported.
     evaluated = load(name, weights=str(paths["weights"]), num_classes=train_split.num_classes,
                      input_shape=model_shape, classifier_activation=None)
-    accuracy = evaluate_split(evaluated, test_split, stats, batch_size=recipe.batch_size,
-                              verbose=_verbose(verbose))
+    accuracy = evaluate_split(evaluated, test_split, stats, batch_size=recipe.batch_size, verbose=verbose)
     log_rows = _read_log(paths["log"])
     command = command or f"keras_attn_zoo.training.train({name!r}, {os.fspath(data)!r}, {recipe.name!r}, ...)"
     from keras_attn_zoo.weights import sha256
@@ -343,6 +343,17 @@ def train(
     print(f"Wrote {paths['weights']} and {paths['record']}: {accuracy['data']}: top-1 "
           f"{accuracy['top1']:.4f} (error {accuracy['top1_error']:.2f}%), top-5 {accuracy['top5']:.4f}")
     return record
+
+
+def _drop_remainders(distribution, batch_size, *splits):
+    """Whether each split must drop its last batch: JAX shards every batch evenly over the
+    devices, so a batch size must divide by their number (tf.distribute takes any batch)."""
+    if distribution.distribution is None:
+        return (False,) * len(splits)
+    replicas = distribution.num_replicas
+    if batch_size % replicas:
+        raise ValueError(f"The batch size {batch_size} must be a multiple of the {replicas} devices.")
+    return tuple(split.num_examples % batch_size % replicas != 0 for split in splits)
 
 
 def _finite(value):
