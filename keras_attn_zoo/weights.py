@@ -49,9 +49,9 @@ def published_tags(name):
     return sorted(row["tag"] for row in _manifest() if row["model"] == name)
 
 
-def published_rows():
-    """All manifest rows, sorted by model and tag."""
-    return sorted(_manifest(), key=lambda r: (r["model"], r["tag"]))
+def published_rows(manifest=None):
+    """All rows of a manifest (default: the repository's), sorted by model and tag."""
+    return sorted(_manifest(manifest), key=lambda r: (r["model"], r["tag"]))
 
 
 def manifest_row(name, tag):

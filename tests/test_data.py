@@ -209,6 +209,18 @@ class FakeTfds(types.ModuleType):
 
     def load(self, name, **kwargs):
         self.calls.append((name, kwargs))
+        if "batch_size" not in kwargs:  # streaming: images of varying sizes through tf.data
+            import tensorflow as tf
+
+            sizes = [(40, 50), (60, 30), (28, 28)]
+            images = [np.full((*size, 3), 10 * i, "uint8") for i, size in enumerate(sizes)]
+            ds = tf.data.Dataset.from_generator(
+                lambda: ((image, i) for i, image in enumerate(images)),
+                output_signature=(tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((), tf.int64)),
+            )
+            info = self._info((None, None, 3))
+            info.splits = {"validation": types.SimpleNamespace(num_examples=3)}
+            return ds, info
         x = np.stack([np.full((4, 4, 3), i, "uint8") for i in range(6)])
         return (x, np.arange(6) % 3), self._info((4, 4, 3))
 
@@ -230,6 +242,11 @@ def test_named_data_sets_go_through_tensorflow_datasets(monkeypatch):
     name, kwargs = fake.calls[-1]
     assert kwargs["split"] == "validation"  # ImageNet's labelled held-out split
     assert kwargs["download_and_prepare_kwargs"]["download_config"] == ("config", "/tars")
+    stream = load_split("imagenet2012", "test", image_size=(24, 24), resize_shorter=28)
+    assert stream.num_examples == 3 and stream.image_shape == (24, 24, 3) and stream.dataset == "imagenet"
+    (x, y), (last, _) = list(stream.batches(2).as_numpy_iterator())
+    assert x.shape == (2, 24, 24, 3) and x.dtype == np.uint8 and last.shape == (1, 24, 24, 3)
+    assert y.tolist() == [0, 1] and x[1].max() == 10  # resized shorter side, center crop
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
     with pytest.raises(ImportError, match=r"pip install 'keras_attn_zoo\[datasets\]'"):
         load_split("cifar100")

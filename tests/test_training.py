@@ -107,7 +107,7 @@ def test_train_publish_evaluate_results(tmp_path, monkeypatch, capsys):
             "--limit", "256", "--eval-limit", "200", "--output", str(run), "--verbose", "2"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "fanet_cifar: 1 epochs, batch 64, SGD m 0.9" in out and "one device" in out
+    assert "fanet_cifar: epochs 1, batch 64, SGD m 0.9" in out and "one device" in out
 
     record = json.loads((run / "resnet20.json").read_text())
     assert record["model"] == "resnet20" and record["dataset"] == "cifar10" and record["num_classes"] == 10
@@ -154,7 +154,7 @@ def test_train_publish_evaluate_results(tmp_path, monkeypatch, capsys):
     assert measured["accuracy"]["command"].startswith("keras-attn-zoo evaluate resnet20 --weights cifar10")
     table = results.read_text()
     error = f"{record['accuracy']['top1_error']:.2f}%"
-    assert f"| `resnet20` | cifar10 | {error} | 7.70% (FANet Table I) | CIFAR-10 (JPEG copy, quality 75), test split, 200 images | fanet_cifar, 1 epochs, batch 64" in table
+    assert f"| `resnet20` | cifar10 | {error} | 7.70% (FANet Table I) | CIFAR-10 (JPEG copy, quality 75), test split, 200 images | fanet_cifar: epochs 1, batch 64, step lr 0.1, wd 0.0005 |" in table
 
 
 def test_results_page_is_generated_from_the_manifest():
@@ -189,6 +189,25 @@ def test_strategy_choice(monkeypatch):
     assert single.name == "none" and single.num_replicas == 1 and single.strategy is None
     with pytest.raises(ValueError, match="strategy must be one of"):
         distribute.get_distribution("horovod")
+
+
+def test_imagenet_wrapper_crops_any_larger_image():
+    from keras_attn_zoo.data import ChannelStats
+    from keras_attn_zoo.training.trainer import data_transforms, training_model
+
+    assert data_transforms("imagenet", (224, 224)) == (
+        {"image_size": (256, 256)}, {"image_size": (224, 224), "resize_shorter": 256}
+    )
+    model = zoo.load("resnet20", input_shape=(24, 24, 3), classifier_activation=None)
+    wrapper = training_model(model, ChannelStats((0.5,) * 3, (0.25,) * 3), "imagenet", seed=0)
+    assert wrapper.input_shape == (None, None, None, 3)
+    wrapper.compile(optimizer=CoupledSGD(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images = np.random.default_rng(0).integers(0, 256, (4, 27, 27, 3)).astype("uint8")
+    history = wrapper.fit(images, np.arange(4) % 10, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert wrapper.predict(images, verbose=0).shape == (4, 10)  # center crop at inference
+    crops = keras.Model(wrapper.inputs, wrapper.get_layer("random_resized_crop").output)
+    np.testing.assert_array_equal(crops.predict(images, verbose=0), images[:, 1:25, 1:25])
 
 
 def test_bad_training_arguments_fail_before_any_work(tmp_path):

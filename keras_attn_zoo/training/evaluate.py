@@ -116,7 +116,7 @@ def record_accuracy(name, tag, accuracy, command, manifest=None):
     from keras_attn_zoo import weights as weights_lib
 
     manifest = Path(manifest) if manifest is not None else weights_lib.MANIFEST
-    rows = weights_lib._manifest(manifest)
+    rows = weights_lib.published_rows(manifest)
     matches = [r for r in rows if r["model"] == name and r["tag"] == tag]
     if not matches:
         raise ValueError(f"{manifest} has no row {name}:{tag} to record a measurement in.")
@@ -163,8 +163,8 @@ def results_markdown(rows):
         acc, training = row["accuracy"], row.get("training", {})
         recipe = training.get("recipe", {})
         recipe_text = (
-            f"{recipe.get('name', '?')}, {training.get('epochs_completed', recipe.get('epochs', '?'))} "
-            f"epochs, batch {recipe.get('batch_size', '?')}, {recipe.get('schedule', '?')} lr "
+            f"{recipe.get('name', '?')}: epochs {training.get('epochs_completed', recipe.get('epochs', '?'))}, "
+            f"batch {recipe.get('batch_size', '?')}, {recipe.get('schedule', '?')} lr "
             f"{recipe.get('learning_rate', '?')}, wd {recipe.get('weight_decay', '?')}"
         )
         trained = f"{training.get('hardware', '?')}; {training.get('time_s', 0) / 60:.1f} min"
@@ -187,5 +187,5 @@ def write_results(path=None, manifest=None):
 
     path = Path(path) if path is not None else RESULTS
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(results_markdown(weights_lib._manifest(manifest)))
+    path.write_text(results_markdown(weights_lib.published_rows(manifest)))
     return path

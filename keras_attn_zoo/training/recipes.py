@@ -78,13 +78,13 @@ class Recipe:
         return {**dataclasses.asdict(self), "milestones": list(self.milestones)}
 
     def summary(self):
-        """One line for tables, e.g. "fanet_cifar: 240 epochs, batch 128, step lr 0.1 ..."."""
+        """One line for logs, e.g. "fanet_cifar: epochs 240, batch 128, SGD m 0.9, lr 0.1 ..."."""
         if self.schedule == "step":
             schedule = f"lr {self.learning_rate:g} x{self.gamma:g} at epochs {', '.join(map(str, self.milestones)) or '-'}"
         else:
             schedule = f"{self.schedule} lr {self.learning_rate:g}"
         return (
-            f"{self.name}: {self.epochs} epochs, batch {self.batch_size}, SGD m {self.momentum:g}, "
+            f"{self.name}: epochs {self.epochs}, batch {self.batch_size}, SGD m {self.momentum:g}, "
             f"{schedule}, wd {self.weight_decay:g}, {self.augmentation} augmentation"
         )
 
