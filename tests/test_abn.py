@@ -168,3 +168,17 @@ def test_abn_needs_its_classifier():
         zoo.load("abn_resnet20", include_top=False)
     with pytest.raises(ValueError, match="attention must be one of"):
         wide_resnet(28, 10, "fa")
+
+
+def test_weights_load_into_another_number_of_classes(tmp_path):
+    """Everything but the class-sized layers (the classifier and the attention branch's
+    class convolutions) is reused, and the skipped layers are reported."""
+    source = zoo.load("abn_resnet20")
+    path = tmp_path / "abn_resnet20.weights.h5"
+    source.save_weights(path)
+    with pytest.warns(UserWarning, match="abn_class_conv"):
+        model = zoo.load("abn_resnet20", weights=str(path), num_classes=3)
+    for name in ("stem_conv", "abn_block1_1_conv", "stage3_block3_2_conv", "abn_map_bn"):
+        for a, b in zip(model.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert model.get_layer("abn_class_conv").get_weights()[0].shape[-1] == 3

@@ -326,7 +326,7 @@ def test_weights_imagenet_resolves_to_the_converted_file(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr[-2000:]
     model = zoo.load("abn_resnet50", weights="imagenet", input_shape=(64, 64, 3))
     compare(model, torch_model, (64, 64, 3))
-    installed = tmp_path / "home" / "abn_resnet50_imagenet.weights.h5"
+    installed = tmp_path / "home" / "weights" / "abn_resnet50_imagenet.weights.h5"
     installed.write_bytes(installed.read_bytes()[:-10] + b"0" * 10)  # tamper
     with pytest.raises(ValueError, match="damaged"):
         zoo.load("abn_resnet50", weights="imagenet")
