@@ -79,11 +79,13 @@ def _model(name_or_file, weights):
 def _export(args):
     from keras_attn_zoo.export import export_model
 
+    from keras_attn_zoo.images import normalization_for
+
     model = _model(args.model, args.weights)
     report = export_model(
         model, args.output, args.format, quantize=args.quantize,
         representative_images=args.representative_images, batch_size=args.batch_size,
-        outputs=args.outputs,
+        outputs=args.outputs, normalization=normalization_for(model, args.weights),
     )
     print(report.summary())
     if not report.ok:
@@ -91,11 +93,14 @@ def _export(args):
 
 
 def _predict(args):
+    from keras_attn_zoo.images import normalization_for
     from keras_attn_zoo.predict import class_names, predict_files
 
     model = _model(args.model, args.weights)
     names = class_names(model, args.class_names)
-    predictions, failed = predict_files(model, args.images, args.top_k, names, args.batch_size)
+    predictions, failed = predict_files(
+        model, args.images, args.top_k, names, args.batch_size, normalization_for(model, args.weights)
+    )
     for _, message in failed:
         print(f"keras-attn-zoo: skipped: {message}", file=sys.stderr)
     for p in predictions:
@@ -107,7 +112,7 @@ def _predict(args):
 def _explain(args):
     from keras_attn_zoo.explain import explain
     from keras_attn_zoo.explain.plots import require_matplotlib, save_explanation
-    from keras_attn_zoo.images import model_image_size, preprocess, read_image
+    from keras_attn_zoo.images import model_image_size, normalization_for, preprocess, read_image
     from keras_attn_zoo.predict import class_names
 
     require_matplotlib()
@@ -115,7 +120,8 @@ def _explain(args):
     names = class_names(model, args.class_names)
     height, width, channels = model_image_size(model)
     pixels = read_image(args.image, (height, width), channels)
-    result = explain(model, preprocess(pixels[None]), args.class_index, args.layer)
+    normalization = normalization_for(model, args.weights)
+    result = explain(model, preprocess(pixels[None], normalization), args.class_index, args.layer)
     c = int(result.class_index[0])
     print(f"{args.image}: {names[c] if names else f'class {c}'} {result.scores[0, c]:.3f}; "
           f"Grad-CAM at {result.grad_cam_layer}")

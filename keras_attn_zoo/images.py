@@ -7,24 +7,46 @@ record their own normalisation (with the training pipeline) it scales pixels to 
 import os
 from pathlib import Path
 
+import sys
+
 import numpy as np
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-def preprocess(pixels):
-    """Turn RGB pixel values in [0, 255] into model inputs: scaled to [0, 1], float32.
+def preprocess(pixels, normalization=None):
+    """Turn RGB pixel values in [0, 255] into model inputs, float32.
 
-    This is the only preprocessing step of ``predict``, ``explain`` and export's
-    representative images, so that a model's recorded normalisation can later replace it here.
+    The only preprocessing step of ``predict``, ``explain`` and export's representative images:
+    ``(x / 255 - mean) / std`` with the ``normalization`` the weights were trained with (see
+    :func:`normalization_for`), or ``x / 255`` for a model without recorded statistics.
 
     Args:
         pixels: array of shape ``(..., H, W, C)`` with values in [0, 255].
+        normalization: an object with per-channel ``mean`` and ``std`` (on the [0, 1] scale),
+            or None. Defaults to None.
 
     Returns:
         A float32 array of the same shape.
     """
-    return np.asarray(pixels, dtype="float32") / 255.0
+    x = np.asarray(pixels, dtype="float32") / 255.0
+    if normalization is None:
+        return x
+    return (x - np.asarray(normalization.mean, "float32")) / np.asarray(normalization.std, "float32")
+
+
+def normalization_for(model, weights):
+    """The normalisation recorded with ``model``'s ``weights`` (a tag or a trained file), or
+    None for a randomly initialised model or weights without a record (said on stderr)."""
+    if weights is None:
+        return None
+    from keras_attn_zoo.data.preprocessing import recorded_stats
+
+    try:
+        return recorded_stats(model.name, weights)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"WARNING: inputs are only scaled to [0, 1]: {e}", file=sys.stderr)
+        return None
 
 
 def image_files(paths):

@@ -63,7 +63,7 @@ def top_k(scores, k, names=None):
     return [(names[i] if names is not None else f"class {i}", float(scores[i])) for i in order]
 
 
-def predict_files(model, paths, k=3, names=None, batch_size=32):
+def predict_files(model, paths, k=3, names=None, batch_size=32, normalization=None):
     """Predict the top-``k`` classes of every readable image among ``paths``.
 
     Images are resized to the model's input and preprocessed by
@@ -75,6 +75,8 @@ def predict_files(model, paths, k=3, names=None, batch_size=32):
         k: how many classes per image. Defaults to 3.
         names: class names in label order. Defaults to "class i".
         batch_size: images per forward pass. Defaults to 32.
+        normalization: the weights' recorded normalisation (``images.normalization_for``), or
+            None to scale to [0, 1]. Defaults to None.
 
     Returns:
         ``(predictions, failed)``: a :class:`Prediction` per readable image, and
@@ -86,5 +88,5 @@ def predict_files(model, paths, k=3, names=None, batch_size=32):
     pixels, read, failed = read_images(paths, (height, width), channels)
     if not read:
         return [], failed
-    scores = run(model, preprocess(pixels), batch_size)
+    scores = run(model, preprocess(pixels, normalization), batch_size)
     return [Prediction(path, top_k(s, k, names)) for path, s in zip(read, scores)], failed

@@ -182,3 +182,13 @@ def test_weights_load_into_another_number_of_classes(tmp_path):
         for a, b in zip(model.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
     assert model.get_layer("abn_class_conv").get_weights()[0].shape[-1] == 3
+
+
+def test_explain_returns_the_models_own_attention_map():
+    from keras_attn_zoo.explain import explain
+
+    model = zoo.load("abn_resnet20")
+    x = sample_images(2)
+    result = explain(model, x)
+    np.testing.assert_array_equal(result.abn_attention_map, abn_outputs(model, x)["attention_map"])
+    assert result.grad_cam.shape[0] == 2 and result.fa_gates == {} and result.se_weights == {}

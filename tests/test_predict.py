@@ -97,3 +97,27 @@ def test_class_names_come_from_a_file_the_registry_or_indices(photos, tmp_path, 
     assert "class " in out and "randomly" not in out
     assert main(["predict", str(photos / "cat.jpg"), "--model", str(saved), "--class-names", str(names)]) == 0
     assert any(n in capsys.readouterr().out for n in ("alpha", "beta", "gamma"))
+
+
+def test_inputs_use_the_normalisation_recorded_with_the_weights(tmp_path, monkeypatch, capsys):
+    import json
+
+    import keras_attn_zoo as zoo
+    from keras_attn_zoo import weights as weights_lib
+    from keras_attn_zoo.images import normalization_for, preprocess
+
+    pixels = np.full((1, 2, 2, 3), 255.0, "float32") * np.array([0.2, 0.5, 0.8], "float32")
+    manifest = tmp_path / "manifest.json"
+    row = {"model": "fa_resnet20", "tag": "cifar10", "file": "x.weights.h5", "sha256": "0" * 64,
+           "preprocessing": {"scale": 255, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 0.1]}}
+    manifest.write_text(json.dumps({"weights": [row]}))
+    monkeypatch.setattr(weights_lib, "MANIFEST", manifest)
+    model = zoo.load("fa_resnet20")
+    stats = normalization_for(model, "cifar10")
+    np.testing.assert_allclose(preprocess(pixels, stats)[0, 0, 0], [(0.2 - 0.5) / 0.25, 0.0, (0.8 - 0.5) / 0.1], rtol=1e-5)
+    assert normalization_for(model, None) is None  # random weights: plain [0, 1] scaling
+    np.testing.assert_allclose(preprocess(pixels)[0, 0, 0], [0.2, 0.5, 0.8], rtol=1e-6)
+    untracked = tmp_path / "mine.weights.h5"
+    model.save_weights(untracked)
+    assert normalization_for(model, str(untracked)) is None
+    assert "only scaled to [0, 1]" in capsys.readouterr().err

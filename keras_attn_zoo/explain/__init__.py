@@ -11,6 +11,7 @@ Pictures of these (matplotlib, the ``viz`` extra) are in :mod:`keras_attn_zoo.ex
 
 import dataclasses
 
+import keras
 import numpy as np
 
 from keras_attn_zoo.explain.gates import fa_gates, fa_layers, gate_model, se_layers, se_weights
@@ -30,6 +31,9 @@ class Explanation:
         grad_cam_layer: the layer the maps were computed at.
         fa_gates: FA layer name -> gates k_i ``(batch,)``, in graph order (empty without FA).
         se_weights: SE layer name -> channel weights ``(batch, channels)`` (empty without SE).
+        abn_attention_map: the attention branch's map M ``(batch, h, w, maps)`` at the branch
+            point (None without an attention branch): in (0, 1) for classification ABN, one
+            raw map per task for the multi-task ABN.
     """
 
     scores: np.ndarray
@@ -38,6 +42,14 @@ class Explanation:
     grad_cam_layer: str
     fa_gates: dict
     se_weights: dict
+    abn_attention_map: np.ndarray = None
+
+
+def _abn_map(model, images, batch_size):
+    if "abn_attention_map" not in {layer.name for layer in model.layers}:
+        return None
+    probe = keras.Model(model.inputs, model.get_layer("abn_attention_map").output)
+    return probe.predict(images, batch_size=batch_size, verbose=0)
 
 
 def explain(model, images, class_index=None, gradcam_layer=None, batch_size=32):
@@ -66,6 +78,7 @@ def explain(model, images, class_index=None, gradcam_layer=None, batch_size=32):
         grad_cam_layer=layer,
         fa_gates=fa_gates(model, images, batch_size) if fa_layers(model) else {},
         se_weights=se_weights(model, images, batch_size) if se_layers(model) else {},
+        abn_attention_map=_abn_map(model, images, batch_size),
     )
 
 

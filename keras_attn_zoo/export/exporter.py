@@ -119,7 +119,7 @@ def _check_arguments(model, format, quantize, representative_images, batch_size)
         raise ValueError(f"Export needs a float32 model; {model.name} uses {model.dtype_policy.name}.")
 
 
-def _sample_inputs(image_shape, representative_images, num_samples, max_calibration, calibrate):
+def _sample_inputs(image_shape, representative_images, num_samples, max_calibration, calibrate, normalization=None):
     """(calibration inputs or None, parity inputs, words saying what they are).
 
     With ``calibrate``, up to ``max_calibration`` of the images (in a fixed random order)
@@ -141,7 +141,7 @@ def _sample_inputs(image_shape, representative_images, num_samples, max_calibrat
             raise ValueError(f"No readable images in {representative_images}{reasons}.")
         where = representative_images if isinstance(representative_images, (str, os.PathLike)) else "the given files"
         skipped = f", {len(failed)} unreadable file(s) skipped" if failed else ""
-        x, source = preprocess(pixels), f"images from {where}{skipped},"
+        x, source = preprocess(pixels, normalization), f"images from {where}{skipped},"
     if len(x) == 0:
         raise ValueError("representative_images is empty.")
     order = np.random.default_rng(0).permutation(len(x))
@@ -165,6 +165,7 @@ def export_model(
     outputs=(),
     num_samples=16,
     max_calibration_images=100,
+    normalization=None,
 ):
     """Write ``model`` as a SavedModel, TFLite or ONNX file and check it against Keras.
 
@@ -193,6 +194,9 @@ def export_model(
             layers with several outputs, e.g. ``["*_fa:1"]`` for every FA gate. Defaults to none.
         num_samples: inputs for the parity check. Defaults to 16.
         max_calibration_images: at most this many images calibrate int8. Defaults to 100.
+        normalization: the weights' recorded normalisation for the representative images
+            (``keras_attn_zoo.images.normalization_for``), or None to scale them to [0, 1].
+            Defaults to None.
 
     Returns:
         An :class:`ExportReport`; ``report.ok`` says whether the file passed its check.
@@ -204,7 +208,7 @@ def export_model(
     _check_arguments(model, format, quantize, representative_images, batch_size)
     with _quiet_tensorflow():
         return _export(model, Path(path), format, quantize, representative_images, batch_size,
-                       outputs, num_samples, max_calibration_images)
+                       outputs, num_samples, max_calibration_images, normalization)
 
 
 @contextlib.contextmanager
@@ -223,13 +227,14 @@ def _quiet_tensorflow():
 
 
 def _export(model, path, format, quantize, representative_images, batch_size, outputs,
-            num_samples, max_calibration_images):
+            num_samples, max_calibration_images, normalization=None):
     from keras_attn_zoo.images import model_image_size
 
     image_shape = model_image_size(model)
     net = with_outputs(model, outputs)
     calibration, x, samples = _sample_inputs(
-        image_shape, representative_images, num_samples, max_calibration_images, quantize == "int8"
+        image_shape, representative_images, num_samples, max_calibration_images, quantize == "int8",
+        normalization,
     )
     if batch_size is not None:
         x = np.resize(x, (max(batch_size, len(x) // batch_size * batch_size), *image_shape))
