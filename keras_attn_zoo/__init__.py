@@ -6,6 +6,7 @@
 >>> model = keras_attn_zoo.load("fa_resnet56")
 """
 
+from keras_attn_zoo.data.preprocessing import preprocess_input
 from keras_attn_zoo.layers import FocusAssociation, SqueezeExcite
 from keras_attn_zoo.registry import count_trainable, get_spec, list_models, load, model_info
 
@@ -19,4 +20,5 @@ __all__ = [
     "list_models",
     "load",
     "model_info",
+    "preprocess_input",
 ]

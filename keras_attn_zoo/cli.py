@@ -49,6 +49,127 @@ def _gates(args):
         print(f"{name:22s} mean k = {k.mean():.4f}  (min {k.min():.4f}, max {k.max():.4f})")
 
 
+def _split_name_tag(text):
+    name, _, tag = text.partition(":")
+    return name, tag or None
+
+
+def _train(args):
+    if args.cpu_devices:
+        from keras_attn_zoo.training import configure_cpu_devices
+
+        configure_cpu_devices(args.cpu_devices)
+    from keras_attn_zoo.training import train
+    from keras_attn_zoo.training.trainer import command_line
+
+    milestones = [int(m) for m in args.milestones.split(",") if m] if args.milestones is not None else None
+    train(
+        args.name, args.data, args.recipe, output_dir=args.output, limit=args.limit,
+        eval_limit=args.eval_limit, image_size=args.image_size, data_dir=args.data_dir,
+        manual_dir=args.manual_dir, strategy=args.strategy, tpu=args.tpu,
+        mixed_precision=args.mixed_precision, seed=args.seed, init_weights=args.init_weights,
+        overwrite=args.overwrite, verbose="auto" if args.verbose is None else args.verbose,
+        command=command_line("keras-attn-zoo", args.argv),
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        schedule=args.schedule, milestones=milestones, weight_decay=args.weight_decay,
+        augmentation=args.augmentation,
+    )
+
+
+def _evaluate(args):
+    from keras_attn_zoo.training import evaluate, write_results
+    from keras_attn_zoo.training.evaluate import record_accuracy
+    from keras_attn_zoo.training.trainer import command_line
+    from keras_attn_zoo.weights import is_path
+
+    result = evaluate(args.name, args.weights, args.data, args.split, batch_size=args.batch_size,
+                      limit=args.limit, data_dir=args.data_dir, manual_dir=args.manual_dir)
+    print(f"{args.name} ({args.weights}) on {result['data']}: top-1 {result['top1']:.4f} "
+          f"(error {result['top1_error']:.2f}%), top-5 {result['top5']:.4f}")
+    if args.record:
+        if is_path(args.weights):
+            raise ValueError("--record stores a measurement of published weights: pass a tag, not a file.")
+        record_accuracy(args.name, args.weights, result, command_line("keras-attn-zoo", args.argv),
+                        args.manifest)
+        print(f"recorded in {args.manifest or 'weights/manifest.json'}; wrote {write_results(args.results, args.manifest)}")
+
+
+def _publish(args):
+    from keras_attn_zoo.training import write_results
+    from keras_attn_zoo.weights import publish
+
+    row = publish(args.weights_file, args.tag, manifest=args.manifest, overwrite=args.overwrite, url=args.url)
+    print(f"published {row['model']}:{row['tag']} as {row['file']} ({row['size']:,} bytes, sha256 "
+          f"{row['sha256']}), top-1 error {row['accuracy']['top1_error']:.2f}% on {row['accuracy']['data']}")
+    print(f"wrote {write_results(args.results, args.manifest)}")
+
+
+def _download(args):
+    from keras_attn_zoo.weights import download
+
+    print(download(*_split_name_tag(args.spec)))
+
+
+def _add_train_parser(sub):
+    from keras_attn_zoo.training.distribute import STRATEGIES
+    from keras_attn_zoo.training.recipes import RECIPES, SCHEDULES
+
+    p = sub.add_parser("train", help="train a model with a paper's recipe; writes a .weights.h5 and its record")
+    p.add_argument("name")
+    p.add_argument("--data", required=True, help="folder, archive, 'cifar10-jpeg' or a tensorflow-datasets name")
+    p.add_argument("--recipe", default="fanet_cifar", choices=sorted(RECIPES))
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument("--lr", type=float, help="initial / peak learning rate")
+    p.add_argument("--schedule", choices=SCHEDULES)
+    p.add_argument("--milestones", help="comma-separated epochs of the step schedule, e.g. 60,120,180")
+    p.add_argument("--weight-decay", type=float, help="coupled L2 (PyTorch's weight_decay)")
+    p.add_argument("--augmentation", choices=("cifar", "imagenet", "flip", "none"))
+    p.add_argument("--output", help="run folder (default runs/NAME); the same command resumes a killed run")
+    p.add_argument("--limit", type=int, help="train on a seeded subset of this many images")
+    p.add_argument("--eval-limit", type=int, help="validate and measure on a subset of this many test images")
+    p.add_argument("--image-size", type=int, help="model input side (default: the model's, 224 for ImageNet)")
+    p.add_argument("--data-dir", help="folder of local archives (default $KERAS_ATTN_ZOO_DATA), or tfds' data_dir")
+    p.add_argument("--manual-dir", help="tensorflow-datasets manual folder (ImageNet tar files)")
+    p.add_argument("--strategy", default="auto", choices=STRATEGIES)
+    p.add_argument("--tpu", help="TPU name for --strategy tpu")
+    p.add_argument("--cpu-devices", type=int, help="split the CPU into N logical devices (testing distribution)")
+    p.add_argument("--mixed-precision", choices=("float16", "bfloat16"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-weights", help="start from these weights (tag or path)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in the output folder")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="1: progress bar, 2: a line per epoch")
+    p.set_defaults(func=_train)
+
+
+def _add_weights_parsers(sub):
+    p = sub.add_parser("evaluate", help="top-1 / top-5 of weights on a data split")
+    p.add_argument("name")
+    p.add_argument("--weights", required=True, help="a published tag or a trained .weights.h5")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=int, help="a seeded subset of this many images")
+    p.add_argument("--data-dir")
+    p.add_argument("--manual-dir")
+    p.add_argument("--record", action="store_true",
+                   help="store the measurement in the manifest row and rewrite the results page")
+    p.add_argument("--manifest", help="manifest to record in (default weights/manifest.json)")
+    p.add_argument("--results", help="results page to write (default docs/results.md)")
+    p.set_defaults(func=_evaluate)
+    p = sub.add_parser("publish", help="copy trained weights into weights/, hash them, write the manifest row")
+    p.add_argument("weights_file", help="a .weights.h5 written by `keras-attn-zoo train`")
+    p.add_argument("--tag", required=True, help="e.g. cifar10")
+    p.add_argument("--manifest", help="default weights/manifest.json")
+    p.add_argument("--results", help="results page to write (default docs/results.md)")
+    p.add_argument("--url", help="where the file will be downloadable from")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_publish)
+    p = sub.add_parser("download", help="fetch and verify published weights into the cache")
+    p.add_argument("spec", metavar="NAME[:TAG]")
+    p.set_defaults(func=_download)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-attn-zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,15 +187,19 @@ def build_parser():
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_gates)
+    _add_train_parser(sub)
+    _add_weights_parsers(sub)
     return parser
 
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError, ImportError) as e:
         print(f"keras-attn-zoo: error: {e}", file=sys.stderr)
         return 2
     return 0

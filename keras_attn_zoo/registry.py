@@ -472,7 +472,9 @@ def load(name, weights=None, num_classes=None, input_shape=None, **kwargs):
         name: a registered name (``list_models()``), e.g. "fa_resnet56".
         weights: None (random initialisation), the path of a ``.weights.h5`` file, or the tag of
             published weights (e.g. "cifar10"). Defaults to None.
-        num_classes: classifier size. Defaults to the model's (10 for the CIFAR models).
+        num_classes: classifier size. Defaults to the model's (10 for the CIFAR models). With
+            weights of another size (or ``include_top=False``), everything but the classifier
+            is loaded and a warning names what was skipped.
         input_shape: (H, W, C). Defaults to the model's (32, 32, 3 for the CIFAR models).
         **kwargs: further builder arguments (``include_top``, ``pooling``,
             ``classifier_activation``, ``se_ratio``...).
@@ -508,9 +510,9 @@ def load(name, weights=None, num_classes=None, input_shape=None, **kwargs):
         kwargs["input_shape"] = input_shape
     model = spec.build(name=spec.name, **kwargs)
     if path is not None:
-        from keras_attn_zoo.weights import load_weights_file
+        from keras_attn_zoo.weights import load_pretrained
 
-        load_weights_file(model, path)
+        load_pretrained(model, spec, path, weights, kwargs)
     return model
 
 

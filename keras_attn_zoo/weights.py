@@ -1,46 +1,46 @@
-"""Finding and loading weight files, strictly: never a silent fall-back to random weights.
+"""Finding, fetching, loading and publishing weight files: never a silent fall-back to random
+weights.
 
-The published-weights manifest lives in the repository's ``weights/manifest.json`` (one row
-per published weight). Until weights are published it lists none, and asking for a tag is an
-error that says what exists.
+The manifest ``weights/manifest.json`` has one row per published weight (its fields are listed
+in ``weights/README.md``). ``load(name, weights=TAG)`` finds the row for (model, tag) and
+resolves its file in this order: the user's cache (``$KERAS_ATTN_ZOO_HOME/weights``, default
+``~/.keras/keras_attn_zoo/weights``), the repository's ``weights/`` folder, then a download from
+``$KERAS_ATTN_ZOO_WEIGHTS_URL`` + file name (a mirror) or the row's ``url``, verified by size
+and sha256 and written atomically into the cache. ``KERAS_ATTN_ZOO_OFFLINE=1`` forbids the
+download. A file that is missing, truncated or altered is an error that names it and says what
+to do.
 """
 
+import datetime
 import hashlib
+import http.client
 import json
 import os
+import re
+import shutil
+import sys
+import urllib.error
+import urllib.request
+import uuid
 import warnings
 from pathlib import Path
 
+from keras_attn_zoo import config
+
 MANIFEST = Path(__file__).resolve().parent.parent / "weights" / "manifest.json"
 
-
-def home():
-    """The user's weight folder: ``$KERAS_ATTN_ZOO_HOME``, default ``~/.keras/keras_attn_zoo``."""
-    return Path(os.environ.get("KERAS_ATTN_ZOO_HOME", Path.home() / ".keras" / "keras_attn_zoo"))
-
-
-def local_weights(name, tag):
-    """Where weights made on this machine (e.g. converted checkpoints) live: ``home()/NAME_TAG.weights.h5``."""
-    return home() / f"{name}_{tag}.weights.h5"
+# Where published files are downloaded from when neither the environment (a mirror) nor the
+# manifest row (``url``) says: no public host is set up yet, so there is no default.
+DEFAULT_BASE_URL = None
+DOWNLOAD_TIMEOUT_S = 60
+TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
-def install_local(model, tag):
-    """Save ``model``'s weights as the local ``tag`` weights of its registry name, with a
-    ``.sha256`` file beside them so that a damaged copy is detected on load."""
-    path = local_weights(model.name, tag)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part.weights.h5")
-    model.save_weights(tmp)
-    digest = sha256(tmp)
-    os.replace(tmp, path)
-    path.with_name(path.name + ".sha256").write_text(digest + "\n")
-    return path
-
-
-def _manifest():
-    if not MANIFEST.exists():
+def _manifest(path=None):
+    path = Path(path) if path is not None else MANIFEST
+    if not path.exists():
         return []
-    with open(MANIFEST) as f:
+    with open(path) as f:
         return json.load(f)["weights"]
 
 
@@ -49,8 +49,45 @@ def published_tags(name):
     return sorted(row["tag"] for row in _manifest() if row["model"] == name)
 
 
+def published_rows():
+    """All manifest rows, sorted by model and tag."""
+    return sorted(_manifest(), key=lambda r: (r["model"], r["tag"]))
+
+
+def manifest_row(name, tag):
+    """The manifest row of ``name``'s weights ``tag``; an unknown tag says what exists."""
+    rows = [r for r in _manifest() if r["model"] == name and r["tag"] == tag]
+    if not rows:
+        available = ", ".join(repr(t) for t in published_tags(name)) or "none yet"
+        raise ValueError(
+            f"No published weights {tag!r} for {name!r} (published tags: {available}). "
+            "Pass weights=None for a randomly initialised model, or the path of a "
+            ".weights.h5 file."
+        )
+    return rows[0]
+
+
+def is_path(weights):
+    """Whether a ``weights`` argument names a file rather than a published tag."""
+    weights = os.fspath(weights)
+    return weights.endswith(".h5") or os.sep in weights or os.path.exists(weights)
+
+
+def cache_dir():
+    """The user's weights cache: ``$KERAS_ATTN_ZOO_HOME/weights``."""
+    return config.home() / "weights"
+
+
 def resolve(name, weights):
-    """The local path of the weights a ``load()`` call asks for, or None for random init."""
+    """The local path of the weights a ``load()`` call asks for, or None for random init.
+
+    Args:
+        name: a registered model name.
+        weights: None, the path of a ``.weights.h5`` file, or a published tag.
+
+    Returns:
+        The path as a string (verified against the manifest for a tag), or None.
+    """
     if weights is None:
         return None
     if not isinstance(weights, (str, os.PathLike)):
@@ -58,42 +95,152 @@ def resolve(name, weights):
             f"weights must be None, a .weights.h5 path or a published tag, got {type(weights).__name__}."
         )
     weights = os.fspath(weights)
-    if weights.endswith(".h5") or os.sep in weights or os.path.exists(weights):
+    if is_path(weights):
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"Weights file not found: {weights}")
         return weights
-    rows = [r for r in _manifest() if r["model"] == name and r["tag"] == weights]
-    if not rows:
-        local = local_weights(name, weights)
-        if local.is_file():
-            _verify(local, local.with_name(local.name + ".sha256").read_text().strip())
-            return str(local)
-        from keras_attn_zoo.registry import get_spec
+    return str(fetch(manifest_row(name, weights)))
 
-        howto = get_spec(name).weight_sources.get(weights)
-        if howto:
-            raise ValueError(f"The {weights!r} weights of {name} are not on this machine ({local}). {howto}")
-        available = ", ".join(repr(t) for t in published_tags(name)) or "none yet"
-        raise ValueError(
-            f"No published weights {weights!r} for {name!r} (published tags: {available}). "
-            "Pass weights=None for a randomly initialised model, or the path of a "
-            ".weights.h5 file."
+
+def fetch(row):
+    """The verified local file of a manifest row: cache, then ``weights/``, then download.
+
+    Args:
+        row: a manifest row.
+
+    Returns:
+        A ``Path``.
+    """
+    spec = f"{row['model']}:{row['tag']}"
+    cached, bundled = cache_dir() / row["file"], MANIFEST.parent / row["file"]
+    if cached.is_file():
+        verify(cached, row, f"Delete it and run `keras-attn-zoo download {spec}` to fetch it again.")
+        return cached
+    if bundled.is_file():
+        verify(bundled, row, "Restore it from the repository (git checkout weights/) and try again.")
+        return bundled
+    where = f"not in the cache ({cached}) nor in {bundled.parent}"
+    if config.offline():
+        raise FileNotFoundError(
+            f"The weights {spec} ({row['file']}) are {where}, and {config.OFFLINE_ENV} forbids "
+            f"downloading them. Run `keras-attn-zoo download {spec}` where there is a network, "
+            f"or copy the file to {cached}."
         )
-    row = rows[0]
-    path = MANIFEST.parent / row["file"]
-    if not path.is_file():
-        raise FileNotFoundError(f"The manifest lists {row['file']} for {name}:{weights}, but {path} is missing.")
-    _verify(path, row["sha256"])
-    return str(path)
+    url = weights_url(row)
+    if url is None:
+        raise FileNotFoundError(
+            f"The weights {spec} ({row['file']}) are {where}, and no download location is known: "
+            f"set {config.WEIGHTS_URL_ENV} to a mirror that serves {row['file']}, or copy the "
+            f"file to {cached}."
+        )
+    return download_file(url, cached, row.get("sha256"), row.get("size"))
 
 
-def _verify(path, expected):
+def weights_url(row):
+    """Where a row's file is downloaded from: a mirror (env), the row's ``url``, or the default."""
+    mirror = os.environ.get(config.WEIGHTS_URL_ENV)
+    if mirror:
+        return f"{mirror.rstrip('/')}/{row['file']}"
+    if row.get("url"):
+        return row["url"]
+    if DEFAULT_BASE_URL:
+        return f"{DEFAULT_BASE_URL.rstrip('/')}/{row['file']}"
+    return None
+
+
+def verify(path, row, fix):
+    """Check a file's size and sha256 against its manifest row; ``fix`` says what to do if not."""
+    size = os.path.getsize(path)
+    if row.get("size") is not None and size != row["size"]:
+        kind = "truncated" if size < row["size"] else "damaged"
+        raise ValueError(
+            f"{path} is {kind}: it has {size:,} bytes, the manifest says {row['size']:,}. {fix}"
+        )
     digest = sha256(path)
-    if digest != expected:
+    if digest != row["sha256"]:
         raise ValueError(
-            f"{path} is damaged: its sha256 is {digest}, expected {expected}. Restore or "
-            "re-create the file and try again."
+            f"{path} is damaged: its sha256 is {digest}, the manifest says {row['sha256']}. {fix}"
         )
+
+
+def download_file(url, dest, expected_sha256, expected_size=None):
+    """Download ``url`` to ``dest`` atomically, verifying its size and sha256.
+
+    The bytes go to a temporary file beside ``dest``, which replaces ``dest`` only when complete
+    and verified; on any failure it is removed and nothing is left at ``dest``.
+
+    Args:
+        url: http(s) or file URL.
+        dest: final path.
+        expected_sha256: hex digest the file must have.
+        expected_size: bytes the file must have, if known.
+
+    Returns:
+        ``dest`` as a ``Path``.
+    """
+    if config.offline():
+        raise OSError(f"{config.OFFLINE_ENV} forbids downloading {url}.")
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    digest, count = hashlib.sha256(), 0
+    print(f"Downloading {url} to {dest}", file=sys.stderr)
+    cut = (f"The download of {url} was cut short (truncated after {{:,}} of {{}} bytes). Try "
+           f"again, or fetch the file by hand into {dest}.")
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as f:
+                declared = response.headers.get("Content-Length")
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    count += len(chunk)
+        except http.client.IncompleteRead as e:
+            raise ValueError(cut.format(count + len(e.partial), e.expected + count + len(e.partial))) from e
+        except (urllib.error.URLError, OSError) as e:
+            raise OSError(f"Could not download {url}: {e}. Check the network or the mirror URL.") from e
+        if declared is not None and count < int(declared):
+            raise ValueError(cut.format(count, f"{int(declared):,}"))
+        if expected_size is not None and count != expected_size:
+            raise ValueError(
+                f"The download of {url} is truncated or damaged: {count:,} bytes, the manifest "
+                f"says {expected_size:,}. Try again, or fetch the file by hand into {dest}."
+            )
+        if digest.hexdigest() != expected_sha256:
+            raise ValueError(
+                f"The download of {url} has sha256 {digest.hexdigest()}, the manifest says "
+                f"{expected_sha256}: the server's file is not the published one (a stale or "
+                "tampered mirror?). Nothing was saved."
+            )
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dest
+
+
+def download(name, tag=None):
+    """Make the published weights ``name:tag`` available locally (``keras-attn-zoo download``).
+
+    Args:
+        name: a registered model name.
+        tag: a published tag. Defaults to the model's only one.
+
+    Returns:
+        The verified local path.
+    """
+    from keras_attn_zoo.registry import get_spec
+
+    name = get_spec(name).name
+    if tag is None:
+        tags = published_tags(name)
+        if len(tags) != 1:
+            raise ValueError(
+                f"{name} has {'no' if not tags else len(tags)} published weights "
+                f"({', '.join(tags) or 'none yet'}): say which, as {name}:TAG."
+            )
+        tag = tags[0]
+    return fetch(manifest_row(name, tag))
 
 
 def sha256(path):
@@ -131,3 +278,160 @@ def load_weights_file(model, path):
             f"Could not load {path} into {model.name}: {e}. The file is damaged or was saved "
             "from a different architecture or number of classes."
         ) from e
+
+
+def file_num_classes(path):
+    """The classifier size stored in a zoo model's weight file, or None if it cannot be told.
+
+    A registry model has one top-level Dense layer, its classifier; Keras stores it as
+    ``layers/dense/vars/0`` (kernel: features x classes).
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            dense = [k for k in f.get("layers", {}) if re.fullmatch(r"dense(_\d+)?", k)]
+            if len(dense) == 1:
+                return int(f["layers"][dense[0]]["vars"]["0"].shape[-1])
+    except OSError:
+        return None
+    return None
+
+
+def load_pretrained(model, spec, path, weights, build_kwargs):
+    """Load weights into a registry model; all but the classifier when the heads differ.
+
+    Loading is strict (:func:`load_weights_file`) when the model's classifier matches the
+    file's. When the model has another number of classes, or no classifier
+    (``include_top=False``), the file is loaded strictly into a twin with the file's head and
+    every other layer is copied by name; the skipped layers are reported in a warning.
+
+    Args:
+        model: the freshly built model.
+        spec: its ``ModelSpec``.
+        path: the resolved ``.weights.h5`` path.
+        weights: what the caller asked for (a tag or a path).
+        build_kwargs: the extra builder arguments the model was built with.
+
+    Returns:
+        The names of the layers not loaded (empty for a strict load).
+    """
+    names = {layer.name for layer in model.layers}
+    has_top = spec.classifier in names
+    if is_path(weights):
+        file_classes = file_num_classes(path)
+    else:
+        file_classes = manifest_row(spec.name, weights).get("num_classes")
+    model_classes = model.get_layer(spec.classifier).units if has_top else None
+    if has_top and (file_classes is None or file_classes == model_classes):
+        load_weights_file(model, path)
+        return []
+    if file_classes is None:
+        raise ValueError(
+            f"Cannot tell the number of classes of {path}, so it cannot be loaded into "
+            f"{model.name} without its classifier. Load it with its own num_classes first."
+        )
+    kwargs = {k: v for k, v in build_kwargs.items() if k not in ("include_top", "pooling")}
+    twin = spec.build(
+        classes=file_classes, input_shape=model.input_shape[1:], name=spec.name, **kwargs
+    )
+    load_weights_file(twin, path)
+    skipped = [spec.classifier] if has_top else []
+    for layer in twin.layers:
+        if layer.name not in names:
+            if layer.weights:
+                skipped.append(layer.name)
+            continue
+        if layer.name != spec.classifier:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+    if has_top:
+        message = (
+            f"Loaded {path} into {model.name} except its classifier {spec.classifier!r}: the "
+            f"file has {file_classes} classes, the model {model_classes}, so the classifier "
+            "keeps its fresh initialisation."
+        )
+    else:
+        message = (
+            f"Loaded {path} into {model.name} except {', '.join(skipped)}, which the model "
+            "does not have (include_top=False)."
+        )
+    warnings.warn(message, stacklevel=3)
+    return skipped
+
+
+def publish(weights_file, tag, manifest=None, overwrite=False, url=None):
+    """Add trained weights to the manifest: copy the file, hash it, write its row.
+
+    Takes the output of ``keras-attn-zoo train`` (the ``.weights.h5`` file and the training
+    record ``.json`` beside it), checks that the file is the one trained and loads strictly
+    into its architecture, copies it into the manifest's folder as
+    ``<model>_<tag>.weights.h5`` and writes the row (see ``weights/README.md``).
+
+    Args:
+        weights_file: the trained ``.weights.h5``.
+        tag: the tag users will load it by, e.g. "cifar10".
+        manifest: the manifest to write. Defaults to the repository's ``weights/manifest.json``.
+        overwrite: replace an existing row of the same model and tag. Defaults to False.
+        url: where the file will be downloadable from, if not from the default location.
+
+    Returns:
+        The manifest row (a dict).
+    """
+    from keras_attn_zoo.data.preprocessing import record_path
+    from keras_attn_zoo.registry import load
+
+    manifest = Path(manifest) if manifest is not None else MANIFEST
+    weights_file = Path(weights_file)
+    if not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag) or tag.endswith(".h5"):
+        raise ValueError(f"A tag is lower-case letters, digits, '_', '-' and '.', e.g. 'cifar10'; got {tag!r}.")
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"Weights file not found: {weights_file}")
+    record_file = Path(record_path(weights_file))
+    if not record_file.is_file():
+        raise FileNotFoundError(
+            f"{weights_file} has no training record {record_file.name}: publish takes the output "
+            "of `keras-attn-zoo train`, which writes both."
+        )
+    record = json.loads(record_file.read_text())
+    digest = sha256(weights_file)
+    if digest != record["sha256"]:
+        raise ValueError(
+            f"{weights_file} has sha256 {digest}, its training record says {record['sha256']}: "
+            "the file changed after training, so the record does not describe it."
+        )
+    rows = _manifest(manifest)
+    model = record["model"]
+    if any(r["model"] == model and r["tag"] == tag for r in rows) and not overwrite:
+        raise ValueError(f"{manifest} already has {model}:{tag}; pass overwrite=True (--overwrite) to replace it.")
+    # The row must never point to a file that does not load into its architecture.
+    load(model, weights=str(weights_file), num_classes=record["num_classes"],
+         input_shape=tuple(record["input_shape"]))
+    file_name = f"{model}_{tag}.weights.h5"
+    dest = manifest.parent / file_name
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{file_name}.{uuid.uuid4().hex}.part")
+    shutil.copyfile(weights_file, tmp)
+    os.replace(tmp, dest)
+    row = {
+        "model": model,
+        "tag": tag,
+        "file": file_name,
+        "sha256": digest,
+        "size": dest.stat().st_size,
+        **{k: record[k] for k in ("num_classes", "input_shape", "class_names", "preprocessing",
+                                  "dataset", "accuracy", "training")},
+        "published": datetime.date.today().isoformat(),
+        **({"url": url} if url else {}),
+    }
+    rows = [r for r in rows if not (r["model"] == model and r["tag"] == tag)] + [row]
+    write_manifest(rows, manifest)
+    return row
+
+
+def write_manifest(rows, manifest=None):
+    """Write manifest rows (sorted by model and tag) atomically."""
+    manifest = Path(manifest) if manifest is not None else MANIFEST
+    rows = sorted(rows, key=lambda r: (r["model"], r["tag"]))
+    tmp = manifest.with_name(f".{manifest.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps({"weights": rows}, indent=2) + "\n")
+    os.replace(tmp, manifest)

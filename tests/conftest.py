@@ -20,6 +20,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"TensorFlow-backend test; backend is {backend}"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _zoo_home(tmp_path_factory):
+    """Tests never read or write the user's cache, and start online with no mirror set."""
+    saved = {k: os.environ.pop(k, None) for k in ("KERAS_ATTN_ZOO_OFFLINE", "KERAS_ATTN_ZOO_WEIGHTS_URL")}
+    saved["KERAS_ATTN_ZOO_HOME"] = os.environ.get("KERAS_ATTN_ZOO_HOME")
+    os.environ["KERAS_ATTN_ZOO_HOME"] = str(tmp_path_factory.mktemp("zoo_home"))
+    yield
+    for key, value in saved.items():
+        os.environ.pop(key, None)
+        if value is not None:
+            os.environ[key] = value
+
+
 @pytest.fixture(autouse=True)
 def _fresh_session():
     keras.backend.clear_session()

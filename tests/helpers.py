@@ -9,6 +9,11 @@ import numpy as np
 import keras
 
 
+# The real CIFAR-10 as JPEGs, beside the repository (see ../shared/data/README.md).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CIFAR10_ARCHIVE = SHARED_DATA / "cifar10-jpeg.tar.gz"
+
+
 def sample_images(n=2, shape=(32, 32, 3), seed=0):
     return np.random.default_rng(seed).uniform(0, 1, (n, *shape)).astype("float32")
 

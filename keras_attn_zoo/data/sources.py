@@ -1,0 +1,590 @@
+"""Where images come from: image folders, archives of them (the local CIFAR-10 copy) and
+tensorflow-datasets.
+
+``load_split(source, split)`` takes one ``source`` string and returns a :class:`Split`:
+
+| source | what |
+| --- | --- |
+| a folder | ``<folder>/<split>/<class>/*.jpg`` (``train``, ``test`` or ``val``), or ``<folder>/<class>/*.jpg`` split into train / test by a seeded, class-stratified hold-out |
+| a ``.tar.gz`` / ``.tgz`` / ``.tar`` / ``.zip`` file | the same layout inside an archive, read once into the cache (``$KERAS_ATTN_ZOO_HOME/datasets``) and reused |
+| ``cifar10-jpeg`` | the real CIFAR-10 as JPEGs, ``cifar10-jpeg.tar.gz`` in ``data_dir`` or ``$KERAS_ATTN_ZOO_DATA`` |
+| ``cifar10``, ``cifar100``, ``svhn_cropped``, ``imagenet2012`` (or ``tfds:<name>``) | tensorflow-datasets (needs the ``datasets`` extra and a network, or a prepared ``data_dir``; ImageNet needs ``manual_dir``) |
+
+Images are RGB uint8. Splits small enough for memory (CIFAR, SVHN, Tiny ImageNet) are decoded
+once into arrays; larger ones are decoded batch by batch. An archive of up to 2 GiB (CIFAR-10's
+is 20 MB) is read in one pass and each split is cached as a decoded ``.npz``, without writing its
+tens of thousands of small files to disk; a larger archive is extracted once into the cache and
+streamed from there. Batches are ``keras.utils.PyDataset`` objects, so they feed ``fit`` on every
+backend without TensorFlow; only tensorflow-datasets' streaming splits use ``tf.data``.
+"""
+
+import abc
+import dataclasses
+import hashlib
+import io
+import math
+import os
+import shutil
+import tarfile
+import uuid
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+import keras
+
+from keras_attn_zoo import config
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val", "validation"), "validation": ("validation", "val")}
+MAX_IN_MEMORY_BYTES = 4 << 30
+MAX_ARCHIVE_READ_BYTES = 2 << 30  # larger archives are extracted to files instead
+
+# Local archives the zoo knows: file name -> (size, sha256, data-set key, description).
+KNOWN_ARCHIVES = {
+    "cifar10-jpeg.tar.gz": (
+        19_642_502,
+        "5bbd2193f3b9982b20b3e62de1fcb9691706d5884e1bfe2840596f4c5f9b9bec",
+        "cifar10",
+        "CIFAR-10 (JPEG copy, quality 75)",
+    ),
+}
+LOCAL_NAMES = {"cifar10-jpeg": "cifar10-jpeg.tar.gz"}
+
+# tensorflow-datasets names -> (data-set key of the registry / manifest, description).
+TFDS_NAMES = {
+    "cifar10": ("cifar10", "CIFAR-10"),
+    "cifar100": ("cifar100", "CIFAR-100"),
+    "svhn_cropped": ("svhn", "SVHN (cropped digits)"),
+    "imagenet2012": ("imagenet", "ImageNet 2012"),
+}
+TFDS_SPLITS = {"imagenet2012": {"test": "validation"}}  # ImageNet's labelled held-out split
+
+
+class Split(abc.ABC):
+    """One split of a labelled image data set.
+
+    Attributes:
+        dataset: the data-set key the registry's paper results use ("cifar10", "imagenet"...),
+            or None for custom data.
+        split: "train", "test"...
+        source: what the data is, e.g. "CIFAR-10 (JPEG copy, quality 75)".
+        description: the source, split and size, for records and results tables, e.g.
+            "CIFAR-10 (JPEG copy, quality 75), test split, 10,000 images".
+        class_names: class names in label order.
+        image_shape: (H, W, C) of the images it yields.
+        num_examples: number of images.
+    """
+
+    image_shape = ()
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def description(self):
+        return f"{self.source}, {self.split} split, {self.num_examples:,} images"
+
+    @property
+    @abc.abstractmethod
+    def num_examples(self):
+        """Number of images."""
+
+    @abc.abstractmethod
+    def batches(self, batch_size, shuffle=False, seed=0, drop_remainder=False):
+        """Batches of (uint8 images, int32 labels) for ``fit`` / ``evaluate`` / ``predict``.
+
+        Args:
+            batch_size: global batch size.
+            shuffle: reshuffle every epoch (seeded). Defaults to False.
+            seed: shuffling seed. Defaults to 0.
+            drop_remainder: drop a last, smaller batch. Defaults to False.
+
+        Returns:
+            A ``keras.utils.PyDataset`` (or a ``tf.data.Dataset`` for streaming
+            tensorflow-datasets splits).
+        """
+
+    @abc.abstractmethod
+    def sample_images(self, count, seed=0):
+        """Up to ``count`` images (uint8 array), drawn at random with a seed, for statistics."""
+
+
+@dataclasses.dataclass
+class ArraySplit(Split):
+    """A split held in memory as uint8 images ``x`` (N, H, W, C) and int labels ``y``."""
+
+    x: np.ndarray
+    y: np.ndarray
+    class_names: tuple
+    split: str
+    source: str
+    dataset: str = None
+
+    def __post_init__(self):
+        if len(self.x) != len(self.y) or not len(self.x):
+            raise ValueError(f"Need as many labels as images (and some), got {len(self.x)} and {len(self.y)}.")
+        self.y = np.asarray(self.y, "int32")
+        self.image_shape = tuple(self.x.shape[1:])
+
+    @property
+    def num_examples(self):
+        return len(self.x)
+
+    def batches(self, batch_size, shuffle=False, seed=0, drop_remainder=False):
+        return _Batches(len(self.x), lambda idx: (self.x[idx], self.y[idx]), batch_size, shuffle, seed, drop_remainder)
+
+    def sample_images(self, count, seed=0):
+        if count >= len(self.x):
+            return self.x
+        return self.x[np.sort(np.random.default_rng(seed).choice(len(self.x), count, replace=False))]
+
+
+@dataclasses.dataclass
+class FileSplit(Split):
+    """A split decoded from image files batch by batch (for data too large for memory).
+
+    ``image_size`` (H, W) is what every image is brought to: resized to it, or, with
+    ``resize_shorter``, resized so that its shorter side is ``resize_shorter`` and then
+    center-cropped to it (the ImageNet evaluation transform).
+    """
+
+    files: list
+    labels: np.ndarray
+    class_names: tuple
+    split: str
+    source: str
+    image_size: tuple
+    resize_shorter: int = None
+    dataset: str = None
+    workers: int = 4
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels, "int32")
+        self.image_shape = (*self.image_size, 3)
+
+    @property
+    def num_examples(self):
+        return len(self.files)
+
+    def _load(self, idx):
+        images = np.stack([decode_image(self.files[i], self.image_size, self.resize_shorter) for i in idx])
+        return images, self.labels[idx]
+
+    def batches(self, batch_size, shuffle=False, seed=0, drop_remainder=False):
+        return _Batches(len(self.files), self._load, batch_size, shuffle, seed, drop_remainder, workers=self.workers)
+
+    def sample_images(self, count, seed=0):
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(len(self.files), min(count, len(self.files)), replace=False))
+        return self._load(idx)[0]
+
+
+class _Batches(keras.utils.PyDataset):
+    """Seeded, per-epoch reshuffled batches of a split (epoch e uses the order of seed + e)."""
+
+    def __init__(self, size, load, batch_size, shuffle, seed, drop_remainder, workers=1):
+        super().__init__(workers=workers, use_multiprocessing=False)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        self.size, self.load, self.batch_size = size, load, batch_size
+        self.shuffle, self.seed, self.drop_remainder = shuffle, seed, drop_remainder
+        self.epoch = 0
+        self.order = self._order()
+
+    def _order(self):
+        if not self.shuffle:
+            return np.arange(self.size)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+
+    def __len__(self):
+        count = self.size // self.batch_size if self.drop_remainder else math.ceil(self.size / self.batch_size)
+        if count < 1:
+            raise ValueError(f"{self.size} images give no full batch of {self.batch_size}.")
+        return count
+
+    def __getitem__(self, index):
+        idx = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+        return self.load(idx)
+
+    def set_epoch(self, epoch):
+        """Continue with the order of ``epoch`` (when training resumes from a checkpoint)."""
+        self.epoch = epoch
+        self.order = self._order()
+
+    def on_epoch_end(self):
+        self.set_epoch(self.epoch + 1)
+
+
+def decode_image(source, image_size=None, resize_shorter=None):
+    """One image as an RGB uint8 array.
+
+    Args:
+        source: an image file path, or the file's bytes.
+        image_size: (H, W) to bring it to, or None to keep its size.
+        resize_shorter: if given, first resize so the shorter side has this length (keeping the
+            aspect ratio), then center-crop ``image_size``.
+
+    Returns:
+        (H, W, 3) uint8 array.
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+        im = im.convert("RGB")
+        if resize_shorter:
+            w, h = im.size
+            factor = resize_shorter / min(w, h)
+            im = im.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.BILINEAR)
+            w, h = im.size
+            th, tw = image_size
+            if th > h or tw > w:
+                raise ValueError(f"Cannot center-crop {th}x{tw} from an image resized to {h}x{w}.")
+            left, top = (w - tw) // 2, (h - th) // 2
+            im = im.crop((left, top, left + tw, top + th))
+        elif image_size is not None and im.size != (image_size[1], image_size[0]):
+            im = im.resize((image_size[1], image_size[0]), Image.BILINEAR)
+        return np.asarray(im, dtype="uint8")
+
+
+def index_images(names):
+    """The layout of a tree of image files, given their relative POSIX paths.
+
+    Either ``[top/]<split>/<class>/.../<image>`` (split folders: train, test, val, validation)
+    or ``[top/]<class>/.../<image>``; a single top folder around either is skipped.
+
+    Args:
+        names: relative paths of the image files (other files are ignored).
+
+    Returns:
+        ``{folder: (class_names, [names], labels)}``, with folder None for a tree without split
+        folders; class names sorted, names (as given) sorted within each class.
+    """
+    entries = [(tuple(n.split("/")), n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    entries = [(p, n) for p, n in entries if not any(c.startswith(".") for c in p)]
+    split_names = {name for names_ in SPLIT_FOLDERS.values() for name in names_}
+    tops = {p[0] for p, _ in entries}
+    if len(tops) == 1 and not tops & split_names and all(len(p) >= 3 for p, _ in entries):
+        entries = [(p[1:], n) for p, n in entries]
+    grouped = {}
+    if any(p[0] in split_names and len(p) >= 3 for p, _ in entries):
+        for p, n in entries:
+            if p[0] in split_names and len(p) >= 3:
+                grouped.setdefault(p[0], []).append((p[1:], n))
+    else:
+        grouped[None] = [(p, n) for p, n in entries if len(p) >= 2]
+    index = {}
+    for folder, members in grouped.items():
+        classes = sorted({p[0] for p, _ in members})
+        label_of = {c: i for i, c in enumerate(classes)}
+        members = sorted(members, key=lambda m: (label_of[m[0][0]], m[0]))
+        index[folder] = (
+            tuple(classes),
+            [n for _, n in members],
+            np.asarray([label_of[p[0]] for p, _ in members], "int32"),
+        )
+    return index
+
+
+def _folder_names(root):
+    root = Path(root)
+    return [p.relative_to(root).as_posix() for p in root.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+
+
+def _pick(index, split, where):
+    """(class_names, names, labels, held_out) of ``split`` in an index."""
+    if None in index:
+        if not index[None][1]:
+            raise ValueError(f"Found no class folders with images in {where}: expected <class>/<image>.")
+        return (*index[None], True)
+    folder = next((f for f in SPLIT_FOLDERS[split] if f in index), None)
+    if folder is None or "train" not in index:
+        have = ", ".join(sorted(index))
+        raise ValueError(f"{where} has no {split!r} split folder (it has {have}; a train folder is required).")
+    classes, names, labels = index[folder]
+    if classes != index["train"][0]:
+        raise ValueError(
+            f"The {folder} classes of {where} differ from its train classes: "
+            f"{sorted(set(classes) ^ set(index['train'][0]))}."
+        )
+    return classes, names, labels, False
+
+
+def _holdout(count_labels, split, fraction, seed):
+    """Boolean mask of the images of ``split`` in a seeded, class-stratified hold-out."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"holdout must be between 0 and 1, got {fraction!r}.")
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(count_labels), bool)
+    for label in np.unique(count_labels):
+        idx = np.flatnonzero(count_labels == label)
+        count = int(round(fraction * len(idx))) if len(idx) > 1 else 0
+        test[rng.permutation(idx)[:count]] = True
+    return test if split != "train" else ~test
+
+
+def extract_archive(path, cache_dir=None):
+    """Extract an image archive once into the cache and return the folder; later calls reuse it.
+
+    Used for archives too large to read into memory. Extraction goes to a temporary folder
+    that is renamed when complete: an interrupted extraction is never mistaken for a finished
+    one.
+
+    Args:
+        path: a ``.tar.gz``, ``.tgz``, ``.tar`` or ``.zip`` file.
+        cache_dir: the cache. Defaults to ``$KERAS_ATTN_ZOO_HOME/datasets``.
+
+    Returns:
+        The extracted folder.
+    """
+    dest = _cache_folder(path, cache_dir) / "files"
+    if not dest.is_dir():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".files.{uuid.uuid4().hex}.tmp"
+        print(f"Extracting {path} to {dest} (once)")
+        try:
+            for name, data in _archive_members(path):
+                target = tmp.joinpath(*name.split("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            try:
+                os.replace(tmp, dest)
+            except OSError:  # another process finished first
+                if not dest.is_dir():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _cache_folder(path, cache_dir):
+    """The cache folder of an archive, named after it and a hash of its path, size and mtime
+    (a changed archive gets a new one)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    stem = path.name
+    for suffix in ARCHIVE_SUFFIXES:
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return (Path(cache_dir) if cache_dir else config.home() / "datasets") / f"{stem}-{key}"
+
+
+def _archive_members(path):
+    """(relative name, bytes) of every regular image file in an archive, in one pass.
+
+    Links, devices and names that would leave the archive's folder are refused.
+    """
+    path = Path(path)
+
+    def safe(name):
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith("/") or ".." in parts:
+            raise ValueError(f"{path} has an unsafe member path {name!r}; nothing was read.")
+        return "/".join(p for p in parts if p not in ("", "."))
+
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path) as z:
+            for member in z.infolist():
+                if not member.is_dir() and member.filename.lower().endswith(IMAGE_EXTENSIONS):
+                    yield safe(member.filename), z.read(member)
+        return
+    with tarfile.open(path, "r|*") as t:  # streaming: a single pass over the compressed file
+        for member in t:
+            if member.isfile() and member.name.lower().endswith(IMAGE_EXTENSIONS):
+                yield safe(member.name), t.extractfile(member).read()
+
+
+def _archive_identity(path):
+    """(data-set key, description) of a known archive (checked by size and sha256), or Nones."""
+    known = KNOWN_ARCHIVES.get(Path(path).name)
+    if known and os.path.getsize(path) == known[0]:
+        from keras_attn_zoo.weights import sha256
+
+        if sha256(path) == known[1]:
+            return known[2], known[3]
+    return None, None
+
+
+def _resolve_local(source, data_dir):
+    """The archive path of a local name such as "cifar10-jpeg"."""
+    folder = data_dir or os.environ.get(config.DATA_ENV)
+    file_name = LOCAL_NAMES[source]
+    if not folder:
+        raise ValueError(
+            f"Where is {file_name}? Pass data_dir= (--data-dir) or set {config.DATA_ENV} to the "
+            f"folder that holds it, or pass the file's path as the source."
+        )
+    path = Path(folder).expanduser() / file_name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found ({config.DATA_ENV} or data_dir points to {folder}).")
+    return path
+
+
+def load_split(
+    source,
+    split="train",
+    *,
+    image_size=None,
+    resize_shorter=None,
+    limit=None,
+    seed=0,
+    data_dir=None,
+    manual_dir=None,
+    cache_dir=None,
+    holdout=0.1,
+    in_memory=None,
+    download=True,
+):
+    """One split of an image classification data set, from any of the zoo's sources.
+
+    Args:
+        source: a folder, an archive file, "cifar10-jpeg", or a tensorflow-datasets name
+            ("cifar10", "cifar100", "svhn_cropped", "imagenet2012", "tfds:<name>").
+        split: "train" or "test" ("val"/"validation" folders serve as "test"; ImageNet's
+            "validation" split serves as "test"). Defaults to "train".
+        image_size: (H, W) to bring images to. Defaults to their own size (all images of an
+            in-memory split must then share one size).
+        resize_shorter: resize the shorter side to this, then center-crop ``image_size``
+            (ImageNet evaluation: 256 then 224). Defaults to None (plain resize).
+        limit: keep a seeded random subset of this many images (quick runs, tests).
+        seed: seed of ``limit`` and of the hold-out split. Defaults to 0.
+        data_dir: folder of local archives (for "cifar10-jpeg") or tensorflow-datasets' data
+            folder. Defaults to ``$KERAS_ATTN_ZOO_DATA`` / tfds' default.
+        manual_dir: tensorflow-datasets' manual download folder (ImageNet's tar files).
+        cache_dir: where archives are cached. Defaults to ``$KERAS_ATTN_ZOO_HOME/datasets``.
+        holdout: fraction held out as "test" when there are no split folders. Defaults to 0.1.
+        in_memory: decode the whole split into memory. Defaults to True when it takes less than
+            4 GiB.
+        download: let tensorflow-datasets download. Defaults to True.
+
+    Returns:
+        A :class:`Split`.
+
+    Example:
+    >>> test = load_split("cifar10-jpeg", "test", data_dir="/data")
+    >>> test.description
+    'CIFAR-10 (JPEG copy, quality 75), test split, 10,000 images'
+    """
+    if split not in SPLIT_FOLDERS:
+        raise ValueError(f"split must be one of {tuple(SPLIT_FOLDERS)}, got {split!r}.")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer, got {limit!r}.")
+    size = tuple(image_size) if image_size is not None else None
+    source = os.fspath(source)
+    if source in LOCAL_NAMES:
+        source = _resolve_local(source, data_dir)
+    path = Path(source).expanduser()
+    options = {"image_size": size, "resize_shorter": resize_shorter, "limit": limit, "seed": seed,
+               "holdout": holdout, "in_memory": in_memory}
+    if path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES):
+        dataset, title = _archive_identity(path)
+        title = title or f"image archive {path.name}"
+        if in_memory is False or path.stat().st_size > MAX_ARCHIVE_READ_BYTES:
+            root = extract_archive(path, cache_dir)
+            return _folder_split(root, split, title, dataset, **options)
+        return _archive_split(path, split, title, dataset, cache_dir, **options)
+    if path.is_dir():
+        return _folder_split(path, split, f"image folder {path.name}", None, **options)
+    name = source[5:] if source.startswith("tfds:") else source
+    if source.startswith("tfds:") or name in TFDS_NAMES:
+        from keras_attn_zoo.data.tfds import tfds_split
+
+        return tfds_split(name, split, image_size=size, resize_shorter=resize_shorter,
+                          limit=limit, seed=seed, data_dir=data_dir, manual_dir=manual_dir,
+                          in_memory=in_memory, download=download)
+    if path.exists():
+        raise ValueError(f"{path} is neither a folder nor an archive ({', '.join(ARCHIVE_SUFFIXES)}).")
+    raise ValueError(
+        f"Unknown data source {source!r}: not a folder or archive that exists, and not one of "
+        f"{', '.join([*LOCAL_NAMES, *TFDS_NAMES])} or tfds:<name>."
+    )
+
+
+def _subset(count, limit, seed):
+    if limit is None or limit >= count:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))
+
+
+def _folder_split(root, split, title, dataset, *, image_size, resize_shorter, limit, seed,
+                  holdout, in_memory):
+    root = Path(root)
+    classes, names, labels, held_out = _pick(index_images(_folder_names(root)), split, root)
+    files = [str(root / n) for n in names]
+    if held_out:
+        keep = _holdout(labels, split, holdout, seed)
+        files, labels = [f for f, k in zip(files, keep) if k], labels[keep]
+        title = f"{title} ({holdout:.0%} held out as test, seed {seed})"
+    subset = _subset(len(files), limit, seed)
+    if subset is not None:
+        files, labels = [files[i] for i in subset], labels[subset]
+    size = image_size or decode_image(files[0]).shape[:2]
+    if in_memory is None:
+        in_memory = len(files) * size[0] * size[1] * 3 <= MAX_IN_MEMORY_BYTES
+    if not in_memory:
+        return FileSplit(files, labels, classes, split, title, tuple(size), resize_shorter, dataset)
+    x = _decode_all(files, size, image_size, resize_shorter)
+    return ArraySplit(x, labels, classes, split, title, dataset)
+
+
+def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize_shorter, limit,
+                   seed, holdout, in_memory):
+    """A split of a small archive, decoded once into ``<cache>/<split>-<size>.npz``."""
+    cache = _cache_folder(path, cache_dir)
+    tag = "native" if image_size is None else f"{image_size[0]}x{image_size[1]}"
+    tag += f"-s{resize_shorter}" if resize_shorter else ""
+    held_out_file = cache / f"all-{tag}.npz"
+    split_file = cache / f"{split}-{tag}.npz"
+    cached = split_file if split_file.is_file() else held_out_file if held_out_file.is_file() else None
+    if cached is None:
+        print(f"Reading {path} into {cache} (once)")
+        members = dict(_archive_members(path))
+        classes, names, labels, held_out = _pick(index_images(members), split, path)
+        x = _decode_all([members[n] for n in names], image_size or decode_image(members[names[0]]).shape[:2],
+                        image_size, resize_shorter)
+        cached = held_out_file if held_out else split_file
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f".{cached.name}.{uuid.uuid4().hex}.tmp.npz"
+        np.savez(tmp, x=x, y=labels, classes=np.asarray(classes))
+        os.replace(tmp, cached)
+    with np.load(cached) as data:
+        x, labels, classes = data["x"], data["y"], tuple(str(c) for c in data["classes"])
+    if cached == held_out_file:
+        keep = _holdout(labels, split, holdout, seed)
+        x, labels = x[keep], labels[keep]
+        title = f"{title} ({holdout:.0%} held out as test, seed {seed})"
+    subset = _subset(len(x), limit, seed)
+    if subset is not None:
+        x, labels = x[subset], labels[subset]
+    return ArraySplit(x, labels, classes, split, title, dataset)
+
+
+def _decode_all(sources, image_size, requested, resize_shorter):
+    """Decode images (paths or bytes) into one uint8 array of ``image_size``.
+
+    With ``requested`` None, images are not resized and must all be ``image_size``.
+    """
+    x = np.empty((len(sources), *image_size, 3), "uint8")
+    progress = keras.utils.Progbar(len(sources), unit_name="image") if len(sources) >= 5000 else None
+    if progress:
+        print(f"Decoding {len(sources):,} images")
+    for n, source in enumerate(sources):
+        image = decode_image(source, requested, resize_shorter)
+        if image.shape[:2] != tuple(image_size):
+            where = source if isinstance(source, str) else f"image {n}"
+            raise ValueError(
+                f"{where} is {image.shape[0]}x{image.shape[1]}, the first image "
+                f"{image_size[0]}x{image_size[1]}: pass image_size= to resize them all."
+            )
+        x[n] = image
+        if progress and (n + 1) % 5000 == 0:
+            progress.update(n + 1)
+    if progress:
+        progress.update(len(sources), finalize=True)
+    return x

@@ -1,0 +1,190 @@
+"""Top-1 / top-5 of weights on a data split, and ``docs/results.md``: our measured error beside
+the paper's for every published weight.
+
+The paper's numbers come from the registry's ``PaperResult`` rows, ours from the manifest: the
+results page is generated from those two, never typed.
+"""
+
+from pathlib import Path
+
+from keras_attn_zoo.data import load_split, recorded_stats
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
+
+
+def evaluate_split(model, split, stats, batch_size=256, verbose=1):
+    """Top-1 and top-5 accuracy of a model on a split.
+
+    Give it a model with logits (``classifier_activation=None``): softmax scores that saturate
+    to exactly 0 tie, and Keras counts tied classes as inside the top 5.
+
+    Args:
+        model: a registry model.
+        split: a ``keras_attn_zoo.data.Split``.
+        stats: the ``ChannelStats`` the weights were trained with.
+        batch_size: evaluation batch size. Defaults to 256.
+        verbose: 1 for a progress bar, 2 for one line, 0 for silence. Defaults to 1.
+
+    Returns:
+        ``{"top1", "top5", "top1_error" (%), "split", "images", "data"}``.
+    """
+    from keras_attn_zoo.training.trainer import compile_for_evaluation, training_model
+
+    if model.output_shape[-1] != split.num_classes:
+        raise ValueError(
+            f"{model.name} has {model.output_shape[-1]} classes, {split.description} has {split.num_classes}."
+        )
+    wrapper = training_model(model, stats, "none")
+    compile_for_evaluation(wrapper, model)
+    results = wrapper.evaluate(split.batches(batch_size), return_dict=True, verbose=verbose)
+    top1 = float(results["accuracy"])
+    return {
+        "top1": round(top1, 6),
+        "top5": round(float(results["top5"]), 6),
+        "top1_error": round(100 * (1 - top1), 4),
+        "split": split.split,
+        "images": split.num_examples,
+        "data": split.description,
+    }
+
+
+def _weights_facts(name, weights):
+    """num_classes, input shape, class names and eval transform recorded with the weights."""
+    import json
+
+    from keras_attn_zoo.data.preprocessing import record_path
+    from keras_attn_zoo.weights import is_path, manifest_row
+
+    if is_path(weights):
+        record = record_path(weights)
+        if not Path(record).is_file():
+            raise FileNotFoundError(
+                f"{weights} has no training record {record}; evaluate needs its number of "
+                "classes and normalisation (files written by `keras-attn-zoo train` have one)."
+            )
+        return json.loads(Path(record).read_text())
+    return manifest_row(name, weights)
+
+
+def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, data_dir=None,
+             manual_dir=None, seed=0, verbose=1):
+    """Measure weights of a model on a data split, with the weights' own preprocessing.
+
+    Args:
+        name: a registered model name.
+        weights: a published tag or a ``.weights.h5`` file written by ``keras-attn-zoo train``.
+        data: a data source (see ``keras_attn_zoo.data.load_split``).
+        split: the split to measure on. Defaults to "test".
+        batch_size: Defaults to 256.
+        limit: measure on a seeded random subset of this many images.
+        data_dir, manual_dir: as in ``load_split``.
+        seed: seed of ``limit``. Defaults to 0.
+        verbose: 1 for a progress bar. Defaults to 1.
+
+    Returns:
+        ``{"top1", "top5", "top1_error", "split", "images", "data"}``.
+    """
+    from keras_attn_zoo.registry import get_spec, load
+
+    name = get_spec(name).name
+    facts = _weights_facts(name, weights)
+    stats = recorded_stats(name, weights)
+    transform = {k: tuple(v) if isinstance(v, list) else v for k, v in facts["preprocessing"].get("eval", {}).items()}
+    transform.setdefault("image_size", tuple(facts["input_shape"][:2]))
+    data_split = load_split(data, split, limit=limit, seed=seed, data_dir=data_dir,
+                            manual_dir=manual_dir, **transform)
+    if facts.get("class_names") and list(data_split.class_names) != list(facts["class_names"]):
+        raise ValueError(
+            f"The classes of {data_split.description} ({', '.join(data_split.class_names[:5])}...) "
+            f"are not those the weights were trained on ({', '.join(facts['class_names'][:5])}...)."
+        )
+    # Logits, not softmax scores: saturated scores tie, and ties count as hits in top-k.
+    model = load(name, weights=weights, num_classes=facts["num_classes"],
+                 input_shape=tuple(facts["input_shape"]), classifier_activation=None)
+    return evaluate_split(model, data_split, stats, batch_size=batch_size, verbose=verbose)
+
+
+def record_accuracy(name, tag, accuracy, command, manifest=None):
+    """Store a new measurement of published weights in their manifest row.
+
+    Returns:
+        The updated row.
+    """
+    import datetime
+
+    from keras_attn_zoo import weights as weights_lib
+
+    manifest = Path(manifest) if manifest is not None else weights_lib.MANIFEST
+    rows = weights_lib._manifest(manifest)
+    matches = [r for r in rows if r["model"] == name and r["tag"] == tag]
+    if not matches:
+        raise ValueError(f"{manifest} has no row {name}:{tag} to record a measurement in.")
+    matches[0]["accuracy"] = {**accuracy, "command": command,
+                              "date": datetime.date.today().isoformat()}
+    weights_lib.write_manifest(rows, manifest)
+    return matches[0]
+
+
+def _paper_errors(name, dataset):
+    """The paper's reported top-1 errors for the same architecture and data set."""
+    import re
+
+    from keras_attn_zoo.registry import PAPERS, get_spec
+
+    spec = get_spec(name)
+    short = re.search(r"\(([^()]+)\)$", PAPERS[spec.paper])
+    paper = short.group(1) if short else spec.paper
+    rows = [r for r in spec.results if r.dataset == dataset]
+    return "; ".join(f"{r.top1_error:.2f}% ({paper} Table {r.table})" for r in rows) or "-"
+
+
+def results_markdown(rows):
+    """The results page for manifest rows: our error beside the paper's, data and recipe.
+
+    Args:
+        rows: manifest rows.
+
+    Returns:
+        Markdown text.
+    """
+    lines = [
+        "# Results",
+        "",
+        "Generated from `weights/manifest.json` (our measurements) and the registry's paper",
+        "results by `keras-attn-zoo publish` / `keras-attn-zoo evaluate --record`; do not edit.",
+        "Errors are top-1 on the data named in each row; a number measured on the JPEG copy",
+        "of CIFAR-10 is not exactly comparable with one measured on the original images.",
+        "",
+        "| model | weights | our top-1 error | paper's top-1 error | measured on | recipe | trained on |",
+        "| --- | --- | ---: | --- | --- | --- | --- |",
+    ]
+    for row in sorted(rows, key=lambda r: (r["model"], r["tag"])):
+        acc, training = row["accuracy"], row.get("training", {})
+        recipe = training.get("recipe", {})
+        recipe_text = (
+            f"{recipe.get('name', '?')}, {training.get('epochs_completed', recipe.get('epochs', '?'))} "
+            f"epochs, batch {recipe.get('batch_size', '?')}, {recipe.get('schedule', '?')} lr "
+            f"{recipe.get('learning_rate', '?')}, wd {recipe.get('weight_decay', '?')}"
+        )
+        trained = f"{training.get('hardware', '?')}; {training.get('time_s', 0) / 60:.1f} min"
+        lines.append(
+            f"| `{row['model']}` | {row['tag']} | {acc['top1_error']:.2f}% | "
+            f"{_paper_errors(row['model'], row.get('dataset'))} | {acc['data']} | {recipe_text} | {trained} |"
+        )
+    if not rows:
+        lines.append("| (no weights are published yet) | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(path=None, manifest=None):
+    """Write the results page for a manifest (defaults: ``docs/results.md``, the repository's).
+
+    Returns:
+        The path written.
+    """
+    from keras_attn_zoo import weights as weights_lib
+
+    path = Path(path) if path is not None else RESULTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(results_markdown(weights_lib._manifest(manifest)))
+    return path

@@ -1,0 +1,420 @@
+"""Train a registry model with a paper's recipe: ``keras-attn-zoo train NAME --data SRC``.
+
+A run writes into its output folder (default ``runs/<name>``):
+
+| file | what |
+| --- | --- |
+| ``<name>.weights.h5`` | the final weights of the bare registry model (load with ``keras_attn_zoo.load``) |
+| ``<name>.json`` | the training record: data, normalisation, recipe, measured accuracy, hardware, time, command, commit, date (what ``publish`` turns into a manifest row) |
+| ``<name>.best.weights.h5`` | the weights of the epoch with the best validation top-1 |
+| ``training_log.csv`` | one row per epoch: loss, top-1 / top-5, validation, learning rate, seconds |
+| ``tensorboard/`` | TensorBoard logs (when TensorFlow is installed) |
+| ``backup/`` | the checkpoint of the last finished epoch (model, optimizer, epoch); a killed run started again with the same command resumes from it; removed when training ends |
+
+The model trains inside a wrapper ``images -> augmentation -> normalisation -> model`` built from
+Keras layers, so augmentation runs on the device on every backend, and the bare model's weight
+file stays the published format.
+"""
+
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+
+from keras_attn_zoo.data import (
+    IMAGENET_STATS,
+    augmentation_layers,
+    channel_stats,
+    load_split,
+    normalization_layer,
+)
+from keras_attn_zoo.training.distribute import get_distribution
+from keras_attn_zoo.training.optimizers import CoupledSGD
+from keras_attn_zoo.training.recipes import get_recipe, learning_rate_schedule
+
+MIXED_PRECISION = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+STATS_SAMPLE = 50_000  # images used to measure mean / std of streamed data sets
+LOG_FILE = "training_log.csv"
+
+
+def training_model(model, stats, augmentation="none", seed=None):
+    """Wrap a model as ``images (0..255) -> augmentation -> normalisation -> model``.
+
+    Args:
+        model: a registry model.
+        stats: the :class:`~keras_attn_zoo.data.ChannelStats` to normalise with.
+        augmentation: "cifar", "imagenet", "flip" or "none". With "imagenet" the wrapper takes
+            images of any size at least the model's (random-resized crop in training, center
+            crop otherwise). Defaults to "none" (the inference wrapper).
+        seed: augmentation seed. Defaults to None.
+
+    Returns:
+        A ``keras.Model`` named ``<model>_training`` that shares ``model``'s layers.
+    """
+    shape = tuple(model.input_shape[1:])
+    input_shape = (None, None, shape[-1]) if augmentation == "imagenet" else shape
+    inputs = keras.Input(input_shape, name="images")
+    x = inputs
+    for layer in augmentation_layers(augmentation, shape, seed):
+        x = layer(x)
+    x = normalization_layer(stats)(x)
+    # float32 outputs under mixed precision: losses and top-k metrics need them.
+    outputs = keras.layers.Activation("linear", dtype="float32", name="outputs_float32")(model(x))
+    return keras.Model(inputs, outputs, name=f"{model.name}_training")
+
+
+def compile_for_evaluation(wrapper, model):
+    """Compile a wrapper of ``model`` for ``evaluate``: cross-entropy and top-1 / top-5.
+
+    The loss reads logits or softmax scores, whichever ``model``'s last layer gives.
+    """
+    activation = getattr(model.layers[-1], "activation", None)
+    from_logits = getattr(activation, "__name__", "") != "softmax"
+    wrapper.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        metrics=_metrics(model.output_shape[-1]),
+    )
+
+
+def _metrics(num_classes):
+    return [
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
+    ]
+
+
+def data_transforms(augmentation, image_size):
+    """How train and test images are loaded for a recipe's augmentation.
+
+    CIFAR-style: both at the model's size. ImageNet: training images at 8/7 of it (256 for 224,
+    ABN's 256x256) for the on-device random-resized crop; test images resized to 256 on the
+    shorter side and center-cropped to 224.
+
+    Returns:
+        (train ``load_split`` kwargs, test ``load_split`` kwargs).
+    """
+    size = tuple(image_size)
+    if augmentation == "imagenet":
+        load = round(size[0] * 8 / 7)
+        return {"image_size": (load, load)}, {"image_size": size, "resize_shorter": load}
+    return {"image_size": size}, {"image_size": size}
+
+
+class _EpochInfo(keras.callbacks.Callback):
+    """Adds the epoch's seconds and its first step's learning rate to the logs (before the CSV
+    logger)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+        self.learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["epoch_seconds"] = round(time.perf_counter() - self.start, 3)
+        logs["learning_rate"] = self.learning_rate
+
+
+class _BestWeights(keras.callbacks.Callback):
+    """Saves the bare model's weights whenever validation top-1 improves; survives resumes."""
+
+    def __init__(self, model, path, state_file):
+        super().__init__()
+        self.bare, self.path, self.state_file = model, Path(path), Path(state_file)
+        self.best = json.loads(self.state_file.read_text())["val_accuracy"] if self.state_file.is_file() else -1.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_accuracy")
+        if value is not None and value > self.best:
+            self.best = float(value)
+            self.bare.save_weights(self.path)
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            self.state_file.write_text(json.dumps({"epoch": epoch + 1, "val_accuracy": self.best}))
+
+
+def _tensorflow_available():
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _verbose(verbose):
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return verbose
+
+
+def train(
+    name,
+    data,
+    recipe="fanet_cifar",
+    *,
+    output_dir=None,
+    limit=None,
+    eval_limit=None,
+    image_size=None,
+    data_dir=None,
+    manual_dir=None,
+    strategy="auto",
+    tpu=None,
+    mixed_precision=None,
+    seed=0,
+    init_weights=None,
+    overwrite=False,
+    verbose="auto",
+    command=None,
+    **recipe_overrides,
+):
+    """Train a registered model on a data set with a recipe and measure it on the test split.
+
+    Args:
+        name: a registered model name, e.g. "resnet20".
+        data: a data source for ``keras_attn_zoo.data.load_split`` (folder, archive,
+            "cifar10-jpeg", a tensorflow-datasets name); its "train" split trains, its "test"
+            split validates every epoch and is measured at the end.
+        recipe: a recipe name (``keras_attn_zoo.training.RECIPES``). Defaults to "fanet_cifar".
+        output_dir: the run's folder. Defaults to ``runs/<name>``. Running the same command
+            again resumes an interrupted run from its last finished epoch.
+        limit: train on a seeded random subset of this many images.
+        eval_limit: validate and measure on a seeded subset of this many test images.
+        image_size: the model's input side. Defaults to the registry's (32) or 224 for the
+            "imagenet" augmentation.
+        data_dir: folder of local archives / tensorflow-datasets' data.
+        manual_dir: tensorflow-datasets' manual folder (ImageNet).
+        strategy: a ``keras_attn_zoo.training.distribute`` strategy name. Defaults to "auto".
+        tpu: TPU name for the "tpu" strategy.
+        mixed_precision: None, "float16" or "bfloat16". Defaults to None (float32).
+        seed: seed of weights, augmentation, shuffling and subsets. Defaults to 0.
+        init_weights: weights to start from (a tag or a path; another number of classes loads
+            all but the classifier). Defaults to None (random initialisation).
+        overwrite: replace a finished run in ``output_dir``. Defaults to False.
+        verbose: Keras ``fit`` verbosity; "auto" is a progress bar on a terminal, one line per
+            epoch otherwise.
+        command: the command line to record. Defaults to this call's description.
+        **recipe_overrides: recipe fields: ``epochs``, ``batch_size``, ``learning_rate``,
+            ``schedule``, ``milestones``, ``weight_decay``, ``momentum``, ``augmentation``...
+
+    Returns:
+        The training record (a dict, also written to ``<output_dir>/<name>.json``).
+
+    Example:
+    >>> record = train("resnet20", "cifar10-jpeg", epochs=1, data_dir="/data")
+    >>> record["accuracy"]["top1"]
+    """
+    from keras_attn_zoo.registry import get_spec, load
+    from keras_attn_zoo.training.evaluate import evaluate_split
+
+    spec = get_spec(name)
+    name = spec.name
+    recipe = get_recipe(recipe, **recipe_overrides)
+    if mixed_precision not in (None, *MIXED_PRECISION):
+        raise ValueError(f"mixed_precision must be None, 'float16' or 'bfloat16'; got {mixed_precision!r}.")
+    out = Path(output_dir) if output_dir is not None else Path("runs") / name
+    paths = {
+        "weights": out / f"{name}.weights.h5",
+        "record": out / f"{name}.json",
+        "best": out / f"{name}.best.weights.h5",
+        "log": out / LOG_FILE,
+        "backup": out / "backup",
+        "tensorboard": out / "tensorboard",
+    }
+    if paths["record"].exists():
+        if not overwrite:
+            raise ValueError(f"{out} holds a finished run ({paths['record'].name}); pass overwrite=True (--overwrite) or another output folder.")
+        for key in ("weights", "record", "best", "log", "backup", "tensorboard"):
+            shutil.rmtree(paths[key]) if paths[key].is_dir() else paths[key].unlink(missing_ok=True)
+    resume_epoch = _backup_epoch(paths["backup"])
+    if resume_epoch is None:  # a fresh start: no logs of an earlier, unfinished attempt
+        for key in ("log", "tensorboard", "best"):
+            shutil.rmtree(paths[key]) if paths[key].is_dir() else paths[key].unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+    keras.utils.set_random_seed(seed)
+    distribution = get_distribution(strategy, tpu)
+    side = image_size or (224 if recipe.augmentation == "imagenet" else spec.input_shape[0])
+    model_shape = (side, side, spec.input_shape[-1])
+    train_kwargs, test_kwargs = data_transforms(recipe.augmentation, model_shape[:2])
+    common = {"seed": seed, "data_dir": data_dir, "manual_dir": manual_dir}
+    train_split = load_split(data, "train", limit=limit, **train_kwargs, **common)
+    test_split = load_split(data, "test", limit=eval_limit, **test_kwargs, **common)
+    if train_split.class_names != test_split.class_names:
+        raise ValueError(f"The train and test splits of {data} have different classes.")
+    if train_split.dataset == "imagenet":
+        stats = IMAGENET_STATS
+    else:
+        stats = channel_stats(train_split.sample_images(STATS_SAMPLE, seed=seed))
+    print(f"{name}: {train_split.description} -> {test_split.description}; {recipe.summary()}; "
+          f"{distribution.description}")
+    if resume_epoch is not None:
+        print(f"Resuming from the checkpoint after epoch {resume_epoch} in {paths['backup']}")
+
+    drop = distribution.distribution is not None  # JAX shards need batches divisible by devices
+    train_batches = train_split.batches(recipe.batch_size, shuffle=True, seed=seed, drop_remainder=drop)
+    test_batches = test_split.batches(recipe.batch_size, drop_remainder=drop and test_split.num_examples % distribution.num_replicas != 0)
+    if resume_epoch and hasattr(train_batches, "set_epoch"):
+        train_batches.set_epoch(resume_epoch)  # the shuffling order the uninterrupted run had
+    steps_per_epoch = (train_split.num_examples // recipe.batch_size if drop
+                       else math.ceil(train_split.num_examples / recipe.batch_size))
+
+    previous_policy = keras.mixed_precision.global_policy()
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy(MIXED_PRECISION[mixed_precision])
+    start = time.perf_counter()
+    try:
+        with distribution.scope():
+            model = load(name, weights=init_weights, num_classes=train_split.num_classes,
+                         input_shape=model_shape, classifier_activation=None)
+            wrapper = training_model(model, stats, recipe.augmentation, seed)
+            optimizer = CoupledSGD(
+                learning_rate_schedule(recipe, steps_per_epoch), momentum=recipe.momentum,
+                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
+            )
+            wrapper.compile(
+                optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=_metrics(train_split.num_classes),
+            )
+            callbacks = [
+                keras.callbacks.BackupAndRestore(str(paths["backup"]), double_checkpoint=True),
+                _EpochInfo(),
+                _BestWeights(model, paths["best"], paths["backup"] / "best.json"),
+                keras.callbacks.CSVLogger(str(paths["log"]), append=True),
+                keras.callbacks.TerminateOnNaN(),
+            ]
+            if _tensorflow_available():
+                callbacks.append(keras.callbacks.TensorBoard(str(paths["tensorboard"])))
+            history = wrapper.fit(train_batches, validation_data=test_batches, epochs=recipe.epochs,
+                                  callbacks=callbacks, verbose=_verbose(verbose))
+            if history.history.get("loss") and not all(map(_finite, history.history["loss"])):
+                raise FloatingPointError(f"Training {name} diverged (loss {history.history['loss'][-1]}); nothing was saved.")
+            model.save_weights(paths["weights"])
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    wall = time.perf_counter() - start
+
+    # Measure the saved file, not the in-memory model: what users load is what is reported.
+    evaluated = load(name, weights=str(paths["weights"]), num_classes=train_split.num_classes,
+                     input_shape=model_shape, classifier_activation=None)
+    accuracy = evaluate_split(evaluated, test_split, stats, batch_size=recipe.batch_size,
+                              verbose=_verbose(verbose))
+    log_rows = _read_log(paths["log"])
+    command = command or f"keras_attn_zoo.training.train({name!r}, {os.fspath(data)!r}, {recipe.name!r}, ...)"
+    from keras_attn_zoo.weights import sha256
+
+    record = {
+        "model": name,
+        "file": paths["weights"].name,
+        "sha256": sha256(paths["weights"]),
+        "size": paths["weights"].stat().st_size,
+        "num_classes": train_split.num_classes,
+        "input_shape": list(model_shape),
+        "class_names": list(train_split.class_names),
+        "dataset": train_split.dataset,
+        "preprocessing": {**stats.to_dict(), "eval": {k: (list(v) if isinstance(v, tuple) else v) for k, v in test_kwargs.items()}},
+        "accuracy": {**accuracy, "command": command, "date": _now()},
+        "training": {
+            "data": train_split.description,
+            "recipe": recipe.to_dict(),
+            "epochs_completed": len(log_rows),
+            "time_s": round(sum(float(r.get("epoch_seconds") or 0) for r in log_rows), 1),
+            "wall_time_last_run_s": round(wall, 1),
+            "resumed_after_epoch": resume_epoch,
+            "hardware": hardware(),
+            "strategy": distribution.description,
+            "mixed_precision": mixed_precision,
+            "seed": seed,
+            "software": f"keras {keras.__version__}, backend {_backend_version()}",
+            "command": command,
+            "commit": git_commit(),
+            "date": _now(),
+        },
+    }
+    paths["record"].write_text(json.dumps(record, indent=2) + "\n")
+    print(f"Wrote {paths['weights']} and {paths['record']}: {accuracy['data']}: top-1 "
+          f"{accuracy['top1']:.4f} (error {accuracy['top1_error']:.2f}%), top-5 {accuracy['top5']:.4f}")
+    return record
+
+
+def _finite(value):
+    return value == value and abs(value) != float("inf")
+
+
+def _backup_epoch(backup_dir):
+    metadata = Path(backup_dir) / "training_metadata.json"
+    if not metadata.is_file():
+        return None
+    return json.loads(metadata.read_text())["epoch"]
+
+
+def _read_log(path):
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _backend_version():
+    backend = keras.backend.backend()
+    try:
+        module = __import__(backend if backend != "torch" else "torch")
+        return f"{backend} {module.__version__}"
+    except ImportError:
+        return backend
+
+
+def hardware():
+    """The machine in words: CPU model and cores, and accelerators if any."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    accelerators = []
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        for gpu in tf.config.list_physical_devices("GPU"):
+            accelerators.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+    elif backend == "jax":
+        import jax
+
+        accelerators = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+    text = f"{cores} CPU cores ({cpu})"
+    if accelerators:
+        text += ", " + ", ".join(f"{accelerators.count(a)} x {a}" for a in sorted(set(accelerators)))
+    return text
+
+
+def git_commit():
+    """The repository's commit (with "-dirty" if tracked files changed), or "unknown"."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def command_line(prog, argv):
+    """A shell-quoted command line for records."""
+    return " ".join(shlex.quote(a) for a in [prog, *argv])

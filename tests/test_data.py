@@ -1,0 +1,302 @@
+"""Data sources, the papers' augmentation layers and the recorded input normalisation."""
+
+import json
+import sys
+import tarfile
+import types
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras
+
+import keras_attn_zoo as zoo
+from helpers import CIFAR10_ARCHIVE, run_layer_serialization_test
+from keras_attn_zoo.data import (
+    ArraySplit,
+    ChannelStats,
+    FileSplit,
+    RandomPadCrop,
+    RandomResizedCrop,
+    channel_stats,
+    load_split,
+    normalization_layer,
+    preprocess_input,
+)
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def image(label, index, size=(6, 5)):
+    """A deterministic RGB image that encodes its class and index."""
+    rng = np.random.default_rng(1000 * label + index)
+    return rng.integers(0, 256, (*size, 3), dtype="uint8")
+
+
+def write_folder(root, classes=("cat", "dog"), per_class=4, size=(6, 5)):
+    """PNG files (lossless) root/<class>/<i>.png; returns {(label, index): array}."""
+    written = {}
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            written[label, i] = image(label, i, size)
+            Image.fromarray(written[label, i]).save(root / name / f"{i:03d}.png")
+    return written
+
+
+@pytest.mark.multibackend
+def test_folder_with_split_folders_decodes_exact_pixels(tmp_path):
+    train = write_folder(tmp_path / "pets" / "train")
+    test = write_folder(tmp_path / "pets" / "test", per_class=2)
+    split = load_split(tmp_path / "pets", "train")
+    assert isinstance(split, ArraySplit) and split.class_names == ("cat", "dog")
+    assert split.x.dtype == np.uint8 and split.x.shape == (8, 6, 5, 3)
+    np.testing.assert_array_equal(split.y, [0, 0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(split.x[5], train[1, 1])
+    assert split.description == "image folder pets, train split, 8 images" and split.dataset is None
+    held = load_split(tmp_path / "pets", "test")
+    np.testing.assert_array_equal(held.x[3], test[1, 1])
+    resized = load_split(tmp_path / "pets", "train", image_size=(4, 4), limit=3)
+    assert resized.x.shape == (3, 4, 4, 3)
+    with pytest.raises(ValueError, match="has no 'validation' split folder"):
+        load_split(tmp_path / "pets", "validation")
+
+
+@pytest.mark.multibackend
+def test_folder_without_splits_holds_out_a_seeded_stratified_test_set(tmp_path):
+    write_folder(tmp_path / "flat", classes=("a", "b", "c"), per_class=10)
+    train = load_split(tmp_path / "flat", "train", holdout=0.2)
+    test = load_split(tmp_path / "flat", "test", holdout=0.2)
+    assert np.bincount(train.y).tolist() == [8, 8, 8] and np.bincount(test.y).tolist() == [2, 2, 2]
+    together = {arr.tobytes() for arr in [*train.x, *test.x]}
+    assert len(together) == 30  # disjoint and complete
+    again = load_split(tmp_path / "flat", "test", holdout=0.2)
+    np.testing.assert_array_equal(again.x, test.x)
+    other_seed = load_split(tmp_path / "flat", "test", holdout=0.2, seed=1)
+    assert not np.array_equal(other_seed.x, test.x)
+    assert "20% held out as test, seed 0" in test.description
+
+
+@pytest.mark.multibackend
+def test_streaming_split_gives_the_same_batches(tmp_path):
+    write_folder(tmp_path / "pets" / "train", per_class=5)
+    memory = load_split(tmp_path / "pets", "train")
+    stream = load_split(tmp_path / "pets", "train", in_memory=False)
+    assert isinstance(stream, FileSplit) and stream.num_examples == 10
+    x, y = stream.batches(4)[1]
+    np.testing.assert_array_equal(x, memory.x[4:8])
+    np.testing.assert_array_equal(y, memory.y[4:8])
+    assert len(stream.batches(4)) == 3 and len(stream.batches(4, drop_remainder=True)) == 2
+
+
+@pytest.mark.multibackend
+def test_shuffled_batches_are_seeded_per_epoch():
+    split = ArraySplit(np.arange(10, dtype="uint8").reshape(10, 1, 1, 1), np.arange(10), ("x",), "train", "t")
+
+    def epoch(batches):
+        return [batches[i][1].tolist() for i in range(len(batches))]
+
+    first = split.batches(3, shuffle=True, seed=3)
+    epoch0 = epoch(first)
+    first.on_epoch_end()
+    epoch1 = epoch(first)
+    assert sorted(sum(epoch0, [])) == list(range(10)) and epoch0 != epoch1  # all images, new batches
+    assert epoch(split.batches(3)) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    resumed = split.batches(3, shuffle=True, seed=3)
+    resumed.set_epoch(1)
+    assert epoch(resumed) == epoch1
+
+
+def test_bad_sources_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERAS_ATTN_ZOO_DATA", raising=False)
+    with pytest.raises(ValueError, match="Unknown data source 'cifar11'.*tfds:<name>"):
+        load_split("cifar11")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no class folders with images"):
+        load_split(tmp_path / "empty")
+    with pytest.raises(ValueError, match="KERAS_ATTN_ZOO_DATA"):
+        load_split("cifar10-jpeg")
+    monkeypatch.setenv("KERAS_ATTN_ZOO_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="cifar10-jpeg.tar.gz not found"):
+        load_split("cifar10-jpeg")
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_split(tmp_path, "dev")
+    flat = tmp_path / "flat"
+    (flat / "x").mkdir(parents=True)
+    (flat / "y").mkdir()
+    Image.fromarray(image(0, 0, (4, 4))).save(flat / "x" / "0.png")
+    Image.fromarray(image(0, 1, (5, 5))).save(flat / "y" / "0.png")
+    with pytest.raises(ValueError, match="pass image_size= to resize them all"):
+        load_split(flat, "train", holdout=0.5)
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_archives_are_read_once_and_reused(tmp_path, kind, monkeypatch):
+    written = write_folder(tmp_path / "src" / "pets" / "train")
+    write_folder(tmp_path / "src" / "pets" / "test", per_class=1)
+    archive = tmp_path / f"pets.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as z:
+            for f in sorted((tmp_path / "src").rglob("*.png")):
+                z.write(f, f.relative_to(tmp_path / "src"))
+    else:
+        with tarfile.open(archive, "w:gz") as t:
+            t.add(tmp_path / "src" / "pets", arcname="pets")
+    cache = tmp_path / "cache"
+    split = load_split(archive, "train", cache_dir=cache)
+    np.testing.assert_array_equal(split.x[6], written[1, 2])
+    assert split.description == f"image archive pets.{kind}, train split, 8 images"
+    streamed = load_split(archive, "test", cache_dir=cache, in_memory=False)  # extracted to files
+    assert isinstance(streamed, FileSplit) and streamed.num_examples == 2
+    (folder,) = cache.iterdir()
+    assert folder.name.startswith("pets-")
+    assert sorted(p.name for p in folder.iterdir()) == ["files", "train-native.npz"]
+    from keras_attn_zoo.data import sources
+
+    def read_again(path):
+        raise AssertionError(f"{path} was read a second time")
+
+    monkeypatch.setattr(sources, "_archive_members", read_again)
+    again = load_split(archive, "train", cache_dir=cache, limit=3)
+    np.testing.assert_array_equal(again.x, split.x[np.sort(np.random.default_rng(0).choice(8, 3, replace=False))])
+    np.testing.assert_array_equal(load_split(archive, "test", cache_dir=cache, in_memory=False).batches(2)[0][0],
+                                  streamed.batches(2)[0][0])
+
+
+def test_unsafe_archive_members_are_refused(tmp_path):
+    archive = tmp_path / "evil.tar"
+    payload = tmp_path / "x.png"
+    Image.fromarray(image(0, 0)).save(payload)
+    with tarfile.open(archive, "w") as t:
+        t.add(payload, arcname="../outside/a/x.png")
+    with pytest.raises(ValueError, match="unsafe member path"):
+        load_split(archive, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "outside").exists()
+
+
+def test_local_cifar10_archive_is_a_first_class_source(monkeypatch):
+    assert CIFAR10_ARCHIVE.is_file(), f"the shared CIFAR-10 copy is missing: {CIFAR10_ARCHIVE}"
+    monkeypatch.setenv("KERAS_ATTN_ZOO_DATA", str(CIFAR10_ARCHIVE.parent))
+    test = load_split("cifar10-jpeg", "test")
+    assert test.dataset == "cifar10" and test.class_names == CIFAR10_CLASSES
+    assert test.description == "CIFAR-10 (JPEG copy, quality 75), test split, 10,000 images"
+    assert test.x.shape == (10000, 32, 32, 3) and np.bincount(test.y).tolist() == [1000] * 10
+    stats = channel_stats(test.x)  # the JPEG copy's test-split statistics
+    np.testing.assert_allclose(stats.mean, (0.494066, 0.485064, 0.450382), atol=2e-6)
+    np.testing.assert_allclose(stats.std, (0.244845, 0.242198, 0.260582), atol=2e-6)
+    cached = load_split(CIFAR10_ARCHIVE, "test", limit=50, seed=1)  # the path; from the cache
+    expected = np.sort(np.random.default_rng(1).choice(10000, 50, replace=False))
+    np.testing.assert_array_equal(cached.x, test.x[expected])
+    assert cached.description == "CIFAR-10 (JPEG copy, quality 75), test split, 50 images"
+
+
+class FakeTfds(types.ModuleType):
+    """Just enough of tensorflow_datasets to check how the zoo calls it."""
+
+    def __init__(self):
+        super().__init__("tensorflow_datasets")
+        self.calls = []
+        self.download = types.SimpleNamespace(DownloadConfig=lambda manual_dir: ("config", manual_dir))
+
+    def _info(self, shape):
+        names = types.SimpleNamespace(names=["zero", "one", "two"])
+        return types.SimpleNamespace(features={"label": names, "image": types.SimpleNamespace(shape=shape)})
+
+    def builder(self, name, data_dir=None):
+        return types.SimpleNamespace(info=self._info((None, None, 3) if name == "imagenet2012" else (4, 4, 3)))
+
+    def load(self, name, **kwargs):
+        self.calls.append((name, kwargs))
+        x = np.stack([np.full((4, 4, 3), i, "uint8") for i in range(6)])
+        return (x, np.arange(6) % 3), self._info((4, 4, 3))
+
+    def as_numpy(self, data):
+        return data
+
+
+def test_named_data_sets_go_through_tensorflow_datasets(monkeypatch):
+    fake = FakeTfds()
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    split = load_split("cifar10", "test", limit=4, data_dir="/tfds")
+    assert isinstance(split, ArraySplit) and split.dataset == "cifar10"
+    assert split.num_examples == 4 and split.class_names == ("zero", "one", "two")
+    assert split.description == "CIFAR-10 (tensorflow-datasets cifar10), test split, 4 images"
+    name, kwargs = fake.calls[-1]
+    assert name == "cifar10" and kwargs["split"] == "test" and kwargs["data_dir"] == "/tfds"
+    assert kwargs["as_supervised"] and kwargs["batch_size"] == -1
+    load_split("imagenet2012", "test", manual_dir="/tars", image_size=(4, 4), in_memory=True)
+    name, kwargs = fake.calls[-1]
+    assert kwargs["split"] == "validation"  # ImageNet's labelled held-out split
+    assert kwargs["download_and_prepare_kwargs"]["download_config"] == ("config", "/tars")
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(ImportError, match=r"pip install 'keras_attn_zoo\[datasets\]'"):
+        load_split("cifar100")
+
+
+@pytest.mark.multibackend
+def test_random_pad_crop_is_a_translated_window_of_the_padded_image():
+    images = np.random.default_rng(0).integers(1, 256, (16, 8, 8, 3)).astype("float32")
+    layer = RandomPadCrop(2, seed=1)
+    out = keras.ops.convert_to_numpy(layer(images, training=True))
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    offsets = []
+    for i in range(len(images)):
+        found = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if np.array_equal(out[i], padded[i, dy:dy + 8, dx:dx + 8])]
+        assert found, "every output must be an 8x8 window of the zero-padded image"
+        offsets.append(found[0])
+    assert len(set(offsets)) > 3  # random per image
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
+    run_layer_serialization_test(RandomPadCrop(3, seed=2), images)
+
+
+@pytest.mark.multibackend
+def test_random_resized_crop():
+    images = np.random.default_rng(0).uniform(0, 255, (4, 10, 12, 3)).astype("float32")
+    crop = RandomResizedCrop(6, 8, seed=0)
+    out = keras.ops.convert_to_numpy(crop(images, training=True))
+    assert out.shape == (4, 6, 8, 3) and out.min() >= 0 and out.max() <= 255
+    centre = keras.ops.convert_to_numpy(crop(images, training=False))
+    np.testing.assert_array_equal(centre, images[:, 2:8, 2:10])
+    whole = RandomResizedCrop(10, 12, scale=(1, 1), ratio=(1.2, 1.2), seed=0)  # the box is the image
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(whole(images, training=True)), images, atol=1e-3)
+    with pytest.raises(ValueError, match="at least that large"):
+        RandomResizedCrop(16, 16)(images)
+    with pytest.raises(ValueError, match="scale must be"):
+        RandomResizedCrop(8, 8, scale=(0.5, 0.1))
+    assert RandomResizedCrop.from_config(crop.get_config()).get_config() == crop.get_config()
+
+
+@pytest.mark.multibackend
+def test_normalisation_is_one_formula_recorded_with_the_weights(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (3, 4, 4, 3)).astype("uint8")
+    stats = ChannelStats((0.5, 0.4, 0.3), (0.2, 0.25, 0.5))
+    expected = (images / 255.0 - np.array(stats.mean)) / np.array(stats.std)
+    direct = preprocess_input("resnet20", images, mean=stats.mean, std=stats.std)
+    np.testing.assert_allclose(direct, expected, rtol=1e-5, atol=1e-5)
+    layer = keras.ops.convert_to_numpy(normalization_layer(stats)(images.astype("float32")))
+    np.testing.assert_allclose(layer, expected, rtol=1e-5, atol=1e-5)
+    weights = tmp_path / "resnet20.weights.h5"
+    (tmp_path / "resnet20.json").write_text(json.dumps({"preprocessing": stats.to_dict()}))
+    from_record = zoo.preprocess_input(zoo.load("resnet20"), images, weights=str(weights))
+    np.testing.assert_allclose(from_record, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="never guessed"):
+        preprocess_input("resnet20", images)
+    with pytest.raises(FileNotFoundError, match="no training record"):
+        preprocess_input("resnet20", images, weights=str(tmp_path / "other.weights.h5"))
+    with pytest.raises(ValueError, match="3 channels, the statistics 1"):
+        preprocess_input("resnet20", images, mean=(0.5,), std=(0.2,))
+
+
+@pytest.mark.multibackend
+def test_channel_stats_numbers():
+    images = np.zeros((2, 2, 2, 3), "uint8")
+    images[0, ..., 0] = 255  # channel 0: half 255, half 0 -> mean 0.5, std 0.5
+    images[..., 1] = 51  # channel 1: constant 0.2 -> std 0
+    images[:, 0, :, 2] = 102  # channel 2: half 0.4, half 0 -> mean 0.2, std 0.2
+    mean, std = channel_stats(images[..., [0, 2]], chunk=1).mean, channel_stats(images[..., [0, 2]]).std
+    assert mean == (0.5, 0.2) and std == (0.5, 0.2)
+    with pytest.raises(ValueError, match="std must be positive"):
+        channel_stats(images)

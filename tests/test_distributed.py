@@ -1,0 +1,115 @@
+"""Training in fresh processes: MirroredStrategy on two logical CPUs (TensorFlow), DataParallel
+on two CPU devices (JAX, with TensorFlow made unimportable), and a run killed mid-training
+that resumes from its last finished epoch. Small subsets of the real CIFAR-10 copy."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import keras_attn_zoo as zoo
+from helpers import CIFAR10_ARCHIVE
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 300
+
+# Runs the CLI with `tensorflow` unimportable, as on the accelerator machine (JAX only).
+WITHOUT_TENSORFLOW = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class NoTensorFlow(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in ("tensorflow", "tensorflow_datasets", "tensorboard"):
+                raise ImportError(f"{name} is not installed here")
+
+    sys.meta_path.insert(0, NoTensorFlow())
+    from keras_attn_zoo.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def cli(output, *extra, epochs=1, limit=128):
+    return ["train", "resnet20", "--data", str(CIFAR10_ARCHIVE), "--epochs", str(epochs),
+            "--batch-size", "32", "--limit", str(limit), "--eval-limit", "64",
+            "--output", str(output), "--verbose", "2", *extra]
+
+
+def environment(**extra):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+    env.pop("KERAS_BACKEND", None)
+    env.update(extra)
+    return env
+
+
+def run(args, env, code=None):
+    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "keras_attn_zoo.cli", *args]
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def log_rows(output):
+    with open(output / "training_log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    out = run(cli(tmp_path, "--strategy", "mirrored", "--cpu-devices", "2"), environment())
+    assert "MirroredStrategy over 2 logical CPU devices" in out
+    record = json.loads((tmp_path / "resnet20.json").read_text())
+    assert record["training"]["strategy"] == "MirroredStrategy over 2 logical CPU devices"
+    assert record["accuracy"]["images"] == 64
+    zoo.load("resnet20", weights=str(tmp_path / "resnet20.weights.h5"))  # strict load
+
+
+def test_jax_data_parallel_needs_no_tensorflow(tmp_path):
+    env = environment(KERAS_BACKEND="jax")
+    out = run(cli(tmp_path, "--strategy", "data_parallel", "--cpu-devices", "2"), env, WITHOUT_TENSORFLOW)
+    assert "keras.distribution.DataParallel over 2 devices" in out
+    record = json.loads((tmp_path / "resnet20.json").read_text())
+    assert record["training"]["software"].startswith("keras 3") and "backend jax" in record["training"]["software"]
+    assert not (tmp_path / "tensorboard").exists()  # TensorBoard needs TensorFlow: skipped
+    assert len(log_rows(tmp_path)) == 1
+    zoo.load("resnet20", weights=str(tmp_path / "resnet20.weights.h5"))  # and TensorFlow loads it
+
+
+def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
+    """Kill -9 during epoch 2 of 3; the same command continues at epoch 2 with the optimizer's
+    state (the step schedule drops the rate at epoch 2, counted in optimizer steps)."""
+    args = cli(tmp_path, "--milestones", "2", epochs=3, limit=512)
+    env = environment()
+    first = subprocess.Popen([sys.executable, "-m", "keras_attn_zoo.cli", *args], env=env, cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        log = tmp_path / "training_log.csv"
+        while not (log.is_file() and len(log_rows(tmp_path)) >= 1):
+            assert first.poll() is None, "the first run ended before it could be killed"
+            assert time.monotonic() < deadline, "no epoch finished in time"
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.wait(timeout=30)
+    assert len(log_rows(tmp_path)) == 1 and not (tmp_path / "resnet20.weights.h5").exists()
+    assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+
+    out = run(args, env)
+    assert "Resuming from the checkpoint after epoch 1" in out
+    assert "Epoch 1/3" not in out and "Epoch 2/3" in out and "Epoch 3/3" in out
+    rows = log_rows(tmp_path)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx([0.1, 0.1, 0.01])
+    record = json.loads((tmp_path / "resnet20.json").read_text())
+    assert record["training"]["epochs_completed"] == 3 and record["training"]["resumed_after_epoch"] == 1
+    assert not (tmp_path / "backup").exists()
