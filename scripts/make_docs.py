@@ -16,6 +16,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- models:start -->", "<!-- models:end -->"
+WEIGHTS_START, WEIGHTS_END = "<!-- weights:start -->", "<!-- weights:end -->"
+
+
+def weights_table():
+    """Markdown table of the published weights: our measured error beside the paper's."""
+    from keras_attn_zoo import get_spec
+    from keras_attn_zoo.weights import published_rows
+
+    lines = [
+        "| model | weights | measured on | our top-1 error | paper's top-1 error | recipe | hardware, time |",
+        "| --- | --- | --- | ---: | --- | --- | --- |",
+    ]
+    for row in published_rows():
+        acc, training = row["accuracy"], row["training"]
+        paper = [r for r in get_spec(row["model"]).results if r.dataset == row["dataset"]]
+        paper_text = "; ".join(f"{r.top1_error}% ({r.paper.upper()} Table {r.table})" for r in paper) or "-"
+        recipe = training["recipe"]
+        lines.append(
+            f"| `{row['model']}` | {row['tag']} | {acc['data']} | {acc['top1_error']:.2f}% | {paper_text} "
+            f"| {recipe['name']}, {recipe['epochs']} epochs, batch {recipe['batch_size']} "
+            f"| {training['hardware']}, {training['time_s'] / 60:.0f} min |"
+        )
+    return "\n".join(lines)
 
 
 def model_table(counts):
@@ -49,10 +72,15 @@ def readme_counts(text):
     return {m[1]: int(m[2].replace(",", "")) for m in re.finditer(r"^\| `(\w+)` \| [^|]+ \| ([\d,]+) \|", text, re.M)}
 
 
+def _replace(text, start, end, table):
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{table}\n{end}{tail}"
+
+
 def render(text, counts):
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{model_table(counts)}\n{END}{tail}"
+    text = _replace(text, WEIGHTS_START, WEIGHTS_END, weights_table())
+    return _replace(text, START, END, model_table(counts))
 
 
 def main():

@@ -26,7 +26,7 @@ def test_list_models_has_every_name_and_wildcards():
     assert len(zoo.list_models("abn_*")) == 18
     assert all(n.startswith("se_") for n in zoo.list_models("se_*"))
     assert zoo.list_models("nothing*") == []
-    assert zoo.list_models(pretrained=True) == []  # no weights published yet
+    assert zoo.list_models(pretrained=True) == ["fa_resnet20"]  # weights/manifest.json
 
 
 def test_unknown_name_suggests_close_matches():
@@ -48,7 +48,7 @@ def test_unknown_name_suggests_close_matches():
         ({"depth": 56}, "fixes"),
         ({"classes": 5}, "num_classes="),
         ({"pooling": "median", "include_top": False}, "pooling must be"),
-        ({"weights": "cifar10"}, "No published weights 'cifar10'.*none yet"),
+        ({"weights": "imagenet"}, "No published weights 'imagenet'.*published tags: 'cifar10'"),
         ({"weights": "missing.weights.h5"}, "not found"),
     ],
 )
