@@ -16,6 +16,7 @@ from keras_attn_zoo.models import (
     densenet_bc, inception_v4, resnet, resnet_cifar, resnet_multitask_abn, resnext_cifar, vgg_bn,
     wide_resnet,
 )
+from keras_attn_zoo.models.resnet import DEPTHS as RESNET_DEPTHS
 from keras_attn_zoo.models.vgg import VGG16_STAGES
 
 PAPERS = {
@@ -387,8 +388,8 @@ _TORCHVISION = {
     "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
     "resnet101": 44_549_160, "resnet152": 60_192_808, "vgg16_bn": 138_365_992,
 }
-for _depth, (_block, _counts) in {18: ("basic", 4), 34: ("basic", 3), 50: ("b", 3), 101: ("b", 3), 152: ("b", 3)}.items():
-    _last = f"stage4_block{_counts if _depth != 18 else 2}_out"
+for _depth in (18, 34, 50, 101, 152):
+    _last = f"stage4_block{RESNET_DEPTHS[_depth][1][-1]}_out"
     _register(
         f"abn_resnet{_depth}", resnet, {"depth": _depth, "attention": "abn"}, "resnet",
         f"ABN-ResNet-{_depth} (ImageNet)", "abn", _last, **_IMAGENET,
