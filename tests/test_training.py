@@ -210,6 +210,32 @@ def test_imagenet_wrapper_crops_any_larger_image():
     np.testing.assert_array_equal(crops.predict(images, verbose=0), images[:, 1:25, 1:25])
 
 
+def test_abn_wrapper_trains_both_branches():
+    """The trainer's wrapper of an ABN model adds L_att to the perception loss (Eq. 3), and
+    its predictions are the bare model's on normalised images."""
+    from keras_attn_zoo.data import ChannelStats
+    from keras_attn_zoo.models.abn import ABNModel
+    from keras_attn_zoo.training.trainer import training_model
+
+    stats = ChannelStats((0.5,) * 3, (0.25,) * 3)
+    model = zoo.load("abn_resnet20", input_shape=(16, 16, 3), classifier_activation=None)
+    wrapper = training_model(model, stats, "none")
+    assert isinstance(wrapper, ABNModel) and wrapper.output_shape == (None, 10)
+    wrapper.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype("float32")
+    labels = np.array([1, 2, 3, 4])
+    outputs = wrapper(images, training=True)
+    assert sorted(outputs) == ["abn_logits", "predictions"]
+
+    def cross_entropy(logits):
+        return float(np.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)))
+
+    expected = cross_entropy(outputs["predictions"]) + cross_entropy(outputs["abn_logits"])
+    assert float(wrapper.compute_loss(images, labels, outputs)) == pytest.approx(expected, rel=1e-5)
+    normalised = (images / 255 - 0.5) / 0.25
+    np.testing.assert_allclose(wrapper.predict(images, verbose=0), model.predict(normalised, verbose=0), atol=1e-4)
+
+
 def test_bad_training_arguments_fail_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="mixed_precision must be"):
         train("resnet20", CIFAR10_ARCHIVE, output_dir=tmp_path, mixed_precision="float8")

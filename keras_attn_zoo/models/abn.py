@@ -61,12 +61,14 @@ class ABNModel(keras.Model):
 
     @property
     def output_shape(self):
-        return tuple(self.get_layer("predictions").output.shape)
+        return tuple(self.output["predictions"].shape)
 
     @property
     def multilabel(self):
-        """True for the multi-task ABN, whose outputs are per-attribute sigmoids."""
-        return self.get_layer("predictions").activation is keras.activations.sigmoid
+        """True for the multi-task ABN, whose outputs are per-attribute sigmoids (also when
+        this model wraps an ABN model, as the trainer's does)."""
+        layer = next(l for l in self._flatten_layers() if l.name == "predictions")
+        return layer.activation is keras.activations.sigmoid
 
     def attention_loss(self, y, logits, sample_weight=None):
         """The attention branch's loss (L_att of Eq. 3) for labels ``y``."""
@@ -99,6 +101,17 @@ class ABNModel(keras.Model):
 def abn_model(inputs, predictions, abn_logits, name):
     """Wrap an ABN graph: ``predict`` -> perception scores, ``fit`` -> both branches' losses."""
     return ABNModel(inputs, {"predictions": predictions, "abn_logits": abn_logits}, name=name)
+
+
+def abn_training_outputs(model):
+    """A ``keras.Model`` sharing ``model``'s layers that returns what it trains on:
+    ``{"predictions": perception scores, "abn_logits": attention-branch logits}`` (whatever
+    the ``training`` flag), for wrapping an ABN model in a larger graph."""
+    return keras.Model(
+        model.inputs,
+        {key: model.get_layer(key).output for key in ("predictions", "abn_logits")},
+        name=model.name,
+    )
 
 
 def abn_outputs_model(model):

@@ -38,6 +38,7 @@ from keras_attn_zoo.data import (
     load_split,
     normalization_layer,
 )
+from keras_attn_zoo.models.abn import ABNModel, abn_training_outputs
 from keras_attn_zoo.training.distribute import get_distribution
 from keras_attn_zoo.training.optimizers import CoupledSGD
 from keras_attn_zoo.training.recipes import get_recipe, learning_rate_schedule
@@ -49,6 +50,10 @@ LOG_FILE = "training_log.csv"
 
 def training_model(model, stats, augmentation="none", seed=None):
     """Wrap a model as ``images (0..255) -> augmentation -> normalisation -> model``.
+
+    An ABN model's wrapper is itself an :class:`~keras_attn_zoo.models.abn.ABNModel` with both
+    branches' outputs, so its ``fit`` trains with L_att + L_per (Eq. 3) and its ``predict`` /
+    ``evaluate`` use the perception branch.
 
     Args:
         model: a registry model.
@@ -69,6 +74,12 @@ def training_model(model, stats, augmentation="none", seed=None):
         x = layer(x)
     x = normalization_layer(stats)(x)
     # float32 outputs under mixed precision: losses and top-k metrics need them.
+    if isinstance(model, ABNModel):
+        # Both branches' outputs, so that the wrapper's fit adds L_att as the bare model's does.
+        outputs = abn_training_outputs(model)(x)
+        outputs = {key: keras.layers.Activation("linear", dtype="float32", name=f"{key}_float32")(value)
+                   for key, value in outputs.items()}
+        return ABNModel(inputs, outputs, name=f"{model.name}_training")
     outputs = keras.layers.Activation("linear", dtype="float32", name="outputs_float32")(model(x))
     return keras.Model(inputs, outputs, name=f"{model.name}_training")
 
