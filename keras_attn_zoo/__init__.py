@@ -9,6 +9,7 @@
 from keras_attn_zoo.data.preprocessing import preprocess_input
 from keras_attn_zoo.layers import FocusAssociation, SqueezeExcite
 from keras_attn_zoo.registry import count_trainable, get_spec, list_models, load, model_info
+from keras_attn_zoo.training.finetune import fine_tune
 
 __version__ = "0.1.0"
 
@@ -16,6 +17,7 @@ __all__ = [
     "FocusAssociation",
     "SqueezeExcite",
     "count_trainable",
+    "fine_tune",
     "get_spec",
     "list_models",
     "load",

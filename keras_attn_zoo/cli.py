@@ -49,21 +49,24 @@ def _gates(args):
         print(f"{name:22s} mean k = {k.mean():.4f}  (min {k.min():.4f}, max {k.max():.4f})")
 
 
-def _model(name_or_file, weights):
-    """A registered model (with ``weights``) or a saved ``.keras`` model; says loudly on stderr
-    when the model is randomly initialised."""
-    from pathlib import Path
+def _model(name_or_file, weights, class_names_file=None):
+    """``(model, normalization, class names)`` for a registered model (with ``weights``) or a
+    ``.keras`` file (with the class names and normalisation saved in it by ``finetune``); says
+    loudly on stderr when the model is randomly initialised or its normalisation is unknown."""
+    from keras_attn_zoo.images import normalization_for
+    from keras_attn_zoo.predict import class_names
 
     if str(name_or_file).endswith(".keras"):
         if weights is not None:
             raise ValueError("A .keras file holds its own weights; --weights is for registered names.")
-        if not Path(name_or_file).is_file():
-            raise FileNotFoundError(f"No such model file: {name_or_file}")
-        import keras
+        from keras_attn_zoo.modelfile import load_model, metadata_stats
 
-        import keras_attn_zoo  # noqa: F401  (registers the layers for deserialization)
-
-        return keras.saving.load_model(name_or_file)
+        model, metadata = load_model(name_or_file)
+        normalization = metadata_stats(metadata)
+        if normalization is None:
+            print(f"WARNING: {name_or_file} records no normalisation (it was not saved by keras-attn-zoo "
+                  "finetune): inputs are only scaled to [0, 1].", file=sys.stderr)
+        return model, normalization, class_names(model, class_names_file, metadata.get("class_names"))
     from keras_attn_zoo import load
 
     model = load(name_or_file, weights=weights)
@@ -73,19 +76,17 @@ def _model(name_or_file, weights):
             "mean nothing yet.",
             file=sys.stderr,
         )
-    return model
+    return model, normalization_for(model, weights), class_names(model, class_names_file)
 
 
 def _export(args):
     from keras_attn_zoo.export import export_model
 
-    from keras_attn_zoo.images import normalization_for
-
-    model = _model(args.model, args.weights)
+    model, normalization, _ = _model(args.model, args.weights)
     report = export_model(
         model, args.output, args.format, quantize=args.quantize,
         representative_images=args.representative_images, batch_size=args.batch_size,
-        outputs=args.outputs, normalization=normalization_for(model, args.weights),
+        outputs=args.outputs, normalization=normalization,
     )
     print(report.summary())
     if not report.ok:
@@ -93,14 +94,10 @@ def _export(args):
 
 
 def _predict(args):
-    from keras_attn_zoo.images import normalization_for
-    from keras_attn_zoo.predict import class_names, predict_files
+    from keras_attn_zoo.predict import predict_files
 
-    model = _model(args.model, args.weights)
-    names = class_names(model, args.class_names)
-    predictions, failed = predict_files(
-        model, args.images, args.top_k, names, args.batch_size, normalization_for(model, args.weights)
-    )
+    model, normalization, names = _model(args.model, args.weights, args.class_names)
+    predictions, failed = predict_files(model, args.images, args.top_k, names, args.batch_size, normalization)
     for _, message in failed:
         print(f"keras-attn-zoo: skipped: {message}", file=sys.stderr)
     for p in predictions:
@@ -112,15 +109,12 @@ def _predict(args):
 def _explain(args):
     from keras_attn_zoo.explain import explain
     from keras_attn_zoo.explain.plots import require_matplotlib, save_explanation
-    from keras_attn_zoo.images import model_image_size, normalization_for, preprocess, read_image
-    from keras_attn_zoo.predict import class_names
+    from keras_attn_zoo.images import model_image_size, preprocess, read_image
 
     require_matplotlib()
-    model = _model(args.model, args.weights)
-    names = class_names(model, args.class_names)
+    model, normalization, names = _model(args.model, args.weights, args.class_names)
     height, width, channels = model_image_size(model)
     pixels = read_image(args.image, (height, width), channels)
-    normalization = normalization_for(model, args.weights)
     result = explain(model, preprocess(pixels[None], normalization), args.class_index, args.layer)
     c = int(result.class_index[0])
     print(f"{args.image}: {names[c] if names else f'class {c}'} {result.scores[0, c]:.3f}; "
@@ -157,6 +151,19 @@ def _train(args):
         schedule=args.schedule, milestones=milestones, weight_decay=args.weight_decay,
         augmentation=args.augmentation,
     )
+
+
+def _finetune(args):
+    from keras_attn_zoo.training import fine_tune
+
+    result = fine_tune(
+        args.name, args.data, args.weights, output_dir=args.output, epochs=args.epochs,
+        freeze_epochs=args.freeze_epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        fine_tune_learning_rate=args.fine_tune_lr, validation_split=args.validation_split,
+        image_size=args.image_size, augmentation=args.augmentation, limit=args.limit, seed=args.seed,
+        overwrite=args.overwrite, verbose="auto" if args.verbose is None else args.verbose,
+    )
+    print(f"predict with: keras-attn-zoo predict IMAGES --model {result.model_path}")
 
 
 def _evaluate(args):
@@ -224,6 +231,29 @@ def _add_train_parser(sub):
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in the output folder")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="1: progress bar, 2: a line per epoch")
     p.set_defaults(func=_train)
+
+
+def _add_finetune_parser(sub):
+    p = sub.add_parser("finetune", help="fine-tune a pretrained model on a folder of class subfolders; "
+                                        "writes a .keras with the class names")
+    p.add_argument("name")
+    p.add_argument("--data", required=True, help="a folder (or archive) of <class>/<image> or train/ and val/ splits")
+    p.add_argument("--weights", default="cifar10", help="a published tag or a trained .weights.h5 (default cifar10)")
+    p.add_argument("--output", help="run folder (default runs/NAME_finetune); the same command resumes a killed run")
+    p.add_argument("--epochs", type=int, default=10, help="epochs with the backbone unfrozen (0: head only)")
+    p.add_argument("--freeze-epochs", type=int, default=5, help="epochs before that with the backbone frozen")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, backbone frozen")
+    p.add_argument("--fine-tune-lr", type=float, default=1e-4, help="Adam learning rate, backbone unfrozen")
+    p.add_argument("--validation-split", type=float, default=0.2,
+                   help="fraction of each class held out for validation when there are no split folders")
+    p.add_argument("--image-size", type=int, help="model input side (default: the model's)")
+    p.add_argument("--augmentation", default="flip", choices=("cifar", "imagenet", "flip", "none"))
+    p.add_argument("--limit", type=int, help="a seeded subset of this many training images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in the output folder")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="1: progress bar, 2: a line per epoch")
+    p.set_defaults(func=_finetune)
 
 
 def _add_weights_parsers(sub):
@@ -305,6 +335,7 @@ def build_parser():
     p.set_defaults(func=_explain)
 
     _add_train_parser(sub)
+    _add_finetune_parser(sub)
     _add_weights_parsers(sub)
     return parser
 

@@ -35,9 +35,10 @@ def read_class_names(path):
     return names
 
 
-def class_names(model, path=None):
-    """The names of ``model``'s classes: from ``path`` if given, else the registry's when the
-    model is a registered one with that many classes, else None (classes are then numbered).
+def class_names(model, path=None, saved=None):
+    """The names of ``model``'s classes: from ``path`` if given, else ``saved`` (the names a
+    fine-tuned ``.keras`` file records), else the registry's when the model is a registered one
+    with that many classes, else None (classes are then numbered).
 
     Raises:
         ValueError: if the file lists a different number of names than the model has classes.
@@ -50,6 +51,10 @@ def class_names(model, path=None):
         if len(names) != n:
             raise ValueError(f"{path} lists {len(names)} class names; {model.name} has {n} classes.")
         return names
+    if saved:
+        if len(saved) != n:
+            raise ValueError(f"The model file records {len(saved)} class names; {model.name} has {n} classes.")
+        return list(saved)
     try:
         names = get_spec(model.name).class_names
     except ValueError:

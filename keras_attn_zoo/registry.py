@@ -496,6 +496,20 @@ def load(name, weights=None, num_classes=None, input_shape=None, **kwargs):
     >>> model.output_shape
     (None, 10)
     """
+    return load_with_report(name, weights, num_classes, input_shape, **kwargs)[0]
+
+
+def load_with_report(name, weights=None, num_classes=None, input_shape=None, new_head=False, **kwargs):
+    """:func:`load`, also returning the names of the layers left freshly initialised.
+
+    Args:
+        new_head: give the model new class-sized layers (classifier, ABN's class-sized
+            convolutions) even when ``num_classes`` equals the weights'. Defaults to False.
+
+    Returns:
+        ``(model, new_layers)``: ``new_layers`` is empty when the weights loaded entirely (or
+        none were asked for).
+    """
     spec = get_spec(name)
     fixed = set(spec.kwargs) & set(kwargs)
     if fixed:
@@ -521,8 +535,8 @@ def load(name, weights=None, num_classes=None, input_shape=None, **kwargs):
     if path is not None:
         from keras_attn_zoo.weights import load_pretrained
 
-        load_pretrained(model, spec, path, weights, kwargs)
-    return model
+        return model, load_pretrained(model, spec, path, weights, kwargs, new_head=new_head)
+    return model, []
 
 
 @functools.lru_cache(maxsize=None)

@@ -343,7 +343,7 @@ def file_num_classes(path):
     return None
 
 
-def load_pretrained(model, spec, path, weights, build_kwargs):
+def load_pretrained(model, spec, path, weights, build_kwargs, new_head=False):
     """Load weights into a registry model; all but the classifier when the heads differ.
 
     Loading is strict (:func:`load_weights_file`) when the model's classifier matches the
@@ -357,6 +357,8 @@ def load_pretrained(model, spec, path, weights, build_kwargs):
         path: the resolved ``.weights.h5`` path.
         weights: what the caller asked for (a tag or a path).
         build_kwargs: the extra builder arguments the model was built with.
+        new_head: leave the class-sized layers freshly initialised even when the model has the
+            file's number of classes (fine-tuning to other classes). Defaults to False.
 
     Returns:
         The names of the layers not loaded (empty for a strict load).
@@ -368,7 +370,7 @@ def load_pretrained(model, spec, path, weights, build_kwargs):
     else:
         file_classes = manifest_row(spec.name, weights).get("num_classes")
     model_classes = model.get_layer(spec.classifier).units if has_top else None
-    if has_top and (file_classes is None or file_classes == model_classes):
+    if has_top and not new_head and (file_classes is None or file_classes == model_classes):
         load_weights_file(model, path)
         return []
     if file_classes is None:
@@ -381,6 +383,11 @@ def load_pretrained(model, spec, path, weights, build_kwargs):
         classes=file_classes, input_shape=model.input_shape[1:], name=spec.name, **kwargs
     )
     load_weights_file(twin, path)
+    class_sized = set()
+    if has_top and file_classes == model_classes:  # new_head: which layers depend on the classes?
+        probe = spec.build(classes=file_classes + 1, input_shape=model.input_shape[1:], name=spec.name, **kwargs)
+        class_sized = {layer.name for layer in probe.layers
+                       if [w.shape for w in layer.weights] != [w.shape for w in twin.get_layer(layer.name).weights]}
     skipped = [spec.classifier] if has_top else []
     for layer in twin.layers:
         if layer.name not in names:
@@ -389,13 +396,21 @@ def load_pretrained(model, spec, path, weights, build_kwargs):
             continue
         if layer.name == spec.classifier:
             continue
+        if layer.name in class_sized:
+            skipped.append(layer.name)
+            continue
         target = model.get_layer(layer.name)
         values = layer.get_weights()
         if [tuple(w.shape) for w in target.weights] != [v.shape for v in values]:
             skipped.append(layer.name)  # class-sized, e.g. ABN's attention-branch convolutions
             continue
         target.set_weights(values)
-    if has_top:
+    if has_top and new_head:
+        message = (
+            f"Loaded {path} into {model.name} except {', '.join(repr(n) for n in skipped)}: "
+            f"new class-sized layers for the model's {model_classes} classes were asked for."
+        )
+    elif has_top:
         message = (
             f"Loaded {path} into {model.name} except {', '.join(repr(n) for n in skipped)}: the "
             f"file has {file_classes} classes, the model {model_classes}, so those class-sized "

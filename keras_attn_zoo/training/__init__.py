@@ -14,6 +14,7 @@ from keras_attn_zoo.training.distribute import (
     get_distribution,
 )
 from keras_attn_zoo.training.evaluate import evaluate, evaluate_split, results_markdown, write_results
+from keras_attn_zoo.training.finetune import FineTuneResult, fine_tune
 from keras_attn_zoo.training.optimizers import CoupledSGD
 from keras_attn_zoo.training.recipes import RECIPES, OneCycle, Recipe, get_recipe, learning_rate_schedule
 from keras_attn_zoo.training.trainer import train, training_model
@@ -21,6 +22,7 @@ from keras_attn_zoo.training.trainer import train, training_model
 __all__ = [
     "CoupledSGD",
     "Distribution",
+    "FineTuneResult",
     "OneCycle",
     "RECIPES",
     "Recipe",
@@ -28,6 +30,7 @@ __all__ = [
     "configure_cpu_devices",
     "evaluate",
     "evaluate_split",
+    "fine_tune",
     "get_distribution",
     "get_recipe",
     "learning_rate_schedule",

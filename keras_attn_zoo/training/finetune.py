@@ -1,0 +1,279 @@
+"""Fine-tune a pretrained registry model on your own images: ``keras-attn-zoo finetune``.
+
+>>> from keras_attn_zoo import fine_tune
+>>> result = fine_tune("fa_resnet20", "my_photos/", weights="cifar10")   # my_photos/<class>/*.jpg
+>>> result.model_path, result.val_accuracy
+(PosixPath('runs/fa_resnet20_finetune/fa_resnet20_finetuned.keras'), 0.93)
+
+What it does, following Keras' transfer-learning guide:
+
+1. Loads the model with its pretrained weights and new class-sized layers for your classes (the
+   classifier and, for ABN, the attention branch's class-sized convolutions); everything else
+   comes from the weights, and the report says which layers were reused and which are new. The
+   new classifier starts at zero (uniform scores): a random one maps the pretrained features to
+   classes at random, which a short first phase may not undo.
+2. Phase 1 (``freeze_epochs``): only the new layers train; the pretrained layers are frozen,
+   their BatchNormalization layers in inference mode (``trainable=False`` in Keras 3).
+3. Phase 2 (``epochs``): every pretrained layer is unfrozen except BatchNormalization, which
+   stays in inference mode so that a small data set does not overwrite its statistics; the
+   learning rate is lower.
+
+Images are resized to the model's input and normalised with the statistics the pretrained
+weights were trained with (recorded in their manifest row or training record). The best epoch
+(validation top-1) is saved as a ``.keras`` file that also holds the class names and that
+normalisation (``keras_attn_zoo.modelfile``), so ``keras-attn-zoo predict photo.jpg --model
+best.keras`` prints your class names. ABN models train with both branches' losses.
+
+A run writes into ``output_dir``: ``<name>_finetuned.keras``, ``finetune.json`` (the record:
+data, classes, reused / new layers, per-phase settings, validation accuracy, time),
+``training_log.csv``; a killed run started again with the same call resumes from its last
+finished epoch.
+"""
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import keras
+
+from keras_attn_zoo.data import load_split, recorded_stats
+from keras_attn_zoo.modelfile import save_model
+from keras_attn_zoo.training.trainer import (
+    LOG_FILE,
+    _BestWeights,
+    _backup_epoch,
+    _EpochInfo,
+    _metrics,
+    _now,
+    hardware,
+    training_model,
+    verbosity,
+)
+
+RECORD = "finetune.json"
+
+
+@dataclasses.dataclass
+class FineTuneResult:
+    """What :func:`fine_tune` made.
+
+    Attributes:
+        model: the best model (bare: takes normalised images, outputs class scores).
+        model_path: the ``.keras`` file it was saved to (with class names and normalisation).
+        class_names: the classes, in label order.
+        val_accuracy: validation top-1 of the best epoch.
+        reused_layers: names of the layers loaded from the pretrained weights.
+        new_layers: names of the layers initialised fresh for the new classes.
+        record: the run record written to ``finetune.json``.
+    """
+
+    model: keras.Model
+    model_path: Path
+    class_names: list
+    val_accuracy: float
+    reused_layers: list
+    new_layers: list
+    record: dict
+
+
+def fine_tune(
+    name,
+    data,
+    weights="cifar10",
+    *,
+    output_dir=None,
+    epochs=10,
+    freeze_epochs=5,
+    batch_size=32,
+    learning_rate=1e-3,
+    fine_tune_learning_rate=1e-4,
+    validation_split=0.2,
+    image_size=None,
+    augmentation="flip",
+    limit=None,
+    seed=0,
+    overwrite=False,
+    verbose="auto",
+):
+    """Fine-tune registry model ``name`` from pretrained ``weights`` on the images in ``data``.
+
+    Args:
+        name: a registered model name with weights, e.g. "fa_resnet20".
+        data: a folder (or archive) of ``<class>/<image>`` files (JPEG, PNG, any size), or with
+            ``train/<class>/`` and ``val/<class>/`` (or ``test/``) split folders.
+        weights: a published tag (``list_models(pretrained=True)``) or a ``.weights.h5`` file
+            written by ``keras-attn-zoo train``. Defaults to "cifar10".
+        output_dir: the run's folder. Defaults to ``runs/<name>_finetune``.
+        epochs: epochs with the backbone unfrozen (BatchNormalization stays frozen). 0 trains
+            only the new layers. Defaults to 10.
+        freeze_epochs: epochs before that with only the new layers training. Defaults to 5.
+        batch_size: Defaults to 32.
+        learning_rate: Adam's learning rate while the backbone is frozen. Defaults to 1e-3.
+        fine_tune_learning_rate: Adam's learning rate once it is unfrozen. Defaults to 1e-4.
+        validation_split: fraction of each class held out for validation (seeded) when ``data``
+            has no split folders. Defaults to 0.2.
+        image_size: the model's input side; images are resized to it. Defaults to the model's
+            (32 for the CIFAR models).
+        augmentation: "flip" (random horizontal flips), "cifar" (pad-and-crop and flips),
+            "imagenet" or "none". Defaults to "flip".
+        limit: use a seeded subset of this many training images.
+        seed: seed of the split, the new layers, shuffling and augmentation. Defaults to 0.
+        overwrite: replace a finished run in ``output_dir``. Defaults to False.
+        verbose: 1 for progress bars, 2 for a line per epoch, 0 for silence; "auto" is a
+            progress bar on a terminal. Defaults to "auto".
+
+    Returns:
+        A :class:`FineTuneResult`.
+    """
+    from keras_attn_zoo.registry import get_spec, load_with_report
+
+    spec = get_spec(name)
+    name = spec.name
+    if weights is None:
+        raise ValueError(f"fine_tune starts from pretrained weights: pass weights= a published tag "
+                         f"or a trained .weights.h5 (models with weights: keras_attn_zoo.list_models(pretrained=True)).")
+    for arg, value in (("epochs", epochs), ("freeze_epochs", freeze_epochs)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{arg} must be a non-negative integer, got {value!r}.")
+    if epochs + freeze_epochs == 0:
+        raise ValueError("Nothing to train: epochs and freeze_epochs are both 0.")
+    stats = recorded_stats(name, weights)
+    side = image_size or spec.input_shape[0]
+    model_shape = (side, side, spec.input_shape[-1])
+    out = Path(output_dir) if output_dir is not None else Path("runs") / f"{name}_finetune"
+    model_path = out / f"{name}_finetuned.keras"
+    paths = {"record": out / RECORD, "log": out / LOG_FILE, "best": out / "best.weights.h5",
+             "frozen": out / "after_frozen_phase.weights.h5", "backup": out / "backup",
+             "best_state": out / "best.json"}
+    if paths["record"].exists():
+        if not overwrite:
+            raise ValueError(f"{out} holds a finished fine-tuning run ({RECORD}); pass overwrite=True "
+                             "(--overwrite) or another output folder.")
+        shutil.rmtree(out)
+    resuming = paths["frozen"].exists() or any(
+        _backup_epoch(paths["backup"] / phase) is not None for phase in ("frozen", "unfrozen"))
+    if not resuming:
+        for key in ("log", "best", "best_state"):
+            paths[key].unlink(missing_ok=True)
+
+    keras.utils.set_random_seed(seed)
+    common = {"image_size": model_shape[:2], "holdout": validation_split, "seed": seed}
+    train_split = load_split(data, "train", limit=limit, **common)
+    val_split = load_split(data, "test", **common)
+    if train_split.class_names != val_split.class_names:
+        raise ValueError(f"The training and validation images of {data} have different classes.")
+    if train_split.num_classes < 2:
+        raise ValueError(f"{data} has {train_split.num_classes} class; fine-tuning needs at least 2 class folders.")
+    classes = list(train_split.class_names)
+
+    with warnings.catch_warnings():  # the report below says what was reused
+        warnings.simplefilter("ignore")
+        model, new_layers = load_with_report(name, weights, num_classes=len(classes), input_shape=model_shape,
+                                             new_head=True, classifier_activation="softmax")
+    new = set(new_layers)
+    if spec.classifier in new:  # start from uniform scores, not from a random mapping of good features
+        classifier = model.get_layer(spec.classifier)
+        classifier.set_weights([0 * w for w in classifier.get_weights()])
+    reused = [layer.name for layer in model.layers if layer.weights and layer.name not in new]
+    new_params = sum(math.prod(w.shape) for layer in model.layers if layer.name in new for w in layer.weights)
+    print(f"{name} ({weights}) -> {len(classes)} classes {classes}: reused {len(reused)} layers, new "
+          f"{', '.join(new_layers)} ({new_params:,} parameters); {train_split.description} -> "
+          f"{val_split.description}")
+    if paths["frozen"].exists():
+        model.load_weights(paths["frozen"])
+
+    train_batches = train_split.batches(batch_size, shuffle=True, seed=seed)
+    val_batches = val_split.batches(batch_size)
+    best = _BestWeights(model, paths["best"], paths["best_state"])
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    phases = []
+    if freeze_epochs and not paths["frozen"].exists():
+        _set_trainable(model, new, backbone=False)
+        _fit(model, stats, augmentation, seed, train_batches, val_batches, learning_rate, freeze_epochs,
+             paths["backup"] / "frozen", paths["log"], best, verbose, phase="new layers only (backbone frozen)")
+        model.save_weights(paths["frozen"])
+    if freeze_epochs:
+        phases.append({"phase": "frozen backbone", "epochs": freeze_epochs, "optimizer": "adam",
+                       "learning_rate": learning_rate, "trainable": "new layers"})
+    if epochs:
+        _set_trainable(model, new, backbone=True)
+        _fit(model, stats, augmentation, seed, train_batches, val_batches, fine_tune_learning_rate, epochs,
+             paths["backup"] / "unfrozen", paths["log"], best, verbose,
+             phase="backbone unfrozen, BatchNormalization frozen", initial_epoch=freeze_epochs)
+        phases.append({"phase": "unfrozen backbone", "epochs": epochs, "optimizer": "adam",
+                       "learning_rate": fine_tune_learning_rate,
+                       "trainable": "all but the pretrained BatchNormalization layers"})
+    wall = time.perf_counter() - start
+
+    model.load_weights(paths["best"])
+    for layer in model.layers:  # the saved model is ready for further training
+        layer.trainable = True
+    best_epoch = json.loads(paths["best_state"].read_text())
+    record = {
+        "model": name,
+        "weights": str(weights),
+        "class_names": classes,
+        "num_classes": len(classes),
+        "input_shape": list(model_shape),
+        "preprocessing": stats.to_dict(),
+        "data": {"train": train_split.description, "validation": val_split.description},
+        "reused_layers": reused,
+        "new_layers": list(new_layers),
+        "augmentation": augmentation,
+        "batch_size": batch_size,
+        "phases": phases,
+        "best_epoch": best_epoch["epoch"],
+        "val_accuracy": round(best_epoch["val_accuracy"], 6),
+        "time_s": round(wall, 1),
+        "hardware": hardware(),
+        "software": f"keras {keras.__version__}, backend {keras.backend.backend()}",
+        "seed": seed,
+        "date": _now(),
+    }
+    save_model(model, model_path, {key: record[key] for key in ("model", "weights", "class_names", "preprocessing", "input_shape")})
+    paths["record"].write_text(json.dumps(record, indent=2) + "\n")
+    for key in ("best", "frozen", "best_state"):
+        paths[key].unlink(missing_ok=True)
+    shutil.rmtree(paths["backup"], ignore_errors=True)
+    print(f"Wrote {model_path}: best validation top-1 {record['val_accuracy']:.4f} at epoch {record['best_epoch']}"
+          f" ({val_split.description})")
+    return FineTuneResult(model, model_path, classes, record["val_accuracy"], reused, list(new_layers), record)
+
+
+def _set_trainable(model, new_layers, backbone):
+    """New layers train; pretrained ones only with ``backbone``, and never their BatchNormalization
+    (``trainable=False`` keeps a Keras 3 BatchNormalization layer in inference mode)."""
+    for layer in model.layers:
+        if layer.name in new_layers:
+            layer.trainable = True
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+        else:
+            layer.trainable = backbone
+
+
+def _fit(model, stats, augmentation, seed, train_batches, val_batches, learning_rate, epochs, backup, log,
+         best, verbose, phase, initial_epoch=0):
+    """One phase: a fresh wrapper (trainable flags are read when it compiles) trained with Adam."""
+    wrapper = training_model(model, stats, augmentation, seed)
+    wrapper.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),  # the model ends in a softmax
+        metrics=_metrics(model.output_shape[-1]),
+    )
+    print(f"Phase: {phase}; {epochs} epochs, Adam lr {learning_rate}")
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup)),
+        _EpochInfo(),
+        best,
+        keras.callbacks.CSVLogger(str(log), append=True),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    # Epochs are numbered on across both phases in the log.
+    wrapper.fit(train_batches, validation_data=val_batches, epochs=initial_epoch + epochs,
+                initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbosity(verbose))

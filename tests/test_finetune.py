@@ -1,0 +1,148 @@
+"""Fine-tuning on a user's image folder, built here from the real CIFAR-10 copy: three classes
+of test-split images (which the bundled weights never trained on) saved at another size, as
+JPEG and PNG, with no split folders."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras
+
+import keras_attn_zoo as zoo
+from helpers import extract_cifar
+from keras_attn_zoo.cli import main
+from keras_attn_zoo.data import load_split
+from keras_attn_zoo.images import preprocess
+from keras_attn_zoo.modelfile import load_model, metadata_stats
+from keras_attn_zoo.registry import load_with_report
+
+CLASSES = ("cat", "ship", "truck")
+
+
+@pytest.fixture(scope="module")
+def three_classes(tmp_path_factory):
+    raw = extract_cifar(tmp_path_factory.mktemp("raw"), per_class=60)
+    folder = tmp_path_factory.mktemp("my_photos")
+    for cls in CLASSES:
+        (folder / cls).mkdir()
+        for i, path in enumerate(sorted((raw / cls).iterdir())):
+            image = Image.open(path).resize((48, 40))
+            image.save(folder / cls / f"{path.stem}.{'png' if i % 2 else 'jpg'}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def finetuned(three_classes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = zoo.fine_tune("fa_resnet20", three_classes, weights="cifar10", output_dir=out,
+                           freeze_epochs=3, epochs=2, batch_size=16, verbose=0)
+    return result, out
+
+
+def test_fine_tuned_model_learns_the_new_classes_and_is_saved_with_them(finetuned, three_classes):
+    result, out = finetuned
+    assert result.class_names == list(CLASSES)
+    assert result.new_layers == ["predictions"]
+    bundled = zoo.load("fa_resnet20", weights="cifar10")
+    weighted = [layer.name for layer in bundled.layers if layer.weights]
+    assert result.reused_layers == [name for name in weighted if name != "predictions"]
+
+    # The saved file is the best epoch: re-measured on the held-out images, outside the trainer.
+    model, metadata = load_model(result.model_path)
+    assert metadata["class_names"] == list(CLASSES) and metadata["weights"] == "cifar10"
+    val = load_split(three_classes, "test", image_size=(32, 32), holdout=0.2, seed=0)
+    assert val.num_examples == 36
+    scores = model.predict(preprocess(val.x, metadata_stats(metadata)), verbose=0)
+    accuracy = float(np.mean(scores.argmax(-1) == val.y))
+    assert accuracy == pytest.approx(result.val_accuracy, abs=1e-6)
+    assert accuracy >= 0.8  # chance is 1/3
+    np.testing.assert_allclose(scores, result.model.predict(preprocess(val.x, metadata_stats(metadata)), verbose=0),
+                               atol=1e-6)
+    assert model.trainable and all(layer.trainable for layer in model.layers)
+
+    # BatchNormalization stayed in inference mode throughout: its statistics are the bundled ones.
+    for name in ("stem_bn", "stage3_block3_2_bn"):
+        np.testing.assert_array_equal(model.get_layer(name).moving_mean.numpy(),
+                                      bundled.get_layer(name).moving_mean.numpy())
+    record = json.loads((out / "finetune.json").read_text())
+    assert [p["phase"] for p in record["phases"]] == ["frozen backbone", "unfrozen backbone"]
+    assert record["val_accuracy"] == result.val_accuracy and 1 <= record["best_epoch"] <= 5
+    assert len((out / "training_log.csv").read_text().splitlines()) == 1 + 5
+    assert not (out / "backup").exists()
+
+
+def test_predict_and_explain_read_the_class_names_from_the_fine_tuned_file(finetuned, three_classes, tmp_path, capsys):
+    result, _ = finetuned
+    ships = sorted((three_classes / "ship").iterdir())[:6]
+    assert main(["predict", *map(str, ships), "--model", str(result.model_path), "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6
+    assert all(set(n for n in CLASSES if f" {n} " in line) == set(CLASSES) for line in lines)
+    assert sum(line.split(": ")[1].startswith("ship ") for line in lines) >= 4
+    pytest.importorskip("matplotlib")
+    assert main(["explain", str(ships[0]), "--model", str(result.model_path), "-o", str(tmp_path / "x.png")]) == 0
+    assert (tmp_path / "x.png").stat().st_size > 0
+
+
+def test_abn_fine_tuning_gives_both_branches_new_class_sized_layers(three_classes, tmp_path):
+    """From ABN weights with 10 classes to 3: every class-sized layer of the attention branch is
+    new; the attention branch's logits convolution, which only L_att reaches, trains."""
+    source = zoo.load("abn_resnet20")
+    weights = tmp_path / "abn.weights.h5"
+    source.save_weights(weights)
+    (tmp_path / "abn.json").write_text(json.dumps({"preprocessing": {"scale": 255, "mean": [0.5] * 3,
+                                                                     "std": [0.25] * 3}}))
+    result = zoo.fine_tune("abn_resnet20", three_classes, weights=str(weights), output_dir=tmp_path / "run",
+                           freeze_epochs=2, epochs=0, batch_size=16, limit=48, verbose=0)
+    assert sorted(result.new_layers) == ["abn_class_bn", "abn_class_conv", "abn_logits_conv", "abn_map_conv",
+                                         "predictions"]
+    keras.utils.set_random_seed(0)  # the new layers' initial values, as fine_tune drew them
+    initial, _ = load_with_report("abn_resnet20", str(weights), num_classes=3, new_head=True)
+    still = zoo.fine_tune("abn_resnet20", three_classes, weights=str(weights), output_dir=tmp_path / "lr0",
+                          freeze_epochs=1, epochs=0, learning_rate=0.0, batch_size=16, limit=16, verbose=0)
+
+    def changed(model, name):
+        return not np.array_equal(model.get_layer(name).get_weights()[0], initial.get_layer(name).get_weights()[0])
+
+    assert not changed(still.model, "abn_logits_conv") and not changed(still.model, "abn_map_conv")
+    assert changed(result.model, "abn_logits_conv") and changed(result.model, "abn_map_conv")
+    # The backbone was frozen: reused layers are the file's.
+    for name in ("stem_conv", "stage2_block1_1_conv", "abn_block1_1_conv"):
+        np.testing.assert_array_equal(result.model.get_layer(name).get_weights()[0],
+                                      source.get_layer(name).get_weights()[0])
+    model, _ = load_model(result.model_path)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), result.model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_fine_tuning_to_as_many_classes_still_gets_a_new_head():
+    """Ten new classes on ten-class weights: the classifier is new, not the CIFAR one."""
+    bundled = zoo.load("fa_resnet20", weights="cifar10")
+    with pytest.warns(UserWarning, match="new class-sized layers"):
+        model, new = load_with_report("fa_resnet20", "cifar10", num_classes=10, new_head=True)
+    assert new == ["predictions"]
+    assert not np.array_equal(model.get_layer("predictions").get_weights()[0],
+                              bundled.get_layer("predictions").get_weights()[0])
+    for a, b in zip(model.layers, bundled.layers):
+        if a.name != "predictions":
+            for x, y in zip(a.get_weights(), b.get_weights()):
+                np.testing.assert_array_equal(x, y)
+
+
+def test_bad_fine_tuning_requests_say_what_is_wrong(three_classes, tmp_path):
+    with pytest.raises(ValueError, match="starts from pretrained weights"):
+        zoo.fine_tune("fa_resnet20", three_classes, weights=None)
+    with pytest.raises(ValueError, match="both 0"):
+        zoo.fine_tune("fa_resnet20", three_classes, epochs=0, freeze_epochs=0)
+    one = tmp_path / "one"
+    shutil.copytree(three_classes / "cat", one / "cat")
+    with pytest.raises(ValueError, match="at least 2 class folders"):
+        zoo.fine_tune("fa_resnet20", one, output_dir=tmp_path / "run")
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    (finished / "finetune.json").write_text("{}")
+    with pytest.raises(ValueError, match="finished fine-tuning run"):
+        zoo.fine_tune("fa_resnet20", three_classes, output_dir=finished)
