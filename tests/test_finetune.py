@@ -2,8 +2,15 @@
 of test-split images (which the bundled weights never trained on) saved at another size, as
 JPEG and PNG, with no split folders."""
 
+import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +153,40 @@ def test_bad_fine_tuning_requests_say_what_is_wrong(three_classes, tmp_path):
     (finished / "finetune.json").write_text("{}")
     with pytest.raises(ValueError, match="finished fine-tuning run"):
         zoo.fine_tune("fa_resnet20", three_classes, output_dir=finished)
+
+
+def test_a_killed_fine_tuning_run_resumes_where_it_stopped(three_classes, tmp_path):
+    """Kill -9 after the first unfrozen epoch; the same command skips the finished frozen phase
+    and continues the unfrozen one."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "keras_attn_zoo.cli", "finetune", "fa_resnet20", "--data", str(three_classes),
+            "--freeze-epochs", "1", "--epochs", "3", "--batch-size", "16", "--output", str(out), "--verbose", "2"]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    log = out / "training_log.csv"
+
+    def rows():
+        with open(log) as f:
+            return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+    first = subprocess.Popen(args, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (log.is_file() and len(rows()) >= 2):
+            assert first.poll() is None, "the first run ended before it could be killed"
+            assert time.monotonic() < deadline, "no epoch finished in time"
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.wait(timeout=30)
+    assert rows() == [0, 1] and not (out / "finetune.json").exists()
+
+    second = subprocess.run(args, env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming the interrupted run" in second.stdout and "after its frozen-backbone phase" in second.stdout
+    assert "Epoch 1/1" not in second.stdout and "Epoch 2/4" not in second.stdout and "Epoch 3/4" in second.stdout
+    assert rows() == [0, 1, 2, 3]
+    record = json.loads((out / "finetune.json").read_text())
+    assert record["class_names"] == list(CLASSES) and (out / "fa_resnet20_finetuned.keras").is_file()

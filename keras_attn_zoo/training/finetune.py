@@ -183,6 +183,9 @@ def fine_tune(
     print(f"{name} ({weights}) -> {len(classes)} classes {classes}: reused {len(reused)} layers, new "
           f"{', '.join(new_layers)} ({new_params:,} parameters); {train_split.description} -> "
           f"{val_split.description}")
+    if resuming:
+        print(f"Resuming the interrupted run in {out}"
+              + (" after its frozen-backbone phase" if paths["frozen"].exists() else ""))
     if paths["frozen"].exists():
         model.load_weights(paths["frozen"])
 
