@@ -172,6 +172,21 @@ def _evaluate(args):
     from keras_attn_zoo.training.trainer import command_line
     from keras_attn_zoo.weights import is_path
 
+    if args.all:
+        from keras_attn_zoo.training.evaluate import verify_published
+
+        if args.name or args.weights or args.record:
+            raise ValueError("--all re-measures every published weight: give no NAME, --weights or --record.")
+        checked = verify_published(args.data, manifest=args.manifest, limit=args.limit,
+                                   batch_size=args.batch_size, data_dir=args.data_dir)
+        for c in checked:
+            print(f"{c['model'] + ':' + c['tag']:28s} recorded top-1 {c['recorded']:.4f}, measured "
+                  f"{c['measured']:.4f} on {c['images']:,} images: {'OK' if c['match'] else 'MISMATCH'}")
+        if not all(c["match"] for c in checked):
+            raise ValueError("a published accuracy does not reproduce (MISMATCH above).")
+        return
+    if not args.name or not args.weights:
+        raise ValueError("evaluate needs NAME and --weights (or --all).")
     result = evaluate(args.name, args.weights, args.data, args.split, batch_size=args.batch_size,
                       limit=args.limit, data_dir=args.data_dir, manual_dir=args.manual_dir)
     print(f"{args.name} ({args.weights}) on {result['data']}: top-1 {result['top1']:.4f} "
@@ -258,8 +273,10 @@ def _add_finetune_parser(sub):
 
 def _add_weights_parsers(sub):
     p = sub.add_parser("evaluate", help="top-1 / top-5 of weights on a data split")
-    p.add_argument("name")
-    p.add_argument("--weights", required=True, help="a published tag or a trained .weights.h5")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--weights", help="a published tag or a trained .weights.h5")
+    p.add_argument("--all", action="store_true",
+                   help="re-measure every published weight of the data's data set against its manifest row")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--batch-size", type=int, default=256)

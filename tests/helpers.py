@@ -106,3 +106,22 @@ def cifar_sample(per_class=16, split="train", classes=CIFAR_CLASSES):
     x = np.stack([img for c in classes for img in wanted[c]]).astype("float32") / 255.0
     y = np.repeat(np.arange(len(classes)), per_class)
     return x, y
+
+
+_PARAM_COUNTS = {}
+
+
+def param_count(name, model=None, **build_kwargs):
+    """Trainable parameters of registry model ``name`` built with ``build_kwargs``, counted once
+    per test session (builds of deep models dominate the suite's time): from ``model`` when the
+    caller has built it already. Arguments equal to the registry's defaults share one entry."""
+    from keras_attn_zoo import count_trainable, get_spec
+
+    spec = get_spec(name)
+    defaults = {"classes": spec.num_classes, "input_shape": tuple(spec.input_shape)}
+    kwargs = {k: v for k, v in build_kwargs.items()
+              if not (k in defaults and (tuple(v) if k == "input_shape" else v) == defaults[k])}
+    key = (spec.name, repr(sorted(kwargs.items())))
+    if key not in _PARAM_COUNTS:
+        _PARAM_COUNTS[key] = count_trainable(model if model is not None else spec.build(**kwargs))
+    return _PARAM_COUNTS[key]

@@ -2,7 +2,8 @@
 
 import pytest
 
-from keras_attn_zoo import count_trainable, get_spec, list_models
+from helpers import param_count
+from keras_attn_zoo import get_spec, list_models
 
 # the rows that print a parameter count (the ABN paper's quoted errors come without one)
 ROWS = [
@@ -35,8 +36,7 @@ def test_all_tables_are_covered():
 @pytest.mark.parametrize("name,row", ROWS, ids=[f"{n}-table{r.table}-{r.dataset}" for n, r in ROWS])
 def test_parameter_count_matches_paper(name, row):
     spec = get_spec(name)
-    model = spec.build(classes=row.num_classes, input_shape=row.input_shape, **row.kwargs)
-    ours = count_trainable(model)
+    ours = param_count(name, classes=row.num_classes, input_shape=row.input_shape, **row.kwargs)
     paper = row.params_m * 1e6
     assert abs(ours - paper) / paper <= spec.param_tolerance, (ours, paper)
     decimals = 3 if row.params_m < 10 else 2
@@ -53,4 +53,4 @@ def test_parameter_count_matches_paper(name, row):
     ],
 )
 def test_exact_baseline_counts(name, expected):
-    assert count_trainable(get_spec(name).build()) == expected
+    assert param_count(name) == expected

@@ -152,6 +152,15 @@ def test_train_publish_evaluate_results(tmp_path, monkeypatch, capsys):
     (measured,) = json.loads(manifest.read_text())["weights"]
     assert measured["accuracy"]["top1"] == record["accuracy"]["top1"]
     assert measured["accuracy"]["command"].startswith("keras-attn-zoo evaluate resnet20 --weights cifar10")
+    # --all re-measures every row against the manifest, and says when a number does not reproduce.
+    verify = ["evaluate", "--all", "--data", str(CIFAR10_ARCHIVE), "--limit", "200", "--manifest", str(manifest)]
+    assert main(verify) == 0
+    assert f"resnet20:cifar10" in (line := capsys.readouterr().out) and "on 200 images: OK" in line
+    tampered = json.loads(manifest.read_text())
+    tampered["weights"][0]["accuracy"]["top1"] += 0.01
+    manifest.write_text(json.dumps(tampered))
+    assert main(verify) == 2
+    assert "MISMATCH" in capsys.readouterr().out
     table = results.read_text()
     error = f"{record['accuracy']['top1_error']:.2f}%"
     assert f"| `resnet20` | cifar10 | {error} | 7.70% (FANet Table I) | CIFAR-10 (JPEG copy, quality 75), test split, 200 images | fanet_cifar: epochs 1, batch 64, step lr 0.1, wd 0.0005 |" in table

@@ -105,6 +105,39 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
     return evaluate_split(model, data_split, stats, batch_size=batch_size, verbose=verbose)
 
 
+def verify_published(data, *, manifest=None, limit=None, batch_size=256, data_dir=None, verbose=0):
+    """Re-measure every published weight of ``data``'s data set and compare with its manifest row.
+
+    Args:
+        data: the data source the rows were measured on (e.g. the CIFAR-10 JPEG archive).
+        manifest: Defaults to ``weights/manifest.json``.
+        limit, batch_size, data_dir, verbose: as in :func:`evaluate` (``limit`` for rows measured
+            on a seeded subset).
+
+    Returns:
+        A list of ``{"model", "tag", "recorded", "measured", "match"}``: top-1 as recorded and as
+        measured now; ``match`` when they agree to the 4 decimals the results page prints.
+    """
+    from keras_attn_zoo import weights as weights_lib
+
+    rows = weights_lib.published_rows(manifest)
+    dataset = load_split(data, "test", limit=1, data_dir=data_dir).dataset
+    checked = []
+    for row in sorted(rows, key=lambda r: (r["model"], r["tag"])):
+        if row.get("dataset") != dataset:
+            continue
+        measured = evaluate(row["model"], row["tag"], data, row["accuracy"].get("split", "test"),
+                            batch_size=batch_size, limit=limit, data_dir=data_dir, verbose=verbose)
+        recorded = row["accuracy"]["top1"]
+        checked.append({"model": row["model"], "tag": row["tag"], "recorded": recorded,
+                        "measured": measured["top1"], "images": measured["images"],
+                        "match": abs(measured["top1"] - recorded) < 5e-5
+                        and measured["images"] == row["accuracy"]["images"]})
+    if not checked:
+        raise ValueError(f"No published weights were measured on the data set of {data}.")
+    return checked
+
+
 def record_accuracy(name, tag, accuracy, command, manifest=None):
     """Store a new measurement of published weights in their manifest row.
 
