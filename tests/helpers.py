@@ -125,3 +125,25 @@ def param_count(name, model=None, **build_kwargs):
     if key not in _PARAM_COUNTS:
         _PARAM_COUNTS[key] = count_trainable(model if model is not None else spec.build(**kwargs))
     return _PARAM_COUNTS[key]
+
+
+def kill_when(command, env, cwd, ready, timeout_s=300):
+    """Start ``command`` and SIGKILL it as soon as ``ready()`` is true (a training run killed
+    mid-way); fails if it ends first or ``ready`` takes longer than ``timeout_s``."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run did not get far enough in time"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)

@@ -5,17 +5,15 @@ that resumes from its last finished epoch. Small subsets of the real CIFAR-10 co
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 import keras_attn_zoo as zoo
-from helpers import CIFAR10_ARCHIVE
+from helpers import CIFAR10_ARCHIVE, kill_when
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 300
@@ -87,20 +85,9 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
     state (the step schedule drops the rate at epoch 2, counted in optimizer steps)."""
     args = cli(tmp_path, "--milestones", "1", epochs=2, limit=256)
     env = environment()
-    first = subprocess.Popen([sys.executable, "-m", "keras_attn_zoo.cli", *args], env=env, cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + TIMEOUT_S
-        log = tmp_path / "training_log.csv"
-        while not (log.is_file() and len(log_rows(tmp_path)) >= 1):
-            assert first.poll() is None, "the first run ended before it could be killed"
-            assert time.monotonic() < deadline, "no epoch finished in time"
-            time.sleep(0.05)
-        os.kill(first.pid, signal.SIGKILL)
-    finally:
-        if first.poll() is None:
-            first.kill()
-        first.wait(timeout=30)
+    log = tmp_path / "training_log.csv"
+    kill_when([sys.executable, "-m", "keras_attn_zoo.cli", *args], env, ROOT,
+              lambda: log.is_file() and len(log_rows(tmp_path)) >= 1, TIMEOUT_S)
     assert len(log_rows(tmp_path)) == 1 and not (tmp_path / "resnet20.weights.h5").exists()
     assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 1
 

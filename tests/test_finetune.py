@@ -6,10 +6,8 @@ import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ from PIL import Image
 import keras
 
 import keras_attn_zoo as zoo
-from helpers import extract_cifar
+from helpers import extract_cifar, kill_when
 from keras_attn_zoo.cli import main
 from keras_attn_zoo.data import load_split
 from keras_attn_zoo.images import preprocess
@@ -169,18 +167,7 @@ def test_a_killed_fine_tuning_run_resumes_where_it_stopped(three_classes, tmp_pa
         with open(log) as f:
             return [int(r["epoch"]) for r in csv.DictReader(f)]
 
-    first = subprocess.Popen(args, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not (log.is_file() and len(rows()) >= 2):
-            assert first.poll() is None, "the first run ended before it could be killed"
-            assert time.monotonic() < deadline, "no epoch finished in time"
-            time.sleep(0.05)
-        os.kill(first.pid, signal.SIGKILL)
-    finally:
-        if first.poll() is None:
-            first.kill()
-        first.wait(timeout=30)
+    kill_when(args, env, root, lambda: log.is_file() and len(rows()) >= 2)
     assert rows() == [0, 1] and not (out / "finetune.json").exists()
 
     second = subprocess.run(args, env=env, cwd=root, capture_output=True, text=True, timeout=300)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import param_count, readme_counts, sample_images
-from keras_attn_zoo import count_trainable, get_spec, list_models
+from keras_attn_zoo import get_spec, list_models
 from keras_attn_zoo.explain import fa_gates, fa_layers
 from keras_attn_zoo.layers import SqueezeExcite
 from keras_attn_zoo.models import resnet

@@ -155,7 +155,7 @@ def test_train_publish_evaluate_results(tmp_path, monkeypatch, capsys):
     # --all re-measures every row against the manifest, and says when a number does not reproduce.
     verify = ["evaluate", "--all", "--data", str(CIFAR10_ARCHIVE), "--limit", "200", "--manifest", str(manifest)]
     assert main(verify) == 0
-    assert f"resnet20:cifar10" in (line := capsys.readouterr().out) and "on 200 images: OK" in line
+    assert "resnet20:cifar10" in (line := capsys.readouterr().out) and "on 200 images: OK" in line
     tampered = json.loads(manifest.read_text())
     tampered["weights"][0]["accuracy"]["top1"] += 0.01
     manifest.write_text(json.dumps(tampered))

@@ -187,8 +187,6 @@ def test_cli_download(published, server, monkeypatch, capsys):
 def test_the_bundled_weights_load_offline_and_classify_real_test_images(monkeypatch):
     """The published fa_resnet20:cifar10 file: verified, offline, with its recorded
     normalisation, on real CIFAR-10 test images (its measured top-1 is 85.36% on all 10,000)."""
-    import numpy as np
-
     import keras_attn_zoo as zoo
     from helpers import cifar_sample
     from keras_attn_zoo.data.preprocessing import preprocess_input

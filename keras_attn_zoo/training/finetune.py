@@ -134,8 +134,10 @@ def fine_tune(
     spec = get_spec(name)
     name = spec.name
     if weights is None:
-        raise ValueError(f"fine_tune starts from pretrained weights: pass weights= a published tag "
-                         f"or a trained .weights.h5 (models with weights: keras_attn_zoo.list_models(pretrained=True)).")
+        from keras_attn_zoo.registry import list_models
+
+        raise ValueError("fine_tune starts from pretrained weights: pass weights= a published tag or a "
+                         f"trained .weights.h5 (published: {', '.join(list_models(pretrained=True))}).")
     for arg, value in (("epochs", epochs), ("freeze_epochs", freeze_epochs)):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{arg} must be a non-negative integer, got {value!r}.")
