@@ -21,7 +21,7 @@ WEIGHTS_START, WEIGHTS_END = "<!-- weights:start -->", "<!-- weights:end -->"
 
 def weights_table():
     """Markdown table of the published weights: our measured error beside the paper's."""
-    from keras_attn_zoo import get_spec
+    from keras_attn_zoo.training.evaluate import paper_errors
     from keras_attn_zoo.weights import published_rows
 
     lines = [
@@ -30,8 +30,7 @@ def weights_table():
     ]
     for row in published_rows():
         acc, training = row["accuracy"], row["training"]
-        paper = [r for r in get_spec(row["model"]).results if r.dataset == row["dataset"]]
-        paper_text = "; ".join(f"{r.top1_error}% ({r.paper.upper()} Table {r.table})" for r in paper) or "-"
+        paper_text = paper_errors(row["model"], row["dataset"])
         recipe = training["recipe"]
         lines.append(
             f"| `{row['model']}` | {row['tag']} | {acc['data']} | {acc['top1_error']:.2f}% | {paper_text} "

@@ -184,17 +184,26 @@ def test_cli_download(published, server, monkeypatch, capsys):
     assert "resnet32 has no published weights" in capsys.readouterr().err
 
 
-def test_the_bundled_weights_load_offline_and_classify_real_test_images(monkeypatch):
-    """The published fa_resnet20:cifar10 file: verified, offline, with its recorded
-    normalisation, on real CIFAR-10 test images (its measured top-1 is 85.36% on all 10,000)."""
-    import keras_attn_zoo as zoo
+# The published CIFAR-10 weights and their top-1 on all 10,000 JPEG test images, as measured by
+# `keras-attn-zoo evaluate NAME --weights cifar10 --data ... --record`.
+BUNDLED = {"fa_resnet20": 0.8536, "resnet20": 0.8477}
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_the_bundled_weights_load_offline_and_classify_real_test_images(name, monkeypatch):
+    """Each published file: verified, offline, with its recorded normalisation, on real CIFAR-10
+    test images (200 of them; the full-split numbers are `keras-attn-zoo evaluate --all`'s)."""
     from helpers import cifar_sample
     from keras_attn_zoo.data.preprocessing import preprocess_input
 
     monkeypatch.setenv("KERAS_ATTN_ZOO_OFFLINE", "1")
-    row = [r for r in zoo.weights.published_rows() if (r["model"], r["tag"]) == ("fa_resnet20", "cifar10")][0]
-    assert row["accuracy"]["top1"] == 0.8536 and row["accuracy"]["images"] == 10_000
-    model = zoo.load("fa_resnet20", weights="cifar10")
+    row = [r for r in weights.published_rows() if (r["model"], r["tag"]) == (name, "cifar10")][0]
+    assert row["accuracy"]["top1"] == BUNDLED[name] and row["accuracy"]["images"] == 10_000
+    model = zoo.load(name, weights="cifar10")
     x, y = cifar_sample(per_class=20, split="test")
     probs = model.predict(preprocess_input(model, x * 255.0, weights="cifar10"), verbose=0)
     assert (probs.argmax(axis=1) == y).mean() >= 0.75
+
+
+def test_every_published_weight_is_pinned_here():
+    assert sorted(r["model"] for r in weights.published_rows()) == sorted(BUNDLED)

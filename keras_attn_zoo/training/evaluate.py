@@ -159,7 +159,7 @@ def record_accuracy(name, tag, accuracy, command, manifest=None):
     return matches[0]
 
 
-def _paper_errors(name, dataset):
+def paper_errors(name, dataset):
     """The paper's reported top-1 errors for the same architecture and data set."""
     import re
 
@@ -203,7 +203,7 @@ def results_markdown(rows):
         trained = f"{training.get('hardware', '?')}; {training.get('time_s', 0) / 60:.1f} min"
         lines.append(
             f"| `{row['model']}` | {row['tag']} | {acc['top1_error']:.2f}% | "
-            f"{_paper_errors(row['model'], row.get('dataset'))} | {acc['data']} | {recipe_text} | {trained} |"
+            f"{paper_errors(row['model'], row.get('dataset'))} | {acc['data']} | {recipe_text} | {trained} |"
         )
     if not rows:
         lines.append("| (no weights are published yet) | | | | | | |")

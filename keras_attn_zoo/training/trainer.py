@@ -250,6 +250,7 @@ def train(
         for key in ("log", "tensorboard", "best"):
             shutil.rmtree(paths[key]) if paths[key].is_dir() else paths[key].unlink(missing_ok=True)
 
+    commit = git_commit()  # the code this run starts with (a long run outlives later commits)
     keras.utils.set_random_seed(seed)
     distribution = get_distribution(strategy, tpu)
     side = image_size or (224 if recipe.augmentation == "imagenet" else spec.input_shape[0])
@@ -346,7 +347,7 @@ def train(
             "seed": seed,
             "software": f"keras {keras.__version__}, backend {_backend_version()}",
             "command": command,
-            "commit": git_commit(),
+            "commit": commit,
             "date": _now(),
         },
     }
