@@ -431,7 +431,8 @@ def publish(weights_file, tag, manifest=None, overwrite=False, url=None):
     Takes the output of ``keras-attn-zoo train`` (the ``.weights.h5`` file and the training
     record ``.json`` beside it), checks that the file is the one trained and loads strictly
     into its architecture, copies it into the manifest's folder as
-    ``<model>_<tag>.weights.h5`` and writes the row (see ``weights/README.md``).
+    ``<model>_<tag>.weights.h5`` (and the run's ``training_log.csv`` as
+    ``logs/<model>_<tag>.training_log.csv``) and writes the row (see ``weights/README.md``).
 
     Args:
         weights_file: the trained ``.weights.h5``.
@@ -478,6 +479,11 @@ def publish(weights_file, tag, manifest=None, overwrite=False, url=None):
     tmp = dest.with_name(f".{file_name}.{uuid.uuid4().hex}.part")
     shutil.copyfile(weights_file, tmp)
     os.replace(tmp, dest)
+    log = weights_file.parent / "training_log.csv"  # the per-epoch history stays with the weights
+    log_name = f"logs/{model}_{tag}.training_log.csv"
+    if log.is_file():
+        (manifest.parent / "logs").mkdir(exist_ok=True)
+        shutil.copyfile(log, manifest.parent / log_name)
     row = {
         "model": model,
         "tag": tag,
@@ -486,6 +492,7 @@ def publish(weights_file, tag, manifest=None, overwrite=False, url=None):
         "size": dest.stat().st_size,
         **{k: record[k] for k in ("num_classes", "input_shape", "class_names", "preprocessing",
                                   "dataset", "accuracy", "training")},
+        **({"training_log": log_name} if log.is_file() else {}),
         "published": datetime.date.today().isoformat(),
         **({"url": url} if url else {}),
     }

@@ -138,6 +138,9 @@ def test_train_publish_evaluate_results(tmp_path, monkeypatch, capsys):
     assert published["size"] == copied.stat().st_size and published["input_shape"] == [32, 32, 3]
     assert published["accuracy"] == record["accuracy"] and published["training"] == record["training"]
     assert published["preprocessing"] == record["preprocessing"]
+    log = manifest.parent / published["training_log"]
+    assert log.name == "resnet20_cifar10.training_log.csv"
+    assert log.read_text() == (run / "training_log.csv").read_text()
     assert zoo.list_models(pretrained=True) == ["resnet20"]
     assert main(["publish", str(run / "resnet20.weights.h5"), "--tag", "cifar10", "--manifest", str(manifest)]) == 2
     assert "already has resnet20:cifar10" in capsys.readouterr().err

@@ -205,5 +205,11 @@ def test_the_bundled_weights_load_offline_and_classify_real_test_images(name, mo
     assert (probs.argmax(axis=1) == y).mean() >= 0.75
 
 
-def test_every_published_weight_is_pinned_here():
-    assert sorted(r["model"] for r in weights.published_rows()) == sorted(BUNDLED)
+def test_every_published_weight_is_pinned_here_with_its_training_log():
+    rows = weights.published_rows()
+    assert sorted(r["model"] for r in rows) == sorted(BUNDLED)
+    for row in rows:  # one line per epoch trained, and the last one's validation is the row's
+        lines = (weights.MANIFEST.parent / row["training_log"]).read_text().splitlines()
+        assert len(lines) == 1 + row["training"]["epochs_completed"]
+        last = dict(zip(lines[0].split(","), lines[-1].split(",")))
+        assert round(float(last["val_accuracy"]), 4) == row["accuracy"]["top1"]
