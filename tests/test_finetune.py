@@ -149,8 +149,13 @@ def test_bad_fine_tuning_requests_say_what_is_wrong(three_classes, tmp_path):
     finished = tmp_path / "finished"
     finished.mkdir()
     (finished / "finetune.json").write_text("{}")
+    (finished / "notes.txt").write_text("the user's")
     with pytest.raises(ValueError, match="finished fine-tuning run"):
         zoo.fine_tune("fa_resnet20", three_classes, output_dir=finished)
+    # overwrite replaces the run's own files only
+    zoo.fine_tune("fa_resnet20", three_classes, output_dir=finished, overwrite=True, freeze_epochs=1, epochs=0,
+                  limit=16, batch_size=16, verbose=0)
+    assert (finished / "notes.txt").read_text() == "the user's"
 
 
 def test_a_killed_fine_tuning_run_resumes_where_it_stopped(three_classes, tmp_path):

@@ -155,7 +155,8 @@ def fine_tune(
         if not overwrite:
             raise ValueError(f"{out} holds a finished fine-tuning run ({RECORD}); pass overwrite=True "
                              "(--overwrite) or another output folder.")
-        shutil.rmtree(out)
+        for path in (*paths.values(), model_path):  # only this run's files: out may hold others
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     resuming = paths["frozen"].exists() or any(
         _backup_epoch(paths["backup"] / phase) is not None for phase in ("frozen", "unfrozen"))
     if not resuming:
