@@ -216,6 +216,41 @@ def _download(args):
     print(download(*_split_name_tag(args.spec)))
 
 
+def _benchmark(args):
+    from pathlib import Path
+
+    from keras_attn_zoo import benchmark
+    from keras_attn_zoo.training.trainer import command_line
+
+    rows = []
+    for name in args.names:
+        if "inference" in args.kinds:
+            rows += benchmark.inference(name, batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
+        if "training" in args.kinds:
+            rows += benchmark.training(name, data=args.data, batch_size=args.train_batch_size,
+                                       steps=args.steps, data_dir=args.data_dir)
+    report = benchmark.markdown(rows, command_line("keras-attn-zoo", args.argv))
+    print(report)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(report)
+        print(f"Wrote {args.output}")
+
+
+def _add_benchmark_parser(sub):
+    p = sub.add_parser("benchmark", help="inference latency / throughput and training images/s on this machine")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--kinds", nargs="+", default=["inference", "training"], choices=("inference", "training"))
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 128], help="inference batch sizes")
+    p.add_argument("--repeats", type=int, default=20, help="timed inference calls per batch size")
+    p.add_argument("--data", help="training images from this source's train split (default: random uint8)")
+    p.add_argument("--data-dir")
+    p.add_argument("--train-batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10, help="training steps per timed epoch")
+    p.add_argument("-o", "--output", help="also write the markdown report here")
+    p.set_defaults(func=_benchmark)
+
+
 def _add_train_parser(sub):
     from keras_attn_zoo.training.distribute import STRATEGIES
     from keras_attn_zoo.training.recipes import RECIPES, SCHEDULES
@@ -354,6 +389,7 @@ def build_parser():
     _add_train_parser(sub)
     _add_finetune_parser(sub)
     _add_weights_parsers(sub)
+    _add_benchmark_parser(sub)
     return parser
 
 

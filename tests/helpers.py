@@ -63,16 +63,13 @@ def readme_counts():
     return make_docs().readme_counts((make_docs().README).read_text())
 
 
-CIFAR10_JPEG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
-
-
 def extract_cifar(dest, per_class, split="test"):
     """The first ``per_class`` JPEGs of each class of the CIFAR-10 copy, extracted into ``dest``
     in its class-folder layout (``dest/test/cat/0000.jpg``...); returns ``dest / split``."""
-    if not CIFAR10_JPEG.is_file():
-        raise FileNotFoundError(f"The CIFAR-10 JPEG copy is missing: {CIFAR10_JPEG} (see shared/data/README.md).")
+    if not CIFAR10_ARCHIVE.is_file():
+        raise FileNotFoundError(f"The CIFAR-10 JPEG copy is missing: {CIFAR10_ARCHIVE} (see shared/data/README.md).")
     wanted = {f"{i:04d}.jpg" for i in range(per_class)}
-    with tarfile.open(CIFAR10_JPEG, "r|gz") as tar:
+    with tarfile.open(CIFAR10_ARCHIVE, "r|gz") as tar:
         for member in tar:
             parts = member.name.split("/")
             if member.isfile() and len(parts) == 3 and parts[0] == split and parts[2] in wanted:
@@ -93,7 +90,7 @@ def cifar_sample(per_class=16, split="train", classes=CIFAR_CLASSES):
     from PIL import Image
 
     wanted = {c: [] for c in classes}
-    with tarfile.open(CIFAR10_JPEG) as tar:
+    with tarfile.open(CIFAR10_ARCHIVE) as tar:
         for member in tar:
             parts = member.name.split("/")
             if len(parts) < 3 or parts[-3] != split or parts[-2] not in wanted:

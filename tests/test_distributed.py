@@ -14,6 +14,7 @@ import pytest
 
 import keras_attn_zoo as zoo
 from helpers import CIFAR10_ARCHIVE, kill_when
+from keras_attn_zoo.training.trainer import git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 300
@@ -90,6 +91,10 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
               lambda: log.is_file() and len(log_rows(tmp_path)) >= 1, TIMEOUT_S)
     assert len(log_rows(tmp_path)) == 1 and not (tmp_path / "resnet20.weights.h5").exists()
     assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    started = tmp_path / "backup" / "started.json"
+    assert json.loads(started.read_text())["commit"] == git_commit()
+    # As if commits landed while the run was down: its record keeps the code it started with.
+    started.write_text(json.dumps({"commit": "0123abc", "date": "2026-01-01T00:00:00+00:00"}))
 
     out = run(args, env)
     assert "Resuming from the checkpoint after epoch 1" in out
@@ -100,4 +105,6 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
     assert [float(r["learning_rate"]) for r in rows] == pytest.approx([0.1, 0.01])
     record = json.loads((tmp_path / "resnet20.json").read_text())
     assert record["training"]["epochs_completed"] == 2 and record["training"]["resumed_after_epoch"] == 1
+    assert record["training"]["commit"] == "0123abc"
+    assert record["training"]["resumed_with_commit"] == git_commit()
     assert not (tmp_path / "backup").exists()

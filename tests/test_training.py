@@ -20,6 +20,7 @@ from keras_attn_zoo.training import (
     learning_rate_schedule,
     train,
 )
+from keras_attn_zoo.training.trainer import git_commit
 
 
 def test_recipes_are_the_papers_and_overridable():
@@ -116,6 +117,7 @@ def test_train_publish_evaluate_results(tmp_path, monkeypatch, capsys):
     assert record["training"]["command"] == "keras-attn-zoo " + " ".join(argv)
     assert record["training"]["recipe"]["epochs"] == 1 and record["training"]["recipe"]["weight_decay"] == 5e-4
     assert record["training"]["epochs_completed"] == 1 and record["training"]["time_s"] > 0
+    assert record["training"]["commit"] == git_commit() and "resumed_with_commit" not in record["training"]
     assert record["sha256"] == weights.sha256(run / "resnet20.weights.h5")
     assert record["preprocessing"]["scale"] == 255 and len(record["preprocessing"]["mean"]) == 3
     assert 0 <= record["accuracy"]["top1"] <= record["accuracy"]["top5"] <= 1

@@ -44,13 +44,13 @@ from keras_attn_zoo.data import load_split, recorded_stats
 from keras_attn_zoo.modelfile import save_model
 from keras_attn_zoo.training.trainer import (
     LOG_FILE,
-    _BestWeights,
-    _backup_epoch,
-    _EpochInfo,
-    _metrics,
-    _now,
+    BestWeights,
+    EpochInfo,
+    backup_epoch,
+    classification_metrics,
     hardware,
     training_model,
+    utc_now,
     verbosity,
 )
 
@@ -158,7 +158,7 @@ def fine_tune(
         for path in (*paths.values(), model_path):  # only this run's files: out may hold others
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     resuming = paths["frozen"].exists() or any(
-        _backup_epoch(paths["backup"] / phase) is not None for phase in ("frozen", "unfrozen"))
+        backup_epoch(paths["backup"] / phase) is not None for phase in ("frozen", "unfrozen"))
     if not resuming:
         for key in ("log", "best", "best_state"):
             paths[key].unlink(missing_ok=True)
@@ -194,7 +194,7 @@ def fine_tune(
 
     train_batches = train_split.batches(batch_size, shuffle=True, seed=seed)
     val_batches = val_split.batches(batch_size)
-    best = _BestWeights(model, paths["best"], paths["best_state"])
+    best = BestWeights(model, paths["best"], paths["best_state"])
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     phases = []
@@ -239,7 +239,7 @@ def fine_tune(
         "hardware": hardware(),
         "software": f"keras {keras.__version__}, backend {keras.backend.backend()}",
         "seed": seed,
-        "date": _now(),
+        "date": utc_now(),
     }
     save_model(model, model_path, {key: record[key] for key in ("model", "weights", "class_names", "preprocessing", "input_shape")})
     paths["record"].write_text(json.dumps(record, indent=2) + "\n")
@@ -270,12 +270,12 @@ def _fit(model, stats, augmentation, seed, train_batches, val_batches, learning_
     wrapper.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),  # the model ends in a softmax
-        metrics=_metrics(model.output_shape[-1]),
+        metrics=classification_metrics(model.output_shape[-1]),
     )
     print(f"Phase: {phase}; {epochs} epochs, Adam lr {learning_rate}")
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup)),
-        _EpochInfo(),
+        EpochInfo(),
         best,
         keras.callbacks.CSVLogger(str(log), append=True),
         keras.callbacks.TerminateOnNaN(),

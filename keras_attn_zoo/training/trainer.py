@@ -9,7 +9,7 @@ A run writes into its output folder (default ``runs/<name>``):
 | ``<name>.best.weights.h5`` | the weights of the epoch with the best validation top-1 |
 | ``training_log.csv`` | one row per epoch: loss, top-1 / top-5, validation, learning rate, seconds |
 | ``tensorboard/`` | TensorBoard logs (when TensorFlow is installed) |
-| ``backup/`` | the checkpoint of the last finished epoch (model, optimizer, epoch); a killed run started again with the same command resumes from it; removed when training ends |
+| ``backup/`` | the checkpoint of the last finished epoch (model, optimizer, epoch) and the commit the run started with; a killed run started again with the same command resumes from it; removed when training ends |
 
 The model trains inside a wrapper ``images -> augmentation -> normalisation -> model`` built from
 Keras layers, so augmentation runs on the device on every backend, and the bare model's weight
@@ -46,6 +46,7 @@ from keras_attn_zoo.training.recipes import get_recipe, learning_rate_schedule
 MIXED_PRECISION = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 STATS_SAMPLE = 50_000  # images used to measure mean / std of streamed data sets
 LOG_FILE = "training_log.csv"
+START_FILE = "started.json"  # in backup/: the commit and date a run started with
 
 
 def training_model(model, stats, augmentation="none", seed=None):
@@ -93,11 +94,12 @@ def compile_for_evaluation(wrapper, model):
     from_logits = getattr(activation, "__name__", "") != "softmax"
     wrapper.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
-        metrics=_metrics(model.output_shape[-1]),
+        metrics=classification_metrics(model.output_shape[-1]),
     )
 
 
-def _metrics(num_classes):
+def classification_metrics(num_classes):
+    """Top-1 ("accuracy") and top-5 (top-k for fewer than 5 classes) on integer labels."""
     return [
         keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
         keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
@@ -121,7 +123,7 @@ def data_transforms(augmentation, image_size):
     return {"image_size": size}, {"image_size": size}
 
 
-class _EpochInfo(keras.callbacks.Callback):
+class EpochInfo(keras.callbacks.Callback):
     """Adds the epoch's seconds and its first step's learning rate to the logs (before the CSV
     logger)."""
 
@@ -134,7 +136,7 @@ class _EpochInfo(keras.callbacks.Callback):
         logs["learning_rate"] = self.learning_rate
 
 
-class _BestWeights(keras.callbacks.Callback):
+class BestWeights(keras.callbacks.Callback):
     """Saves the bare model's weights whenever validation top-1 improves; survives resumes."""
 
     def __init__(self, model, path, state_file):
@@ -245,12 +247,19 @@ def train(
             raise ValueError(f"{out} holds a finished run ({paths['record'].name}); pass overwrite=True (--overwrite) or another output folder.")
         for key in ("weights", "record", "best", "log", "backup", "tensorboard"):
             shutil.rmtree(paths[key]) if paths[key].is_dir() else paths[key].unlink(missing_ok=True)
-    resume_epoch = _backup_epoch(paths["backup"])
+    resume_epoch = backup_epoch(paths["backup"])
     if resume_epoch is None:  # a fresh start: no logs of an earlier, unfinished attempt
         for key in ("log", "tensorboard", "best"):
             shutil.rmtree(paths[key]) if paths[key].is_dir() else paths[key].unlink(missing_ok=True)
 
-    commit = git_commit()  # the code this run starts with (a long run outlives later commits)
+    # The code the run started with (a long run outlives later commits; a resumed one keeps it).
+    commit, started = git_commit(), paths["backup"] / START_FILE
+    if resume_epoch is not None and started.is_file():
+        started_with = json.loads(started.read_text())["commit"]
+    else:
+        started_with = commit
+        started.parent.mkdir(parents=True, exist_ok=True)
+        started.write_text(json.dumps({"commit": commit, "date": utc_now()}))
     keras.utils.set_random_seed(seed)
     distribution = get_distribution(strategy, tpu)
     side = image_size or (224 if recipe.augmentation == "imagenet" else spec.input_shape[0])
@@ -295,12 +304,12 @@ def train(
             wrapper.compile(
                 optimizer=optimizer,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=_metrics(train_split.num_classes),
+                metrics=classification_metrics(train_split.num_classes),
             )
             callbacks = [
                 keras.callbacks.BackupAndRestore(str(paths["backup"]), double_checkpoint=True),
-                _EpochInfo(),
-                _BestWeights(model, paths["best"], paths["backup"] / "best.json"),
+                EpochInfo(),
+                BestWeights(model, paths["best"], paths["backup"] / "best.json"),
                 keras.callbacks.CSVLogger(str(paths["log"]), append=True),
                 keras.callbacks.TerminateOnNaN(),
             ]
@@ -333,7 +342,7 @@ def train(
         "class_names": list(train_split.class_names),
         "dataset": train_split.dataset,
         "preprocessing": {**stats.to_dict(), "eval": {k: (list(v) if isinstance(v, tuple) else v) for k, v in test_kwargs.items()}},
-        "accuracy": {**accuracy, "command": command, "date": _now()},
+        "accuracy": {**accuracy, "command": command, "date": utc_now()},
         "training": {
             "data": train_split.description,
             "recipe": recipe.to_dict(),
@@ -347,8 +356,9 @@ def train(
             "seed": seed,
             "software": f"keras {keras.__version__}, backend {_backend_version()}",
             "command": command,
-            "commit": commit,
-            "date": _now(),
+            "commit": started_with,
+            **({"resumed_with_commit": commit} if commit != started_with else {}),
+            "date": utc_now(),
         },
     }
     paths["record"].write_text(json.dumps(record, indent=2) + "\n")
@@ -372,7 +382,8 @@ def _finite(value):
     return value == value and abs(value) != float("inf")
 
 
-def _backup_epoch(backup_dir):
+def backup_epoch(backup_dir):
+    """The last finished epoch saved by ``BackupAndRestore`` in ``backup_dir``, or None."""
     metadata = Path(backup_dir) / "training_metadata.json"
     if not metadata.is_file():
         return None
@@ -386,7 +397,8 @@ def _read_log(path):
         return list(csv.DictReader(f))
 
 
-def _now():
+def utc_now():
+    """The time now, UTC, to the second, ISO 8601."""
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 

@@ -1,0 +1,171 @@
+"""Speed of registry models on this machine: ``keras-attn-zoo benchmark NAME...``.
+
+Two measurements, each the median of repeated timings after a warm-up (tracing and first-call
+costs excluded):
+
+| kind | what is timed |
+| --- | --- |
+| ``inference`` | ``predict_on_batch`` (the compiled predict function) at batch 1 (latency, ms) and at a large batch (images/s) |
+| ``training`` | training steps of the trainer's optimizer (``CoupledSGD``) and loss, fed three ways, to show where time goes: ``model`` (the bare model on normalised float arrays), ``wrapper`` (the trainer's ``images -> augmentation -> normalisation -> model`` on uint8 arrays) and ``pipeline`` (the wrapper fed by the trainer's own batches, a ``PyDataset``) |
+
+Weights are random: speed does not depend on them. Training data are the first images of a data
+set's train split when ``data`` is given (e.g. the CIFAR-10 JPEG copy), else seeded random uint8
+images; the report names which.
+
+>>> rows = inference("resnet20", batch_sizes=(1, 128))
+>>> rows[0]["latency_ms"]  # batch 1  # doctest: +SKIP
+"""
+
+import statistics
+import time
+
+import numpy as np
+
+import keras
+
+TRAINING_MODES = ("model", "wrapper", "pipeline")
+
+
+def inference(name, batch_sizes=(1, 128), repeats=20, warmup=3, input_shape=None):
+    """Latency and throughput of ``predict_on_batch`` for each batch size.
+
+    Args:
+        name: a registry model name.
+        batch_sizes: batch sizes to time. Defaults to (1, 128).
+        repeats: timed calls per batch size (the median is reported). Defaults to 20.
+        warmup: untimed calls first. Defaults to 3.
+        input_shape: the model's input shape. Defaults to the registry's.
+
+    Returns:
+        One dict per batch size: model, kind, batch, latency_ms (median per call), images_per_s.
+    """
+    from keras_attn_zoo.registry import get_spec, load
+
+    _check_counts(repeats=repeats, warmup=warmup)
+    spec = get_spec(name)
+    shape = tuple(input_shape or spec.input_shape)
+    model = load(spec.name, weights=None, input_shape=shape)
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch in batch_sizes:
+        _check_counts(batch=batch)
+        x = rng.standard_normal((batch, *shape)).astype("float32")
+        seconds = _median_seconds(lambda: model.predict_on_batch(x), repeats, warmup)
+        rows.append({"model": spec.name, "kind": "inference", "batch": batch,
+                     "latency_ms": round(1000 * seconds, 3), "images_per_s": round(batch / seconds, 1)})
+    return rows
+
+
+def training(name, data=None, batch_size=128, steps=10, epochs=3, modes=TRAINING_MODES, data_dir=None):
+    """Training images/s of a CIFAR-size model, fed as the ``modes`` say (see the module doc).
+
+    Each mode fits ``epochs`` epochs of ``steps`` batches; the first is warm-up (tracing), the
+    median of the others is reported.
+
+    Args:
+        name: a registry model name.
+        data: a data source for ``load_split`` (e.g. the CIFAR-10 archive), or None for seeded
+            random uint8 images.
+        batch_size: images per step. Defaults to 128 (the CIFAR recipes').
+        steps: steps per epoch. Defaults to 10.
+        epochs: epochs per mode, the first untimed. Defaults to 3.
+        modes: which of ``TRAINING_MODES`` to run. Defaults to all.
+        data_dir: as in ``load_split``.
+
+    Returns:
+        One dict per mode: model, kind ("training/<mode>"), batch, step_ms, images_per_s, data.
+    """
+    from keras_attn_zoo.data import channel_stats, load_split
+    from keras_attn_zoo.data.sources import ArraySplit
+    from keras_attn_zoo.registry import get_spec, load
+    from keras_attn_zoo.training.optimizers import CoupledSGD
+    from keras_attn_zoo.training.trainer import training_model
+
+    _check_counts(batch_size=batch_size, steps=steps)
+    if not isinstance(epochs, int) or epochs < 2:
+        raise ValueError(f"epochs must be an integer of at least 2 (one warm-up, one timed), got {epochs!r}.")
+    unknown = set(modes) - set(TRAINING_MODES)
+    if unknown:
+        raise ValueError(f"Unknown training modes {sorted(unknown)}; expected some of {TRAINING_MODES}.")
+    spec = get_spec(name)
+    count = batch_size * steps
+    if data is not None:
+        split = load_split(data, "train", image_size=spec.input_shape[:2], limit=count, data_dir=data_dir)
+        if split.num_examples < count:
+            raise ValueError(f"{split.description} has fewer than the {count} images asked for.")
+        x, y = split.batches(count)[0]
+        description = split.description
+    else:
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (count, *spec.input_shape), dtype="uint8")
+        y = rng.integers(0, spec.num_classes, count).astype("int32")
+        description = f"seeded random uint8 images, {count}"
+    stats = channel_stats(x)
+    normalised = ((x / 255.0 - np.asarray(stats.mean)) / np.asarray(stats.std)).astype("float32")
+
+    rows = []
+    for mode in modes:
+        keras.utils.set_random_seed(0)
+        model = load(spec.name, weights=None, classifier_activation=None)
+        if mode == "model":
+            net, fit_args = model, {"x": normalised, "y": y, "batch_size": batch_size}
+        else:
+            net = training_model(model, stats, "cifar", seed=0)
+            if mode == "wrapper":
+                fit_args = {"x": x, "y": y, "batch_size": batch_size}
+            else:
+                fit_args = {"x": ArraySplit(x, y, tuple(map(str, range(spec.num_classes))), "train",
+                                            "benchmark").batches(batch_size, shuffle=True)}
+        net.compile(optimizer=CoupledSGD(0.01, momentum=0.9, nesterov=True, weight_decay=5e-4),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        timer = _EpochTimer()
+        net.fit(**fit_args, epochs=epochs, callbacks=[timer], verbose=0)
+        seconds = statistics.median(timer.seconds[1:])
+        rows.append({"model": spec.name, "kind": f"training/{mode}", "batch": batch_size,
+                     "step_ms": round(1000 * seconds / steps, 1), "images_per_s": round(count / seconds, 1),
+                     "data": description})
+    return rows
+
+
+def markdown(rows, command=None):
+    """A markdown report of ``rows`` with the machine, software and the command that made it."""
+    from keras_attn_zoo.training.trainer import _backend_version, hardware, utc_now
+
+    lines = [f"Measured {utc_now()} on {hardware()}, keras {keras.__version__}, backend {_backend_version()}."]
+    if command:
+        lines.append(f"Command: `{command}`")
+    lines += ["", "| model | kind | batch | ms per call / step | images/s | data |", "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        ms = row.get("latency_ms", row.get("step_ms"))
+        lines.append(f"| {row['model']} | {row['kind']} | {row['batch']} | {ms} | {row['images_per_s']} | "
+                     f"{row.get('data', 'random float32')} |")
+    return "\n".join(lines) + "\n"
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+def _median_seconds(call, repeats, warmup):
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _check_counts(**counts):
+    for key, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}.")
