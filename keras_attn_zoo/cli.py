@@ -108,7 +108,7 @@ def _predict(args):
 
 def _explain(args):
     from keras_attn_zoo.explain import explain
-    from keras_attn_zoo.explain.plots import require_matplotlib, save_explanation
+    from keras_attn_zoo.explain.plots import abn_map_of, require_matplotlib, save_explanation
     from keras_attn_zoo.images import model_image_size, preprocess, read_image
 
     require_matplotlib()
@@ -119,6 +119,10 @@ def _explain(args):
     c = int(result.class_index[0])
     print(f"{args.image}: {names[c] if names else f'class {c}'} {result.scores[0, c]:.3f}; "
           f"Grad-CAM at {result.grad_cam_layer}")
+    abn_map = abn_map_of(result)
+    if abn_map is not None:
+        print(f"  {'abn_attention_map':22s} ABN attention map M {abn_map.shape[0]}x{abn_map.shape[1]}: "
+              f"mean {abn_map.mean():.4f} (min {abn_map.min():.4f}, max {abn_map.max():.4f})")
     for name, k in result.fa_gates.items():
         print(f"  {name:22s} FA gate k = {k[0]:.4f}")
     for name, w in result.se_weights.items():
@@ -376,7 +380,7 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser("explain", help="Grad-CAM, FA gates and SE weights of one image, as a PNG")
+    p = sub.add_parser("explain", help="Grad-CAM, ABN attention map, FA gates and SE weights of one image, as a PNG")
     p.add_argument("image")
     p.add_argument("--model", required=True, help="a registered name or a .keras file")
     p.add_argument("--weights", default=None, help="a .weights.h5 path or a published tag")

@@ -163,3 +163,48 @@ def test_cli_explain_writes_a_png_of_the_promised_size(cifar_jpegs, tmp_path, ca
 
     assert main(["explain", str(tmp_path / "missing.jpg"), "--model", "fa_resnet20", "-o", str(out)]) == 2
     assert "No such file" in capsys.readouterr().err
+
+
+def test_abn_attention_map_is_drawn_on_its_absolute_scale(tmp_path):
+    """The ABN panel is M over the image, not rescaled: all-ones is red, all-zeros blue. With one
+    map per class (the multitask model) the explained class's map is the one drawn."""
+    from keras_attn_zoo.explain import Explanation
+    from keras_attn_zoo.explain.plots import DPI, PANEL_INCHES, abn_map_of, save_explanation
+
+    def centre_of_panel(value):
+        maps = np.full((1, 8, 8, 1), value, "float32")
+        result = Explanation(scores=np.array([[0.2, 0.8]]), class_index=np.array([1]),
+                             grad_cam=np.zeros((1, 8, 8)), grad_cam_layer="features", fa_gates={},
+                             se_weights={}, abn_attention_map=maps)
+        path = save_explanation(tmp_path / f"{value}.png", np.full((32, 32, 3), 128, "uint8"), result)
+        with Image.open(path) as image:
+            assert image.size == (3 * PANEL_INCHES * DPI, PANEL_INCHES * DPI)  # input, Grad-CAM, M
+            pixels = np.asarray(image.convert("RGB")).astype(int)
+        side = int(PANEL_INCHES * DPI)
+        return pixels[side // 2 - 20:side // 2 + 20, 2 * side + side // 2 - 20:2 * side + side // 2 + 20].mean(axis=(0, 1))
+
+    red, blue = centre_of_panel(1.0), centre_of_panel(0.0)
+    assert red[0] > red[2] + 40 and blue[2] > blue[0] + 40  # jet: 1 dark red, 0 dark blue, 45% over grey
+
+    per_class = np.stack([np.full((1, 4, 4), c, "float32") for c in range(3)], axis=-1)
+    result = Explanation(scores=np.array([[0.1, 0.2, 0.7]]), class_index=np.array([2]), grad_cam=None,
+                         grad_cam_layer="", fa_gates={}, se_weights={}, abn_attention_map=per_class)
+    np.testing.assert_array_equal(abn_map_of(result), np.full((4, 4), 2.0))
+
+
+def test_cli_explain_of_an_abn_model_reports_its_map(cifar_jpegs, tmp_path, capsys):
+    from keras_attn_zoo.explain.plots import DPI, PANEL_INCHES
+    from keras_attn_zoo.images import preprocess, read_image
+    from keras_attn_zoo.models.abn import abn_outputs
+
+    photo = cifar_jpegs / "cat" / "0000.jpg"
+    out = tmp_path / "abn.png"
+    keras.utils.set_random_seed(0)
+    assert main(["explain", str(photo), "--model", "abn_resnet20", "-o", str(out)]) == 0
+    (line,) = [line for line in capsys.readouterr().out.split("\n") if "ABN attention map M 16x16" in line]
+    keras.utils.set_random_seed(0)
+    model = zoo.load("abn_resnet20")
+    maps = abn_outputs(model, preprocess(read_image(photo, (32, 32), 3)[None], None))["attention_map"]
+    assert f"mean {maps.mean():.4f} (min {maps.min():.4f}, max {maps.max():.4f})" in line
+    with Image.open(out) as image:
+        assert image.size == (3 * PANEL_INCHES * DPI, PANEL_INCHES * DPI)

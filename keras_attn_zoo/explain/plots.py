@@ -1,4 +1,5 @@
-"""Pictures of attention (matplotlib, the ``viz`` extra): Grad-CAM overlays, FA gates, SE weights.
+"""Pictures of attention (matplotlib, the ``viz`` extra): Grad-CAM and ABN attention-map overlays,
+FA gates, SE weights.
 
 >>> import numpy as np, keras_attn_zoo as zoo
 >>> from keras_attn_zoo.explain import explain
@@ -95,9 +96,20 @@ def plot_se_weights(ax, weights, index=0):
     ax.set_title("SE channel weights along depth", fontsize=9)
 
 
+def abn_map_of(explanation, index=0):
+    """The ABN attention map M ``(h, w)`` of one image: its only map, or (one map per class, as
+    in the multitask model) the map of the class Grad-CAM explains; None without a branch."""
+    maps = explanation.abn_attention_map
+    if maps is None:
+        return None
+    c = int(explanation.class_index[index])
+    return maps[index, :, :, c if maps.shape[-1] > 1 else 0]
+
+
 def save_explanation(path, image, explanation, index=0, class_names=None):
     """Save one image's explanation as a PNG: the image, the Grad-CAM overlay and, when the
-    model has them, its FA gates and SE weights along depth.
+    model has them, the ABN attention map M (on its absolute 0-1 scale, not rescaled), the FA
+    gates and the SE weights along depth.
 
     The figure is ``PANEL_INCHES * DPI`` = 400 pixels high and 400 pixels wide per panel.
 
@@ -113,7 +125,8 @@ def save_explanation(path, image, explanation, index=0, class_names=None):
     """
     _, Figure = require_matplotlib()
     image = _as_uint8(image)
-    panels = 2 + bool(explanation.fa_gates) + bool(explanation.se_weights)
+    abn_map = abn_map_of(explanation, index)
+    panels = 2 + (abn_map is not None) + bool(explanation.fa_gates) + bool(explanation.se_weights)
     fig = Figure(figsize=(PANEL_INCHES * panels, PANEL_INCHES), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, panels)
     c = int(explanation.class_index[index])
@@ -125,10 +138,15 @@ def save_explanation(path, image, explanation, index=0, class_names=None):
         f"Grad-CAM at {explanation.grad_cam_layer}\n{label}: {explanation.scores[index, c]:.3f}",
         fontsize=9,
     )
-    for ax in axes[:2]:
+    if abn_map is not None:
+        h, w = abn_map.shape
+        axes[2].imshow(overlay(image, abn_map))
+        axes[2].set_title(f"ABN attention map M ({h}x{w}, 0-1 scale)\nmean {abn_map.mean():.3f}, "
+                          f"max {abn_map.max():.3f}", fontsize=9)
+    for ax in axes[:2 + (abn_map is not None)]:
         ax.axis("off")
     if explanation.fa_gates:
-        plot_fa_gates(axes[2], explanation.fa_gates, index)
+        plot_fa_gates(axes[2 + (abn_map is not None)], explanation.fa_gates, index)
     if explanation.se_weights:
         plot_se_weights(axes[-1], explanation.se_weights, index)
     path = Path(path)
