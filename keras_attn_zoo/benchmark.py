@@ -37,7 +37,8 @@ def inference(name, batch_sizes=(1, 128), repeats=20, warmup=3, input_shape=None
         input_shape: the model's input shape. Defaults to the registry's.
 
     Returns:
-        One dict per batch size: model, kind, batch, latency_ms (median per call), images_per_s.
+        One dict per batch size: model, kind, batch, latency_ms (median per call), images_per_s,
+        cpu_steal_pct (see ``_Steal``).
     """
     from keras_attn_zoo.registry import get_spec, load
 
@@ -50,13 +51,15 @@ def inference(name, batch_sizes=(1, 128), repeats=20, warmup=3, input_shape=None
     for batch in batch_sizes:
         _check_counts(batch=batch)
         x = rng.standard_normal((batch, *shape)).astype("float32")
-        seconds = _median_seconds(lambda: model.predict_on_batch(x), repeats, warmup)
+        with _Steal() as steal:
+            seconds = _median_seconds(lambda: model.predict_on_batch(x), repeats, warmup)
         rows.append({"model": spec.name, "kind": "inference", "batch": batch,
-                     "latency_ms": round(1000 * seconds, 3), "images_per_s": round(batch / seconds, 1)})
+                     "latency_ms": round(1000 * seconds, 3), "images_per_s": round(batch / seconds, 1),
+                     "cpu_steal_pct": steal.percent})
     return rows
 
 
-def training(name, data=None, batch_size=128, steps=10, epochs=3, modes=TRAINING_MODES, data_dir=None):
+def training(name, data=None, batch_size=128, steps=10, epochs=4, modes=TRAINING_MODES, data_dir=None):
     """Training images/s of a CIFAR-size model, fed as the ``modes`` say (see the module doc).
 
     Each mode fits ``epochs`` epochs of ``steps`` batches; the first is warm-up (tracing), the
@@ -68,12 +71,13 @@ def training(name, data=None, batch_size=128, steps=10, epochs=3, modes=TRAINING
             random uint8 images.
         batch_size: images per step. Defaults to 128 (the CIFAR recipes').
         steps: steps per epoch. Defaults to 10.
-        epochs: epochs per mode, the first untimed. Defaults to 3.
+        epochs: epochs per mode, the first untimed. Defaults to 4.
         modes: which of ``TRAINING_MODES`` to run. Defaults to all.
         data_dir: as in ``load_split``.
 
     Returns:
-        One dict per mode: model, kind ("training/<mode>"), batch, step_ms, images_per_s, data.
+        One dict per mode: model, kind ("training/<mode>"), batch, step_ms, images_per_s,
+        cpu_steal_pct, data.
     """
     from keras_attn_zoo.data import channel_stats, load_split
     from keras_attn_zoo.data.sources import ArraySplit
@@ -119,11 +123,12 @@ def training(name, data=None, batch_size=128, steps=10, epochs=3, modes=TRAINING
         net.compile(optimizer=CoupledSGD(0.01, momentum=0.9, nesterov=True, weight_decay=5e-4),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         timer = _EpochTimer()
-        net.fit(**fit_args, epochs=epochs, callbacks=[timer], verbose=0)
+        with _Steal() as steal:
+            net.fit(**fit_args, epochs=epochs, callbacks=[timer], verbose=0)
         seconds = statistics.median(timer.seconds[1:])
         rows.append({"model": spec.name, "kind": f"training/{mode}", "batch": batch_size,
                      "step_ms": round(1000 * seconds / steps, 1), "images_per_s": round(count / seconds, 1),
-                     "data": description})
+                     "cpu_steal_pct": steal.percent, "data": description})
     return rows
 
 
@@ -131,14 +136,21 @@ def markdown(rows, command=None):
     """A markdown report of ``rows`` with the machine, software and the command that made it."""
     from keras_attn_zoo.training.trainer import _backend_version, hardware, utc_now
 
-    lines = [f"Measured {utc_now()} on {hardware()}, keras {keras.__version__}, backend {_backend_version()}."]
+    lines = ["# Speed", "",
+             "Written by `keras-attn-zoo benchmark` (`keras_attn_zoo/benchmark.py` says what each row "
+             "times); do not edit.", "",
+             f"Measured {utc_now()} on {hardware()}, keras {keras.__version__}, backend {_backend_version()}."]
     if command:
         lines.append(f"Command: `{command}`")
-    lines += ["", "| model | kind | batch | ms per call / step | images/s | data |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "CPU steal: the share of this machine's CPU time the hypervisor gave to other machines "
+                  "while the row ran (a shared virtual machine's timings vary with it).",
+              "", "| model | kind | batch | ms per call / step | images/s | CPU steal | data |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         ms = row.get("latency_ms", row.get("step_ms"))
+        steal = "-" if row.get("cpu_steal_pct") is None else f"{row['cpu_steal_pct']}%"
         lines.append(f"| {row['model']} | {row['kind']} | {row['batch']} | {ms} | {row['images_per_s']} | "
-                     f"{row.get('data', 'random float32')} |")
+                     f"{steal} | {row.get('data', 'random float32')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -152,6 +164,31 @@ class _EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self.start)
+
+
+class _Steal:
+    """The share of CPU time the hypervisor gave to other machines (``steal`` in /proc/stat)
+    while the block ran, in percent; None where /proc/stat is missing. On a shared virtual
+    machine it explains timings that vary from one run to the next."""
+
+    def __enter__(self):
+        self.start = _cpu_ticks()
+        return self
+
+    def __exit__(self, *exc):
+        end = _cpu_ticks()
+        self.percent = None
+        if self.start and end and sum(end) > sum(self.start):
+            self.percent = round(100 * (end[7] - self.start[7]) / (sum(end) - sum(self.start)), 1)
+
+
+def _cpu_ticks():
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return values if len(values) >= 8 else None
 
 
 def _median_seconds(call, repeats, warmup):

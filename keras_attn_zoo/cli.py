@@ -232,7 +232,7 @@ def _benchmark(args):
             rows += benchmark.inference(name, batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
         if "training" in args.kinds:
             rows += benchmark.training(name, data=args.data, batch_size=args.train_batch_size,
-                                       steps=args.steps, data_dir=args.data_dir)
+                                       steps=args.steps, modes=args.modes, data_dir=args.data_dir)
     report = benchmark.markdown(rows, command_line("keras-attn-zoo", args.argv))
     print(report)
     if args.output:
@@ -242,6 +242,8 @@ def _benchmark(args):
 
 
 def _add_benchmark_parser(sub):
+    from keras_attn_zoo.benchmark import TRAINING_MODES
+
     p = sub.add_parser("benchmark", help="inference latency / throughput and training images/s on this machine")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--kinds", nargs="+", default=["inference", "training"], choices=("inference", "training"))
@@ -251,6 +253,9 @@ def _add_benchmark_parser(sub):
     p.add_argument("--data-dir")
     p.add_argument("--train-batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=10, help="training steps per timed epoch")
+    p.add_argument("--modes", nargs="+", default=list(TRAINING_MODES), choices=TRAINING_MODES,
+                   help="how training is fed: model (normalised arrays), wrapper (+ augmentation), "
+                        "pipeline (+ the trainer's batches)")
     p.add_argument("-o", "--output", help="also write the markdown report here")
     p.set_defaults(func=_benchmark)
 

@@ -14,6 +14,7 @@ def test_inference_rows_are_consistent():
     assert [(r["model"], r["kind"], r["batch"]) for r in rows] == [("resnet20", "inference", 1), ("resnet20", "inference", 4)]
     for row in rows:  # images/s is the batch over the median call, rounded
         assert row["latency_ms"] > 0
+        assert row["cpu_steal_pct"] is None or 0 <= row["cpu_steal_pct"] <= 100
         assert row["images_per_s"] == pytest.approx(1000 * row["batch"] / row["latency_ms"], rel=0.01)
 
 
@@ -25,9 +26,11 @@ def test_training_modes_and_report(tmp_path, capsys):
     text = report.read_text()
     assert text in capsys.readouterr().out
     assert "Command: `keras-attn-zoo benchmark resnet20 --kinds training" in text
-    rows = re.findall(r"^\| resnet20 \| training/(\w+) \| 8 \| ([\d.]+) \| ([\d.]+) \| (.+) \|$", text, re.M)
+    rows = re.findall(r"^\| resnet20 \| training/(\w+) \| 8 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+%|-) \| (.+) \|$",
+                      text, re.M)
     assert [r[0] for r in rows] == list(benchmark.TRAINING_MODES)
-    for _, step_ms, images_per_s, data in rows:
+    for _, step_ms, images_per_s, steal, data in rows:
+        assert steal == "-" or 0 <= float(steal[:-1]) <= 100
         assert float(images_per_s) == pytest.approx(8 * 1000 / float(step_ms), rel=0.02)
         assert data == "CIFAR-10 (JPEG copy, quality 75), train split, 16 images"
 
@@ -41,3 +44,16 @@ def test_bad_arguments_are_clear():
         benchmark.training("resnet20", modes=("tf.data",))
     with pytest.raises(ValueError, match="Did you mean"):
         benchmark.inference("resnet21")
+
+
+def test_cpu_steal_is_the_share_of_ticks_taken_by_the_hypervisor(monkeypatch):
+    # /proc/stat's cpu line: user nice system idle iowait irq softirq steal ...
+    ticks = iter([[100, 0, 10, 50, 0, 0, 0, 40, 0, 0], [160, 0, 20, 70, 0, 0, 0, 50, 0, 0]])
+    monkeypatch.setattr(benchmark, "_cpu_ticks", lambda: next(ticks))
+    with benchmark._Steal() as steal:
+        pass
+    assert steal.percent == 10.0  # 10 steal ticks of 100
+    monkeypatch.setattr(benchmark, "_cpu_ticks", lambda: None)  # no /proc/stat
+    with benchmark._Steal() as steal:
+        pass
+    assert steal.percent is None
