@@ -134,12 +134,12 @@ def training(name, data=None, batch_size=128, steps=10, epochs=4, modes=TRAINING
 
 def markdown(rows, command=None):
     """A markdown report of ``rows`` with the machine, software and the command that made it."""
-    from keras_attn_zoo.training.trainer import _backend_version, hardware, utc_now
+    from keras_attn_zoo.training.trainer import backend_version, hardware, utc_now
 
     lines = ["# Speed", "",
              "Written by `keras-attn-zoo benchmark` (`keras_attn_zoo/benchmark.py` says what each row "
              "times); do not edit.", "",
-             f"Measured {utc_now()} on {hardware()}, keras {keras.__version__}, backend {_backend_version()}."]
+             f"Measured {utc_now()} on {hardware()}, keras {keras.__version__}, backend {backend_version()}."]
     if command:
         lines.append(f"Command: `{command}`")
     lines += ["", "CPU steal: the share of this machine's CPU time the hypervisor gave to other machines "

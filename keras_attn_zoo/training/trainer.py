@@ -354,7 +354,7 @@ def train(
             "strategy": distribution.description,
             "mixed_precision": mixed_precision,
             "seed": seed,
-            "software": f"keras {keras.__version__}, backend {_backend_version()}",
+            "software": f"keras {keras.__version__}, backend {backend_version()}",
             "command": command,
             "commit": started_with,
             **({"resumed_with_commit": commit} if commit != started_with else {}),
@@ -402,7 +402,8 @@ def utc_now():
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _backend_version():
+def backend_version():
+    """The backend and its version, e.g. "tensorflow 2.21.0" (the name alone if not importable)."""
     backend = keras.backend.backend()
     try:
         module = __import__(backend if backend != "torch" else "torch")
