@@ -8,9 +8,9 @@ costs excluded):
 | ``inference`` | ``predict_on_batch`` (the compiled predict function) at batch 1 (latency, ms) and at a large batch (images/s) |
 | ``training`` | training steps of the trainer's optimizer (``CoupledSGD``) and loss, fed three ways, to show where time goes: ``model`` (the bare model on normalised float arrays), ``wrapper`` (the trainer's ``images -> augmentation -> normalisation -> model`` on uint8 arrays) and ``pipeline`` (the wrapper fed by the trainer's own batches, a ``PyDataset``) |
 
-Weights are random: speed does not depend on them. Training data are the first images of a data
-set's train split when ``data`` is given (e.g. the CIFAR-10 JPEG copy), else seeded random uint8
-images; the report names which.
+Weights are random: speed does not depend on them. Training data are a seeded random subset of a
+data set's train split when ``data`` is given (e.g. the CIFAR-10 JPEG copy), else seeded random
+uint8 images; the report names which.
 
 >>> rows = inference("resnet20", batch_sizes=(1, 128))
 >>> rows[0]["latency_ms"]  # batch 1  # doctest: +SKIP
@@ -81,6 +81,7 @@ def training(name, data=None, batch_size=128, steps=10, epochs=4, modes=TRAINING
     """
     from keras_attn_zoo.data import channel_stats, load_split
     from keras_attn_zoo.data.sources import ArraySplit
+    from keras_attn_zoo.images import preprocess
     from keras_attn_zoo.registry import get_spec, load
     from keras_attn_zoo.training.optimizers import CoupledSGD
     from keras_attn_zoo.training.trainer import training_model
@@ -105,7 +106,7 @@ def training(name, data=None, batch_size=128, steps=10, epochs=4, modes=TRAINING
         y = rng.integers(0, spec.num_classes, count).astype("int32")
         description = f"seeded random uint8 images, {count}"
     stats = channel_stats(x)
-    normalised = ((x / 255.0 - np.asarray(stats.mean)) / np.asarray(stats.std)).astype("float32")
+    normalised = preprocess(x, stats)  # what the wrapper's normalisation layer computes
 
     rows = []
     for mode in modes:
