@@ -3,7 +3,7 @@
 The map of class c at a layer with feature maps A^k is ``relu(sum_k alpha_k A^k)`` with
 ``alpha_k`` the spatial mean of d y^c / d A^k, y^c the class score before the softmax.
 Gradients are not part of ``keras.ops``, so the one backend-specific step, :func:`_gradient`,
-covers the TensorFlow and JAX backends.
+covers the TensorFlow, JAX and PyTorch backends.
 """
 
 import weakref
@@ -87,9 +87,17 @@ def _gradient(fn, offset):
 
         grad, aux = jax.grad(fn, has_aux=True)(offset)
         return grad, aux
+    if backend == "torch":
+        import torch
+
+        offset = ops.convert_to_tensor(offset).detach().requires_grad_(True)
+        with torch.enable_grad():
+            value, aux = fn(offset)
+            (grad,) = torch.autograd.grad(value, offset)
+        return grad, ops.stop_gradient(aux)
     raise ValueError(
-        f"Grad-CAM needs gradients, which keras.ops does not expose; it supports the TensorFlow "
-        f"and JAX backends, and the backend is {backend!r}."
+        f"Grad-CAM needs gradients, which keras.ops does not expose; it supports the TensorFlow, "
+        f"JAX and PyTorch backends, and the backend is {backend!r}."
     )
 
 

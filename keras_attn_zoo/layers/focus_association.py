@@ -10,7 +10,7 @@ def fa_weighting(x, u, k):
     ``k = 0`` returns ``X`` (the block is skipped), ``k = 1`` returns ``U``.
     """
     k = ops.reshape(k, (-1, 1, 1, 1))
-    return x + (u - x) * k
+    return ops.add(x, ops.multiply(ops.subtract(u, x), k))
 
 
 @keras.saving.register_keras_serializable(package="keras_attn_zoo")

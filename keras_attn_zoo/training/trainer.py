@@ -8,7 +8,7 @@ A run writes into its output folder (default ``runs/<name>``):
 | ``<name>.json`` | the training record: data, normalisation, recipe, measured accuracy, hardware, time, command, commit, date (what ``publish`` turns into a manifest row) |
 | ``<name>.best.weights.h5`` | the weights of the epoch with the best validation top-1 |
 | ``training_log.csv`` | one row per epoch: loss, top-1 / top-5, validation, learning rate, seconds |
-| ``tensorboard/`` | TensorBoard logs (when TensorFlow is installed) |
+| ``tensorboard/`` | TensorBoard logs (when TensorFlow and tensorboard are installed, as the ``tf`` / ``tf-cpu`` extras do) |
 | ``backup/`` | the checkpoint of the last finished epoch (model, optimizer, epoch) and the commit the run started with; a killed run started again with the same command resumes from it; removed when training ends |
 
 The model trains inside a wrapper ``images -> augmentation -> normalisation -> model`` built from
@@ -153,8 +153,11 @@ class BestWeights(keras.callbacks.Callback):
             self.state_file.write_text(json.dumps({"epoch": epoch + 1, "val_accuracy": self.best}))
 
 
-def _tensorflow_available():
+def _tensorboard_available():
+    """Keras' TensorBoard callback needs TensorFlow and the ``tensorboard`` package (the ``tf`` /
+    ``tf-cpu`` extras declare both); without them a run writes no TensorBoard logs and says so."""
     try:
+        import tensorboard  # noqa: F401
         import tensorflow  # noqa: F401
     except ImportError:
         return False
@@ -313,8 +316,11 @@ def train(
                 keras.callbacks.CSVLogger(str(paths["log"]), append=True),
                 keras.callbacks.TerminateOnNaN(),
             ]
-            if _tensorflow_available():
+            if _tensorboard_available():
                 callbacks.append(keras.callbacks.TensorBoard(str(paths["tensorboard"])))
+            else:
+                print("TensorBoard logs skipped: TensorFlow and tensorboard are not both installed "
+                      '(pip install -e ".[tf-cpu]").', file=sys.stderr)
             history = wrapper.fit(train_batches, validation_data=test_batches, epochs=recipe.epochs,
                                   callbacks=callbacks, verbose=verbosity(verbose))
             if history.history.get("loss") and not all(map(_finite, history.history["loss"])):
