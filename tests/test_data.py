@@ -13,7 +13,7 @@ from PIL import Image
 import keras
 
 import keras_attn_zoo as zoo
-from helpers import CIFAR10_ARCHIVE, run_layer_serialization_test
+from helpers import CIFAR10_ARCHIVE, bomb_png, run_layer_serialization_test
 from keras_attn_zoo.data import (
     ArraySplit,
     ChannelStats,
@@ -130,6 +130,17 @@ def test_bad_sources_say_what_to_do(tmp_path, monkeypatch):
     Image.fromarray(image(0, 1, (5, 5))).save(flat / "y" / "0.png")
     with pytest.raises(ValueError, match="pass image_size= to resize them all"):
         load_split(flat, "train", holdout=0.5)
+
+
+def test_a_decompression_bomb_among_training_images_is_named_before_any_work(tmp_path):
+    write_folder(tmp_path / "pets" / "train")
+    write_folder(tmp_path / "pets" / "test", per_class=1)
+    bomb_png(tmp_path / "pets" / "train" / "dog" / "big.png", 9_000, 9_000)  # 78 KB, 81 megapixels
+    for in_memory in (True, False):
+        with pytest.raises(ValueError, match=r"dog/big.png declares 9000x9000 = 81,000,000 pixels, more than "
+                                             "the limit"):
+            split = load_split(tmp_path / "pets", image_size=(8, 8), in_memory=in_memory)
+            split.batches(16)[0]  # a streamed split decodes when batches are drawn
 
 
 @pytest.mark.parametrize("kind", ["tar.gz", "zip"])

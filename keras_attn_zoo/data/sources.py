@@ -219,35 +219,44 @@ class _Batches(keras.utils.PyDataset):
         self.set_epoch(self.epoch + 1)
 
 
-def decode_image(source, image_size=None, resize_shorter=None):
+def decode_image(source, image_size=None, resize_shorter=None, name=None):
     """One image as an RGB uint8 array.
+
+    Decoded by :func:`keras_attn_zoo.images.decode_pixels`: an image whose header declares more
+    than ``keras_attn_zoo.images.MAX_IMAGE_PIXELS`` pixels is refused before decoding, and
+    16-bit images are scaled to 8 bits.
 
     Args:
         source: an image file path, or the file's bytes.
         image_size: (H, W) to bring it to, or None to keep its size.
         resize_shorter: if given, first resize so the shorter side has this length (keeping the
             aspect ratio), then center-crop ``image_size``.
+        name: what to call the image in messages (an archive member). Defaults to the path.
 
     Returns:
         (H, W, 3) uint8 array.
+
+    Raises:
+        ValueError: naming the file, if it is not an image or is too large to decode.
     """
     from PIL import Image
 
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-        im = im.convert("RGB")
-        if resize_shorter:
-            w, h = im.size
-            factor = resize_shorter / min(w, h)
-            im = im.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.BILINEAR)
-            w, h = im.size
-            th, tw = image_size
-            if th > h or tw > w:
-                raise ValueError(f"Cannot center-crop {th}x{tw} from an image resized to {h}x{w}.")
-            left, top = (w - tw) // 2, (h - th) // 2
-            im = im.crop((left, top, left + tw, top + th))
-        elif image_size is not None and im.size != (image_size[1], image_size[0]):
-            im = im.resize((image_size[1], image_size[0]), Image.BILINEAR)
-        return np.asarray(im, dtype="uint8")
+    from keras_attn_zoo.images import decode_pixels
+
+    im = decode_pixels(source, "RGB", name=name)
+    if resize_shorter:
+        w, h = im.size
+        factor = resize_shorter / min(w, h)
+        im = im.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.BILINEAR)
+        w, h = im.size
+        th, tw = image_size
+        if th > h or tw > w:
+            raise ValueError(f"Cannot center-crop {th}x{tw} from an image resized to {h}x{w}.")
+        left, top = (w - tw) // 2, (h - th) // 2
+        im = im.crop((left, top, left + tw, top + th))
+    elif image_size is not None and im.size != (image_size[1], image_size[0]):
+        im = im.resize((image_size[1], image_size[0]), Image.BILINEAR)
+    return np.asarray(im, dtype="uint8")
 
 
 def index_images(names):
@@ -546,8 +555,9 @@ def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize
         print(f"Reading {path} into {cache} (once)")
         members = dict(_archive_members(path))
         classes, names, labels, held_out = _pick(index_images(members), split, path)
-        x = _decode_all([members[n] for n in names], image_size or decode_image(members[names[0]]).shape[:2],
-                        image_size, resize_shorter)
+        where = [f"{path.name}: {n}" for n in names]
+        size = image_size or decode_image(members[names[0]], name=where[0]).shape[:2]
+        x = _decode_all([members[n] for n in names], size, image_size, resize_shorter, where)
         cached = held_out_file if held_out else split_file
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{cached.name}.{uuid.uuid4().hex}.tmp.npz"
@@ -565,19 +575,20 @@ def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize
     return ArraySplit(x, labels, classes, split, title, dataset)
 
 
-def _decode_all(sources, image_size, requested, resize_shorter):
+def _decode_all(sources, image_size, requested, resize_shorter, names=None):
     """Decode images (paths or bytes) into one uint8 array of ``image_size``.
 
-    With ``requested`` None, images are not resized and must all be ``image_size``.
+    With ``requested`` None, images are not resized and must all be ``image_size``. ``names``
+    are what messages call the images (archive members); paths name themselves.
     """
     x = np.empty((len(sources), *image_size, 3), "uint8")
     progress = keras.utils.Progbar(len(sources), unit_name="image") if len(sources) >= 5000 else None
     if progress:
         print(f"Decoding {len(sources):,} images")
     for n, source in enumerate(sources):
-        image = decode_image(source, requested, resize_shorter)
+        where = names[n] if names else source if isinstance(source, str) else f"image {n}"
+        image = decode_image(source, requested, resize_shorter, name=where)
         if image.shape[:2] != tuple(image_size):
-            where = source if isinstance(source, str) else f"image {n}"
             raise ValueError(
                 f"{where} is {image.shape[0]}x{image.shape[1]}, the first image "
                 f"{image_size[0]}x{image_size[1]}: pass image_size= to resize them all."
