@@ -176,6 +176,94 @@ def test_archives_are_read_once_and_reused(tmp_path, kind, monkeypatch):
                                   streamed.batches(2)[0][0])
 
 
+def test_archives_stream_and_are_extracted_by_their_uncompressed_size(tmp_path, monkeypatch, capsys):
+    """40 512x512 BMPs, black but for every 64th row: 31 MB of images in a 0.5 MB .tar.gz.
+    Neither reading path holds the members in memory; the size that decides between them is
+    the uncompressed one. (Every 64th row is noise: tarfile decompresses 16 KB of the archive at
+    a time, which for all-zero members would be 16 MB.)"""
+    import io
+    import tracemalloc
+
+    from keras_attn_zoo.data import sources
+
+    archive = tmp_path / "black.tar.gz"
+    bmp, pixels = io.BytesIO(), np.zeros((512, 512, 3), "uint8")
+    pixels[::64] = np.random.default_rng(0).integers(0, 256, pixels[::64].shape)
+    Image.fromarray(pixels).save(bmp, "BMP")
+    with tarfile.open(archive, "w:gz") as t:
+        for split, count in (("train", 16), ("test", 4)):
+            for cls in ("cat", "dog"):
+                for i in range(count):
+                    info = tarfile.TarInfo(f"black/{split}/{cls}/{i:02d}.bmp")
+                    info.size = len(bmp.getvalue())
+                    t.addfile(info, io.BytesIO(bmp.getvalue()))
+    assert archive.stat().st_size < 1_000_000 and sum(sources._archive_index(archive).values()) > 30_000_000
+
+    def peak(load):
+        tracemalloc.start()
+        try:
+            result = load()
+            return result, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    split, used = peak(lambda: load_split(archive, "train", image_size=(8, 8), cache_dir=tmp_path / "a"))
+    assert isinstance(split, ArraySplit) and split.num_examples == 32 and split.x.shape[1:] == (8, 8, 3)
+    assert used < 8_000_000  # one 786 KB member at a time, not 31 MB
+
+    monkeypatch.setattr(sources, "MAX_ARCHIVE_READ_BYTES", 16_000_000)  # more than 40 KB, less than 31 MB
+    split, used = peak(lambda: load_split(archive, "test", image_size=(8, 8), cache_dir=tmp_path / "b"))
+    assert "holds 0.03 GiB of images uncompressed: extracting it to files" in capsys.readouterr().out
+    assert split.num_examples == 8 and used < 8_000_000
+    (folder,) = (tmp_path / "b").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["files"]
+    assert len(list((folder / "files").rglob("*.bmp"))) == 40
+
+
+def test_a_damaged_archive_names_the_member_and_caches_nothing(tmp_path):
+    write_folder(tmp_path / "src" / "pets" / "train")
+    write_folder(tmp_path / "src" / "pets" / "test", per_class=1)
+    members = sorted(f.relative_to(tmp_path / "src").as_posix() for f in (tmp_path / "src").rglob("*.png"))
+    cache = tmp_path / "cache"
+
+    with tarfile.open(tmp_path / "pets.tar.gz", "w:gz") as t:
+        t.add(tmp_path / "src" / "pets", arcname="pets")
+    data = (tmp_path / "pets.tar.gz").read_bytes()
+    for suffix in (".tar.gz", ".tar"):  # cut short: EOFError from gzip, ReadError from tarfile
+        cut = tmp_path / f"cut{suffix}"
+        if suffix == ".tar":
+            import gzip
+
+            data = gzip.decompress(data)
+        cut.write_bytes(data[: len(data) // 2])
+        with pytest.raises(ValueError, match=rf"cut{suffix} is damaged: reading stopped at member 'pets/") as e:
+            load_split(cut, cache_dir=cache)
+        assert any(f"member '{m}'" in str(e.value) for m in members) and "copy or download it again" in str(e.value)
+        with pytest.raises(ValueError, match=rf"cut{suffix} is damaged"):
+            load_split(cut, cache_dir=cache, in_memory=False)
+    assert not cache.exists() or not list(cache.rglob("*.npz")) and not list(cache.rglob("*.png"))
+
+    archive = tmp_path / "pets.zip"
+    with zipfile.ZipFile(archive, "w") as z:  # stored: one flipped byte fails the member's CRC
+        for m in members:
+            z.write(tmp_path / "src" / m, m)
+    with zipfile.ZipFile(archive) as z:
+        info = z.getinfo("pets/train/dog/002.png")
+    data = bytearray(archive.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + 40] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"pets.zip is damaged: reading stopped at member 'pets/train/dog/002.png' "
+                                         r"\(BadZipFile: Bad CRC-32"):
+        load_split(archive, cache_dir=cache)
+
+    (tmp_path / "src" / "pets" / "train" / "cat" / "001.png").write_bytes(b"not a png")
+    with tarfile.open(tmp_path / "garbled.tar", "w") as t:
+        t.add(tmp_path / "src" / "pets", arcname="pets")
+    with pytest.raises(ValueError, match=r"garbled.tar: pets/train/cat/001.png is not an image Pillow can read"):
+        load_split(tmp_path / "garbled.tar", cache_dir=cache)
+    assert not list(cache.rglob("*.npz"))
+
+
 def test_unsafe_archive_members_are_refused(tmp_path):
     archive = tmp_path / "evil.tar"
     payload = tmp_path / "x.png"
