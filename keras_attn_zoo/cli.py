@@ -409,7 +409,7 @@ def main(argv=None):
     args.argv = argv
     try:
         args.func(args)
-    except (ValueError, OSError, ImportError) as e:
+    except (ValueError, OSError, ImportError, FloatingPointError) as e:  # FloatingPointError: training diverged
         print(f"keras-attn-zoo: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -23,6 +23,7 @@ from keras_attn_zoo.data import load_split
 from keras_attn_zoo.images import preprocess
 from keras_attn_zoo.modelfile import load_model, metadata_stats
 from keras_attn_zoo.registry import load_with_report
+from keras_attn_zoo.training.checkpoints import checkpoint_epoch
 
 CLASSES = ("cat", "ship", "truck")
 
@@ -172,7 +173,7 @@ def test_a_killed_fine_tuning_run_resumes_where_it_stopped(three_classes, tmp_pa
         with open(log) as f:
             return [int(r["epoch"]) for r in csv.DictReader(f)]
 
-    kill_when(args, env, root, lambda: log.is_file() and len(rows()) >= 2)
+    kill_when(args, env, root, lambda: checkpoint_epoch(out / "backup" / "unfrozen") == 2)
     assert rows() == [0, 1] and not (out / "finetune.json").exists()
 
     second = subprocess.run(args, env=env, cwd=root, capture_output=True, text=True, timeout=300)
@@ -182,3 +183,35 @@ def test_a_killed_fine_tuning_run_resumes_where_it_stopped(three_classes, tmp_pa
     assert rows() == [0, 1, 2, 3]
     record = json.loads((out / "finetune.json").read_text())
     assert record["class_names"] == list(CLASSES) and (out / "fa_resnet20_finetuned.keras").is_file()
+
+
+def test_a_fine_tuning_run_killed_before_its_record_finishes_without_retraining(three_classes, tmp_path,
+                                                                                 monkeypatch):
+    """A kill after the last epoch, while the model file is written: the same call writes the
+    model and the record from the checkpoints, without training again."""
+    from keras_attn_zoo.training import finetune
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed()
+
+    settings = {"output_dir": tmp_path / "run", "freeze_epochs": 1, "epochs": 1, "batch_size": 16, "limit": 32,
+                "verbose": 0}
+    with monkeypatch.context() as patch:
+        patch.setattr(finetune, "save_model", killed)
+        with pytest.raises(Killed):
+            zoo.fine_tune("fa_resnet20", three_classes, **settings)
+    assert not (tmp_path / "run" / "finetune.json").exists()
+    assert (tmp_path / "run" / "backup" / "unfrozen" / "epoch-0002.weights.h5").is_file()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the finished run was trained again")
+
+    monkeypatch.setattr(keras.Model, "fit", no_training)
+    result = zoo.fine_tune("fa_resnet20", three_classes, **settings)
+    with open(tmp_path / "run" / "training_log.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
+    assert result.model_path.is_file() and 1 <= result.record["best_epoch"] <= 2
+    assert not (tmp_path / "run" / "backup").exists()
