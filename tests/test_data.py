@@ -126,10 +126,39 @@ def test_bad_sources_say_what_to_do(tmp_path, monkeypatch):
     flat = tmp_path / "flat"
     (flat / "x").mkdir(parents=True)
     (flat / "y").mkdir()
-    Image.fromarray(image(0, 0, (4, 4))).save(flat / "x" / "0.png")
-    Image.fromarray(image(0, 1, (5, 5))).save(flat / "y" / "0.png")
-    with pytest.raises(ValueError, match="pass image_size= to resize them all"):
+    for i in range(2):
+        Image.fromarray(image(0, i, (4, 4))).save(flat / "x" / f"{i}.png")
+        Image.fromarray(image(1, i, (5, 5))).save(flat / "y" / f"{i}.png")
+    with pytest.raises(ValueError, match=r"y/\d.png is 5x5, .*x/\d.png 4x4: pass image_size= to resize them all"):
         load_split(flat, "train", holdout=0.5)
+
+
+def test_every_class_is_in_both_held_out_splits_or_the_error_says_which_is_not(tmp_path):
+    """Two images of a class: one trains, one tests (rounding 20% of 2 gave none, and with every
+    class so small an empty test split); one image, or an empty class folder, is an error."""
+    write_folder(tmp_path / "pets", classes=("cat", "dog", "emu"), per_class=2)
+    train = load_split(tmp_path / "pets", "train", holdout=0.2)
+    test = load_split(tmp_path / "pets", "test", holdout=0.2)
+    assert np.bincount(train.y).tolist() == [1, 1, 1] and np.bincount(test.y).tolist() == [1, 1, 1]
+    write_folder(tmp_path / "many", classes=("cat", "dog"), per_class=40)
+    assert np.bincount(load_split(tmp_path / "many", "test", holdout=0.2).y).tolist() == [8, 8]  # as before
+
+    (tmp_path / "pets" / "emu" / "001.png").unlink()
+    with pytest.raises(ValueError, match=r"pets: holding out a test \(validation\) split needs at least 2 images "
+                                         r"per class.* the class\(es\) 'emu' \(1\) have fewer"):
+        load_split(tmp_path / "pets", "test", holdout=0.2)
+    (tmp_path / "pets" / "emu" / "000.png").unlink()
+    (tmp_path / "pets" / "emu" / "notes.txt").write_text("no images yet")
+    for layout in (tmp_path / "pets", tmp_path / "split"):
+        if layout.name == "split":
+            write_folder(layout / "train", classes=("cat", "dog"))
+            write_folder(layout / "val", classes=("cat", "dog"), per_class=1)
+            (layout / "train" / "emu").mkdir()
+        with pytest.raises(ValueError, match=r"the class folder\(s\) (train/)?emu hold no images .* beside the "
+                                             "classes cat, dog"):
+            load_split(layout, "train", holdout=0.2)
+    with pytest.raises(ValueError, match="The test split of tiny has no images."):
+        ArraySplit(np.zeros((0, 2, 2, 3), "uint8"), [], ("a",), "test", "tiny")
 
 
 def test_a_decompression_bomb_among_training_images_is_named_before_any_work(tmp_path):

@@ -185,6 +185,29 @@ def test_a_killed_fine_tuning_run_resumes_where_it_stopped(three_classes, tmp_pa
     assert record["class_names"] == list(CLASSES) and (out / "fa_resnet20_finetuned.keras").is_file()
 
 
+def test_class_folders_that_cannot_be_both_trained_and_validated_are_named(three_classes, tmp_path):
+    """An empty class folder, a class with one image: clear errors before any training. Two
+    images per class: one trains, one validates, and every class is measured."""
+    data = tmp_path / "photos"
+    for cls in ("cat", "ship"):
+        (data / cls).mkdir(parents=True)
+        for path in sorted((three_classes / cls).iterdir())[:2]:
+            shutil.copy(path, data / cls / path.name)
+    (data / "truck").mkdir()
+    with pytest.raises(ValueError, match=r"the class folder\(s\) truck hold no images"):
+        zoo.fine_tune("fa_resnet20", data, output_dir=tmp_path / "run")
+    shutil.copy(sorted((three_classes / "truck").iterdir())[0], data / "truck")
+    with pytest.raises(ValueError, match=r"at least 2 images per class.*'truck' \(1\) have fewer"):
+        zoo.fine_tune("fa_resnet20", data, output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+    shutil.rmtree(data / "truck")
+    result = zoo.fine_tune("fa_resnet20", data, output_dir=tmp_path / "run", freeze_epochs=1, epochs=0,
+                           batch_size=4, verbose=0)
+    assert result.record["data"]["validation"].endswith("test split, 2 images")
+    assert result.record["data"]["train"].endswith("train split, 2 images")
+
+
 def test_a_fine_tuning_run_killed_before_its_record_finishes_without_retraining(three_classes, tmp_path,
                                                                                  monkeypatch):
     """A kill after the last epoch, while the model file is written: the same call writes the

@@ -132,8 +132,10 @@ class ArraySplit(Split):
     dataset: str = None
 
     def __post_init__(self):
-        if len(self.x) != len(self.y) or not len(self.x):
-            raise ValueError(f"Need as many labels as images (and some), got {len(self.x)} and {len(self.y)}.")
+        if not len(self.x):
+            raise ValueError(f"The {self.split} split of {self.source} has no images.")
+        if len(self.x) != len(self.y):
+            raise ValueError(f"Need as many labels as images, got {len(self.y)} labels for {len(self.x)} images.")
         self.y = np.asarray(self.y, "int32")
         self.image_shape = tuple(self.x.shape[1:])
 
@@ -311,6 +313,26 @@ def _folder_names(root):
             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
 
 
+def _empty_class_folders(root, classes, names, labels):
+    """Folders beside the class folders of ``names`` (images of ``root``, relative paths, and
+    their ``labels``) that hold no image, which an index of images never sees; relative to
+    ``root``."""
+    root = Path(root)
+    split_names = {name for names_ in SPLIT_FOLDERS.values() for name in names_}
+    parents = set()
+    for name, label in zip(names, labels):
+        parts = name.split("/")
+        parents.add(tuple(parts[:parts.index(classes[label])]))
+    empty = []
+    for parent in (root.joinpath(*p) for p in parents):
+        for folder in parent.iterdir():
+            if (folder.is_dir() and not folder.name.startswith(".") and folder.name not in classes
+                    and folder.name not in split_names
+                    and not any(p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() for p in folder.rglob("*"))):
+                empty.append(folder.relative_to(root).as_posix())
+    return sorted(empty)
+
+
 def _pick(index, split, where):
     """(class_names, names, labels, held_out) of ``split`` in an index."""
     if None in index:
@@ -330,15 +352,28 @@ def _pick(index, split, where):
     return classes, names, labels, False
 
 
-def _holdout(count_labels, split, fraction, seed):
-    """Boolean mask of the images of ``split`` in a seeded, class-stratified hold-out."""
+def _holdout(count_labels, split, fraction, seed, class_names, where):
+    """Boolean mask of the images of ``split`` in a seeded, class-stratified hold-out.
+
+    Every class gives ``fraction`` of its images, rounded, and at least one, to the test split
+    and keeps at least one for training; a class with a single image is an error (it could be
+    trained on or tested, not both).
+    """
     if not 0 < fraction < 1:
         raise ValueError(f"holdout must be between 0 and 1, got {fraction!r}.")
+    counts = np.bincount(count_labels, minlength=len(class_names))
+    lonely = [f"{class_names[label]!r} ({count})" for label, count in enumerate(counts) if count < 2]
+    if lonely:
+        raise ValueError(
+            f"{where}: holding out a test (validation) split needs at least 2 images per class, one to "
+            f"train on and one to test with; the class(es) {', '.join(lonely)} have fewer. Add images, "
+            "or give train/ and val/ folders."
+        )
     rng = np.random.default_rng(seed)
     test = np.zeros(len(count_labels), bool)
     for label in np.unique(count_labels):
         idx = np.flatnonzero(count_labels == label)
-        count = int(round(fraction * len(idx))) if len(idx) > 1 else 0
+        count = min(max(1, int(round(fraction * len(idx)))), len(idx) - 1)
         test[rng.permutation(idx)[:count]] = True
     return test if split != "train" else ~test
 
@@ -567,9 +602,15 @@ def _folder_split(root, split, title, dataset, *, image_size, resize_shorter, li
                   holdout, in_memory):
     root = Path(root)
     classes, names, labels, held_out = _pick(index_images(_folder_names(root)), split, root)
+    empty = _empty_class_folders(root, classes, names, labels)
+    if empty:
+        raise ValueError(
+            f"{root}: the class folder(s) {', '.join(empty)} hold no images ({', '.join(IMAGE_EXTENSIONS)}), "
+            f"beside the classes {', '.join(classes)}: add images, or move the folder(s) away."
+        )
     files = [str(root / n) for n in names]
     if held_out:
-        keep = _holdout(labels, split, holdout, seed)
+        keep = _holdout(labels, split, holdout, seed, classes, root)
         files, labels = [f for f, k in zip(files, keep) if k], labels[keep]
         title = f"{title} ({holdout:.0%} held out as test, seed {seed})"
     subset = _subset(len(files), limit, seed)
@@ -619,7 +660,7 @@ def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize
     with np.load(cached) as data:
         x, labels, classes = data["x"], data["y"], tuple(str(c) for c in data["classes"])
     if cached == held_out_file:
-        keep = _holdout(labels, split, holdout, seed)
+        keep = _holdout(labels, split, holdout, seed, classes, path)
         x, labels = x[keep], labels[keep]
         title = f"{title} ({holdout:.0%} held out as test, seed {seed})"
     subset = _subset(len(x), limit, seed)
