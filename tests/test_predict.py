@@ -126,6 +126,18 @@ def test_cli_predict_warns_about_random_weights_and_fails_when_nothing_is_readab
     assert "no readable image" in capsys.readouterr().err
 
 
+def test_a_folder_given_as_weights_is_named_as_a_folder(photos, tmp_path, capsys):
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    for argv in (["predict", str(photos / "cat.jpg"), "--model", "fa_resnet20", "--weights", str(folder)],
+                 ["finetune", "fa_resnet20", "--data", str(photos), "--weights", str(folder)],
+                 ["train", "fa_resnet20", "--data", str(photos), "--init-weights", str(folder)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{folder} is a folder: pass the .weights.h5 file in it, or a published tag." in err, argv
+        assert "not found" not in err
+
+
 def test_class_names_come_from_a_file_the_registry_or_indices(photos, tmp_path, capsys):
     model = zoo.load("fa_resnet20")
     assert class_names(model) == CIFAR10
