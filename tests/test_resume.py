@@ -6,6 +6,7 @@ exited."""
 
 import csv
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -174,3 +175,26 @@ def test_a_second_run_into_the_same_folder_is_refused_and_deletes_nothing(pets, 
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_runs_interrupted_before_this_version_keep_their_checkpoints_and_locks_say_whose(tmp_path):
+    from keras_attn_zoo.training.checkpoints import adopt_keras_backup, run_lock
+
+    backup = tmp_path / "backup"  # what keras.callbacks.BackupAndRestore(double_checkpoint=True) leaves
+    backup.mkdir()
+    for suffix, epoch in (("", 3), (".bkp", 2)):
+        (backup / f"latest.weights.h5{suffix}").write_bytes(f"weights {epoch}".encode())
+        (backup / f"training_metadata.json{suffix}").write_text(json.dumps({"epoch": epoch, "batch": 0}))
+    adopt_keras_backup(backup)
+    assert sorted(p.name for p in backup.iterdir()) == ["epoch-0002.weights.h5", "epoch-0003.weights.h5"]
+    assert (backup / "epoch-0003.weights.h5").read_bytes() == b"weights 3" and checkpoint_epoch(backup) == 3
+
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "gpu-box-7"}))
+    with pytest.raises(ValueError, match=rf"{tmp_path} is in use by a training run on gpu-box-7 \(pid 1\).*if it no "
+                                         rf"longer runs, delete {tmp_path / LOCK_FILE}"):
+        with run_lock(tmp_path):
+            pass
+    (tmp_path / LOCK_FILE).unlink()
+    with run_lock(tmp_path) as lock:
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
