@@ -406,7 +406,8 @@ def _check_weights_paths(args):
     """A folder given where a weights file goes is named as one (the loaders say "not found")."""
     from keras_attn_zoo.weights import is_path
 
-    for option, flag in (("weights", "--weights"), ("init_weights", "--init-weights"), ("weights_file", "WEIGHTS_FILE")):
+    flags = {"weights": "--weights", "init_weights": "--init-weights", "weights_file": "WEIGHTS_FILE"}
+    for option, flag in flags.items():
         value = getattr(args, option, None)
         if value is not None and is_path(value) and os.path.isdir(value):
             raise ValueError(f"{flag} {value} is a folder: pass the .weights.h5 file in it, or a published tag.")

@@ -123,11 +123,12 @@ def decode_pixels(source, mode="RGB", size=None, name=None):
             if width * height > MAX_IMAGE_PIXELS:
                 raise ValueError(
                     f"{name} declares {width}x{height} = {width * height:,} pixels, more than "
-                    f"the limit of {MAX_IMAGE_PIXELS:,} (keras_attn_zoo.images.MAX_IMAGE_PIXELS): refused before decoding (a decompression bomb, or an image to "
+                    f"the limit of {MAX_IMAGE_PIXELS:,} (keras_attn_zoo.images.MAX_IMAGE_PIXELS): "
+                    "refused before decoding (a decompression bomb, or an image to "
                     "downscale first)."
                 )
             if image.mode in SIXTEEN_BIT_MODES:
-                wide = np.clip(np.asarray(image, dtype="int64"), 0, 65535)
+                wide = np.clip(np.asarray(image), 0, 65535).astype("uint32")
                 image = Image.fromarray(((wide * 255 + 32767) // 65535).astype("uint8"), "L")
             image = image.convert(mode)
             if size is not None and image.size != tuple(size):
