@@ -13,11 +13,12 @@ tensorflow-datasets.
 Images are RGB uint8. Splits small enough for memory (CIFAR, SVHN, Tiny ImageNet) are decoded
 once into arrays; larger ones are decoded batch by batch. Archives are streamed, never read whole
 into memory: one pass lists the image members and their uncompressed sizes, and when these add
-up to at most 2 GiB (CIFAR-10's 60,000 JPEGs: 90 MB) a second pass decodes the split's members
+up to at most 2 GiB (CIFAR-10's 60,000 JPEGs: 55 MB) a second pass decodes the split's members
 one by one, and each split is cached as a decoded ``.npz``, without writing tens of thousands of
 small files to disk; a larger archive is extracted once into the cache, member by member, and
-read from there. A damaged archive's error names the member where reading stopped. Batches are ``keras.utils.PyDataset`` objects, so they feed ``fit`` on every
-backend without TensorFlow; only tensorflow-datasets' streaming splits use ``tf.data``.
+read from there. A damaged archive's error names the member where reading stopped. Batches
+are ``keras.utils.PyDataset`` objects, so they feed ``fit`` on every backend without TensorFlow;
+only tensorflow-datasets' streaming splits use ``tf.data``.
 """
 
 import abc
