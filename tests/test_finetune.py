@@ -238,3 +238,26 @@ def test_a_fine_tuning_run_killed_before_its_record_finishes_without_retraining(
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
     assert result.model_path.is_file() and 1 <= result.record["best_epoch"] <= 2
     assert not (tmp_path / "run" / "backup").exists()
+
+
+def test_a_diverged_fine_tuning_run_keeps_its_checkpoint_and_says_so(three_classes, tmp_path, monkeypatch, capsys):
+    from keras_attn_zoo.training import finetune
+    from keras_attn_zoo.training.trainer import EpochInfo
+
+    class Poisoned(EpochInfo):  # the weights blow up in epoch 3, the second unfrozen one
+        def on_epoch_begin(self, epoch, logs=None):
+            super().on_epoch_begin(epoch, logs)
+            if epoch == 2:
+                variable = self.model.trainable_variables[0]
+                variable.assign(np.full(variable.shape, np.nan, "float32"))
+
+    monkeypatch.setattr(finetune, "EpochInfo", Poisoned)
+    out = tmp_path / "run"
+    argv = ["finetune", "fa_resnet20", "--data", str(three_classes), "--freeze-epochs", "1", "--epochs", "2",
+            "--batch-size", "16", "--limit", "16", "--output", str(out), "--verbose", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Fine-tuning diverged in epoch 3 (backbone unfrozen" in err and "Traceback" not in err
+    assert f"the checkpoint after epoch 2 is kept in {out / 'backup' / 'unfrozen'}: run again to resume" in err
+    assert checkpoint_epoch(out / "backup" / "unfrozen") == 2 and (out / "after_frozen_phase.weights.h5").is_file()
+    assert not (out / "finetune.json").exists() and not (out / "fa_resnet20_finetuned.keras").exists()

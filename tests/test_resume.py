@@ -198,3 +198,29 @@ def test_runs_interrupted_before_this_version_keep_their_checkpoints_and_locks_s
     with run_lock(tmp_path) as lock:
         assert json.loads(lock.read_text())["pid"] == os.getpid()
     assert not lock.exists()
+
+
+def test_resume_state_is_written_whole_or_not_at_all(tmp_path):
+    """A save that fails half-way (a kill, a full disk) leaves the previous file as it was."""
+    from keras_attn_zoo.training.checkpoints import save_weights, write_json
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = tmp_path / "epoch-0001.weights.h5"
+    save_weights(model, path)
+    before = path.read_bytes()
+
+    class Failing(keras.Sequential):
+        def save_weights(self, filepath, **kwargs):
+            with open(filepath, "wb") as f:
+                f.write(b"\x89HDF half")
+            raise OSError(28, "No space left on device")
+
+    failing = Failing([keras.Input((2,)), keras.layers.Dense(1)])
+    with pytest.raises(OSError, match="No space left"):
+        save_weights(failing, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
+    write_json(tmp_path / "best.json", {"epoch": 1})
+    with pytest.raises(TypeError):
+        write_json(tmp_path / "best.json", {"epoch": object()})
+    assert json.loads((tmp_path / "best.json").read_text()) == {"epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", path.name]
