@@ -242,7 +242,8 @@ def run_lock(folder):
                                  f"it to end, or use another output folder; if it no longer runs, delete {lock}.")
             if pid is not None and pid != os.getpid() and _running(pid):  # our own pid: a reused one
                 raise ValueError(f"{folder} is in use by another training run (pid {pid}, {lock}): wait for it "
-                                 "to end, or use another output folder.")
+                                 f"to end, or use another output folder; if process {pid} is no training run (a "
+                                 "reused pid), delete the lock file.")
             print(f"Taking over {lock}: " + (f"process {pid}, which held it, no longer runs" if pid is not None
                                              else "it is unreadable"), file=sys.stderr)
             lock.unlink(missing_ok=True)
