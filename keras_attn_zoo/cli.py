@@ -402,14 +402,26 @@ def build_parser():
     return parser
 
 
+def _check_weights_paths(args):
+    """A folder given where a weights file goes is named as one (the loaders say "not found")."""
+    from keras_attn_zoo.weights import is_path
+
+    flags = {"weights": "--weights", "init_weights": "--init-weights", "weights_file": "WEIGHTS_FILE"}
+    for option, flag in flags.items():
+        value = getattr(args, option, None)
+        if value is not None and is_path(value) and os.path.isdir(value):
+            raise ValueError(f"{flag} {value} is a folder: pass the .weights.h5 file in it, or a published tag.")
+
+
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
+        _check_weights_paths(args)
         args.func(args)
-    except (ValueError, OSError, ImportError) as e:
+    except (ValueError, OSError, ImportError, FloatingPointError) as e:  # FloatingPointError: training diverged
         print(f"keras-attn-zoo: error: {e}", file=sys.stderr)
         return 2
     return 0

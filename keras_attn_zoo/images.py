@@ -2,16 +2,34 @@
 
 :func:`preprocess` is the one place that turns pixels into what a model expects. Until models
 record their own normalisation (with the training pipeline) it scales pixels to [0, 1].
+
+:func:`decode_pixels` is the one place that decodes an image file, here and for training data:
+it refuses, per file and before decoding, an image whose header declares more than
+:data:`MAX_IMAGE_PIXELS` pixels (a small, highly compressed file can declare a size that takes
+gigabytes to decode), and scales 16-bit images to 8 bits.
 """
 
+import io
 import os
 from pathlib import Path
 
 import sys
+import warnings
 
 import numpy as np
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+# Images whose header declares more pixels than this are refused before decoding: 64
+# megapixels (e.g. 9238x6928) are 192 MB as RGB, and more than any camera photo we expect.
+# Pillow's own limit is higher (89 megapixels warn, 179 megapixels fail), and its error is
+# not an OSError. Raise this module attribute to read larger images.
+MAX_IMAGE_PIXELS = 64_000_000
+
+# Pillow's 16-bit and 32-bit integer grey modes: its convert() clips them to 0..255 (a 16-bit
+# image reads almost all white). They are scaled from 16 bits to 8 instead ("I", as 16-bit
+# PGM and some TIFF files open, is taken as 16-bit too, values clipped to 0..65535).
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 def preprocess(pixels, normalization=None):
@@ -74,6 +92,55 @@ def image_files(paths):
     return files
 
 
+def decode_pixels(source, mode="RGB", size=None, name=None):
+    """Decode one image file into a Pillow image of ``mode``, refusing decompression bombs.
+
+    The size the header declares is checked against :data:`MAX_IMAGE_PIXELS` before any pixel
+    is decoded; 16-bit grey images are scaled to 8 bits (not clipped, as Pillow's ``convert``
+    does).
+
+    Args:
+        source: a path, or the file's bytes.
+        mode: "RGB" or "L". Defaults to "RGB".
+        size: ``(width, height)`` to resize to (bilinear), Pillow's order. None keeps the size.
+        name: what to call the file in messages (e.g. an archive member). Defaults to the path.
+
+    Returns:
+        A loaded ``PIL.Image.Image`` of ``mode``.
+
+    Raises:
+        ValueError: if it is not an image Pillow can read, or declares too many pixels.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    name = name or (f"an image of {len(source):,} bytes" if isinstance(source, bytes) else str(source))
+    try:
+        with warnings.catch_warnings():  # Pillow warns above 89 megapixels; the check below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ValueError(
+                    f"{name} declares {width}x{height} = {width * height:,} pixels, more than "
+                    f"the limit of {MAX_IMAGE_PIXELS:,} (keras_attn_zoo.images.MAX_IMAGE_PIXELS): "
+                    "refused before decoding (a decompression bomb, or an image to "
+                    "downscale first)."
+                )
+            if image.mode in SIXTEEN_BIT_MODES:
+                wide = np.clip(np.asarray(image), 0, 65535).astype("uint32")
+                image = Image.fromarray(((wide * 255 + 32767) // 65535).astype("uint8"), "L")
+            image = image.convert(mode)
+            if size is not None and image.size != tuple(size):
+                image = image.resize(tuple(size), Image.BILINEAR)
+            image.load()
+            return image
+    except Image.DecompressionBombError as e:  # Pillow's own, higher limit, hit while opening
+        raise ValueError(f"{name} declares more pixels than Pillow decodes: refused before decoding ({e}).") from e
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{name} is not an image Pillow can read ({e}).") from e
+
+
 def read_image(path, size=None, channels=3):
     """Read one image file as pixels resized to ``size``.
 
@@ -87,24 +154,17 @@ def read_image(path, size=None, channels=3):
         A uint8 array of shape ``(height, width, channels)``.
 
     Raises:
-        ValueError: if the file cannot be read as an image.
+        ValueError: if the file cannot be read as an image, or declares more than
+            :data:`MAX_IMAGE_PIXELS` pixels.
         FileNotFoundError: if there is no such file.
     """
-    from PIL import Image, UnidentifiedImageError
-
     if channels not in (1, 3):
         raise ValueError(f"Images can be read with 1 or 3 channels, not {channels}.")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No such file: {path}")
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB" if channels == 3 else "L")
-            if size is not None:
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
-            pixels = np.asarray(image, dtype="uint8")
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{path} is not an image Pillow can read ({e}).") from e
+    image = decode_pixels(path, "RGB" if channels == 3 else "L", None if size is None else (size[1], size[0]))
+    pixels = np.asarray(image, dtype="uint8")
     return pixels.reshape(*pixels.shape[:2], channels)
 
 

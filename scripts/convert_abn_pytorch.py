@@ -8,6 +8,10 @@ keras_attn_zoo.convert.abn_pytorch for the two-line dump). With ``--tag`` the we
 user's weight folder ($KERAS_ATTN_ZOO_HOME, default ~/.keras/keras_attn_zoo) with a checksum,
 and ``keras_attn_zoo.load("abn_resnet152", weights="imagenet")`` finds them; with ``-o`` they
 go to a file, loaded with ``weights="path/to/file.weights.h5"``.
+
+A .pth is a pickle: it is read with ``torch.load(weights_only=True)``, which loads tensors and
+plain containers only, so a crafted file cannot run code. ``--unsafe-pickle`` reads a file that
+needs more with full unpickling (it warns): only for a file from a source you trust.
 """
 
 import argparse
@@ -24,14 +28,22 @@ def main(argv=None):
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("-o", "--output", help="the .weights.h5 file to write")
     where.add_argument("--tag", help="install as these weights (e.g. imagenet) in the user's folder")
+    parser.add_argument("--unsafe-pickle", action="store_true",
+                        help="read a .pth that weights_only=True refuses with full unpickling, which can "
+                             "run code: only for a file from a source you trust")
     args = parser.parse_args(argv)
     if args.output and not args.output.endswith(".weights.h5"):
         parser.error("the output must end in .weights.h5")
     from keras_attn_zoo.convert import convert_abn_checkpoint
     from keras_attn_zoo.weights import install_local
 
-    model = convert_abn_checkpoint(args.checkpoint, args.model, args.output)
-    path = args.output or install_local(model, args.tag)
+    try:
+        model = convert_abn_checkpoint(args.checkpoint, args.model, args.output,
+                                       unsafe_pickle=args.unsafe_pickle)
+        path = args.output or install_local(model, args.tag)
+    except (ValueError, OSError, ImportError) as e:
+        print(f"convert_abn_pytorch: error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {path}: {model.name}, {model.output_shape[-1]} classes, "
           f"{len(model.weights)} weight tensors")
     return 0

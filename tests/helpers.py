@@ -144,3 +144,23 @@ def kill_when(command, env, cwd, ready, timeout_s=300):
         if process.poll() is None:
             process.kill()
         process.wait(timeout=30)
+
+
+def bomb_png(path, width, height, rows=None):
+    """A grey PNG of ``width`` x ``height`` zero pixels, compressed without ever holding the
+    image: a decompression bomb of a few hundred KB. ``rows`` writes only that many rows of
+    pixel data (the header still declares ``height``): enough for files refused at the header."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = height if rows is None else rows
+    compressor, block = zlib.compressobj(9), bytes((width + 1) * 256)  # a filter byte per row
+    parts = [compressor.compress(block) for _ in range(rows // 256)]
+    parts += [compressor.compress(bytes((width + 1) * (rows % 256))), compressor.flush()]
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts))
+                           + chunk(b"IEND", b""))
+    return Path(path)

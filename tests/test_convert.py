@@ -330,3 +330,43 @@ def test_weights_imagenet_resolves_to_the_converted_file(tmp_path, monkeypatch):
     installed.write_bytes(installed.read_bytes()[:-10] + b"0" * 10)  # tamper
     with pytest.raises(ValueError, match="damaged"):
         zoo.load("abn_resnet50", weights="imagenet")
+
+
+class _CreatesAFile:
+    """Unpickling this runs ``open(marker, "w")``: what a crafted checkpoint could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pth_that_would_run_code_is_refused_unless_the_user_opts_in(tmp_path, capsys):
+    import importlib.util
+
+    torch_model = ABNResNet(BasicBlock, (3, 3, 3), 10, False)
+    marker = tmp_path / "marker"
+    crafted = tmp_path / "model_best.pth.tar"
+    torch.save({"state_dict": torch_model.state_dict(), "payload": _CreatesAFile(marker)}, crafted)
+    out = tmp_path / "out.weights.h5"
+    with pytest.raises(ValueError, match=r"model_best.pth.tar holds more than tensors .*\(--unsafe-pickle\).* GLOBAL io.open was not an allowed global"):
+        load_state_dict(crafted)
+    assert not marker.exists()
+
+    script = zoo.__file__.replace("keras_attn_zoo/__init__.py", "scripts/convert_abn_pytorch.py")
+    spec = importlib.util.spec_from_file_location("convert_abn_pytorch", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(crafted), "--model", "abn_resnet20", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "could run code, so it was not read" in err and "Traceback" not in err
+    assert not marker.exists() and not out.exists()
+
+    # A plain checkpoint still converts by default; the opt-in reads the crafted one, loudly.
+    plain = tmp_path / "plain.pth.tar"
+    torch.save({"epoch": 3, "best_prec1": 91.2, "state_dict": torch_model.state_dict()}, plain)
+    assert set(load_state_dict(plain)) == set(torch_model.state_dict())
+    with pytest.warns(UserWarning, match="full unpickling"):
+        assert module.main([str(crafted), "--model", "abn_resnet20", "-o", str(out), "--unsafe-pickle"]) == 0
+    assert marker.exists() and out.is_file()

@@ -13,7 +13,7 @@ from PIL import Image
 import keras
 
 import keras_attn_zoo as zoo
-from helpers import CIFAR10_ARCHIVE, run_layer_serialization_test
+from helpers import CIFAR10_ARCHIVE, bomb_png, run_layer_serialization_test
 from keras_attn_zoo.data import (
     ArraySplit,
     ChannelStats,
@@ -126,10 +126,50 @@ def test_bad_sources_say_what_to_do(tmp_path, monkeypatch):
     flat = tmp_path / "flat"
     (flat / "x").mkdir(parents=True)
     (flat / "y").mkdir()
-    Image.fromarray(image(0, 0, (4, 4))).save(flat / "x" / "0.png")
-    Image.fromarray(image(0, 1, (5, 5))).save(flat / "y" / "0.png")
-    with pytest.raises(ValueError, match="pass image_size= to resize them all"):
+    for i in range(2):
+        Image.fromarray(image(0, i, (4, 4))).save(flat / "x" / f"{i}.png")
+        Image.fromarray(image(1, i, (5, 5))).save(flat / "y" / f"{i}.png")
+    with pytest.raises(ValueError, match=r"y/\d.png is 5x5, .*x/\d.png 4x4: pass image_size= to resize them all"):
         load_split(flat, "train", holdout=0.5)
+
+
+def test_every_class_is_in_both_held_out_splits_or_the_error_says_which_is_not(tmp_path):
+    """Two images of a class: one trains, one tests (rounding 20% of 2 gave none, and with every
+    class so small an empty test split); one image, or an empty class folder, is an error."""
+    write_folder(tmp_path / "pets", classes=("cat", "dog", "emu"), per_class=2)
+    train = load_split(tmp_path / "pets", "train", holdout=0.2)
+    test = load_split(tmp_path / "pets", "test", holdout=0.2)
+    assert np.bincount(train.y).tolist() == [1, 1, 1] and np.bincount(test.y).tolist() == [1, 1, 1]
+    write_folder(tmp_path / "many", classes=("cat", "dog"), per_class=40)
+    assert np.bincount(load_split(tmp_path / "many", "test", holdout=0.2).y).tolist() == [8, 8]  # as before
+
+    (tmp_path / "pets" / "emu" / "001.png").unlink()
+    with pytest.raises(ValueError, match=r"pets: holding out a test \(validation\) split needs at least 2 images "
+                                         r"per class.* the class\(es\) 'emu' \(1\) have fewer"):
+        load_split(tmp_path / "pets", "test", holdout=0.2)
+    (tmp_path / "pets" / "emu" / "000.png").unlink()
+    (tmp_path / "pets" / "emu" / "notes.txt").write_text("no images yet")
+    for layout in (tmp_path / "pets", tmp_path / "split"):
+        if layout.name == "split":
+            write_folder(layout / "train", classes=("cat", "dog"))
+            write_folder(layout / "val", classes=("cat", "dog"), per_class=1)
+            (layout / "train" / "emu").mkdir()
+        with pytest.raises(ValueError, match=r"the class folder\(s\) (train/)?emu hold no images .* beside the "
+                                             "classes cat, dog"):
+            load_split(layout, "train", holdout=0.2)
+    with pytest.raises(ValueError, match="The test split of tiny has no images."):
+        ArraySplit(np.zeros((0, 2, 2, 3), "uint8"), [], ("a",), "test", "tiny")
+
+
+def test_a_decompression_bomb_among_training_images_is_named_before_any_work(tmp_path):
+    write_folder(tmp_path / "pets" / "train")
+    write_folder(tmp_path / "pets" / "test", per_class=1)
+    bomb_png(tmp_path / "pets" / "train" / "dog" / "big.png", 9_000, 9_000)  # 78 KB, 81 megapixels
+    for in_memory in (True, False):
+        with pytest.raises(ValueError, match=r"dog/big.png declares 9000x9000 = 81,000,000 pixels, more than "
+                                             "the limit"):
+            split = load_split(tmp_path / "pets", image_size=(8, 8), in_memory=in_memory)
+            split.batches(16)[0]  # a streamed split decodes when batches are drawn
 
 
 @pytest.mark.parametrize("kind", ["tar.gz", "zip"])
@@ -163,6 +203,94 @@ def test_archives_are_read_once_and_reused(tmp_path, kind, monkeypatch):
     np.testing.assert_array_equal(again.x, split.x[np.sort(np.random.default_rng(0).choice(8, 3, replace=False))])
     np.testing.assert_array_equal(load_split(archive, "test", cache_dir=cache, in_memory=False).batches(2)[0][0],
                                   streamed.batches(2)[0][0])
+
+
+def test_archives_stream_and_are_extracted_by_their_uncompressed_size(tmp_path, monkeypatch, capsys):
+    """40 512x512 BMPs, black but for every 64th row: 31 MB of images in a 0.5 MB .tar.gz.
+    Neither reading path holds the members in memory; the size that decides between them is
+    the uncompressed one. (Every 64th row is noise: tarfile decompresses 16 KB of the archive at
+    a time, which for all-zero members would be 16 MB.)"""
+    import io
+    import tracemalloc
+
+    from keras_attn_zoo.data import sources
+
+    archive = tmp_path / "black.tar.gz"
+    bmp, pixels = io.BytesIO(), np.zeros((512, 512, 3), "uint8")
+    pixels[::64] = np.random.default_rng(0).integers(0, 256, pixels[::64].shape)
+    Image.fromarray(pixels).save(bmp, "BMP")
+    with tarfile.open(archive, "w:gz") as t:
+        for split, count in (("train", 16), ("test", 4)):
+            for cls in ("cat", "dog"):
+                for i in range(count):
+                    info = tarfile.TarInfo(f"black/{split}/{cls}/{i:02d}.bmp")
+                    info.size = len(bmp.getvalue())
+                    t.addfile(info, io.BytesIO(bmp.getvalue()))
+    assert archive.stat().st_size < 1_000_000 and sum(sources._archive_index(archive).values()) > 30_000_000
+
+    def peak(load):
+        tracemalloc.start()
+        try:
+            result = load()
+            return result, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    split, used = peak(lambda: load_split(archive, "train", image_size=(8, 8), cache_dir=tmp_path / "a"))
+    assert isinstance(split, ArraySplit) and split.num_examples == 32 and split.x.shape[1:] == (8, 8, 3)
+    assert used < 8_000_000  # one 786 KB member at a time, not 31 MB
+
+    monkeypatch.setattr(sources, "MAX_ARCHIVE_READ_BYTES", 16_000_000)  # more than 40 KB, less than 31 MB
+    split, used = peak(lambda: load_split(archive, "test", image_size=(8, 8), cache_dir=tmp_path / "b"))
+    assert "holds 0.03 GiB of images uncompressed: extracting it to files" in capsys.readouterr().out
+    assert split.num_examples == 8 and used < 8_000_000
+    (folder,) = (tmp_path / "b").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["files"]
+    assert len(list((folder / "files").rglob("*.bmp"))) == 40
+
+
+def test_a_damaged_archive_names_the_member_and_caches_nothing(tmp_path):
+    write_folder(tmp_path / "src" / "pets" / "train")
+    write_folder(tmp_path / "src" / "pets" / "test", per_class=1)
+    members = sorted(f.relative_to(tmp_path / "src").as_posix() for f in (tmp_path / "src").rglob("*.png"))
+    cache = tmp_path / "cache"
+
+    with tarfile.open(tmp_path / "pets.tar.gz", "w:gz") as t:
+        t.add(tmp_path / "src" / "pets", arcname="pets")
+    data = (tmp_path / "pets.tar.gz").read_bytes()
+    for suffix in (".tar.gz", ".tar"):  # cut short: EOFError from gzip, ReadError from tarfile
+        cut = tmp_path / f"cut{suffix}"
+        if suffix == ".tar":
+            import gzip
+
+            data = gzip.decompress(data)
+        cut.write_bytes(data[: len(data) // 2])
+        with pytest.raises(ValueError, match=rf"cut{suffix} is damaged: reading stopped at member 'pets/") as e:
+            load_split(cut, cache_dir=cache)
+        assert any(f"member '{m}'" in str(e.value) for m in members) and "copy or download it again" in str(e.value)
+        with pytest.raises(ValueError, match=rf"cut{suffix} is damaged"):
+            load_split(cut, cache_dir=cache, in_memory=False)
+    assert not cache.exists() or not list(cache.rglob("*.npz")) and not list(cache.rglob("*.png"))
+
+    archive = tmp_path / "pets.zip"
+    with zipfile.ZipFile(archive, "w") as z:  # stored: one flipped byte fails the member's CRC
+        for m in members:
+            z.write(tmp_path / "src" / m, m)
+    with zipfile.ZipFile(archive) as z:
+        info = z.getinfo("pets/train/dog/002.png")
+    data = bytearray(archive.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + 40] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"pets.zip is damaged: reading stopped at member 'pets/train/dog/002.png' "
+                                         r"\(BadZipFile: Bad CRC-32"):
+        load_split(archive, cache_dir=cache)
+
+    (tmp_path / "src" / "pets" / "train" / "cat" / "001.png").write_bytes(b"not a png")
+    with tarfile.open(tmp_path / "garbled.tar", "w") as t:
+        t.add(tmp_path / "src" / "pets", arcname="pets")
+    with pytest.raises(ValueError, match=r"garbled.tar: pets/train/cat/001.png is not an image Pillow can read"):
+        load_split(tmp_path / "garbled.tar", cache_dir=cache)
+    assert not list(cache.rglob("*.npz"))
 
 
 def test_unsafe_archive_members_are_refused(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 
 import keras_attn_zoo as zoo
 from helpers import CIFAR10_ARCHIVE, kill_when
+from keras_attn_zoo.training.checkpoints import LOCK_FILE, checkpoint_epoch
 from keras_attn_zoo.training.trainer import git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,11 +87,11 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
     state (the step schedule drops the rate at epoch 2, counted in optimizer steps)."""
     args = cli(tmp_path, "--milestones", "1", epochs=2, limit=256)
     env = environment()
-    log = tmp_path / "training_log.csv"
     kill_when([sys.executable, "-m", "keras_attn_zoo.cli", *args], env, ROOT,
-              lambda: log.is_file() and len(log_rows(tmp_path)) >= 1, TIMEOUT_S)
+              lambda: checkpoint_epoch(tmp_path / "backup") == 1, TIMEOUT_S)
     assert len(log_rows(tmp_path)) == 1 and not (tmp_path / "resnet20.weights.h5").exists()
-    assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    assert checkpoint_epoch(tmp_path / "backup") == 1
+    assert (tmp_path / LOCK_FILE).is_file()  # left by the killed process; the next run takes it over
     started = tmp_path / "backup" / "started.json"
     assert json.loads(started.read_text())["commit"] == git_commit()
     # As if commits landed while the run was down: its record keeps the code it started with.
@@ -107,4 +108,4 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
     assert record["training"]["epochs_completed"] == 2 and record["training"]["resumed_after_epoch"] == 1
     assert record["training"]["commit"] == "0123abc"
     assert record["training"]["resumed_with_commit"] == git_commit()
-    assert not (tmp_path / "backup").exists()
+    assert not (tmp_path / "backup").exists() and not (tmp_path / LOCK_FILE).exists()

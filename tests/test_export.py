@@ -253,3 +253,31 @@ def test_every_family_exports_and_matches_keras(tmp_path, build, fmt):
         x = sample_images(n, model.input_shape[1:], seed=n)
         got = (onnx_run if fmt == "onnx" else tflite_run)(out, x)[1]["predictions"]
         np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_export_into_a_read_only_folder_names_the_folder_and_leaves_it_as_it_was(tmp_path):
+    """Root ignores file permissions; in a user namespace (``unshare --user``) it does not."""
+    import os
+    import shutil
+
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("unshare") or subprocess.run(["unshare", "--user", "true"]).returncode:
+            pytest.skip("running as root without user namespaces: a read-only folder cannot be made")
+        prefix = ["unshare", "--user"]
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    folder.chmod(0o555)
+    try:
+        result = subprocess.run(
+            [*prefix, sys.executable, "-m", "keras_attn_zoo.cli", "export", "resnet20", "--format", "savedmodel",
+             "-o", str(folder / "model")],
+            capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        folder.chmod(0o755)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert (f"Cannot write the savedmodel export {folder / 'model'}: the folder {folder} is not writable "
+            "(Permission denied)") in result.stderr
+    assert "Traceback" not in result.stderr and sorted(os.listdir(folder)) == ["notes.txt"]

@@ -23,6 +23,7 @@ from keras_attn_zoo.data import load_split
 from keras_attn_zoo.images import preprocess
 from keras_attn_zoo.modelfile import load_model, metadata_stats
 from keras_attn_zoo.registry import load_with_report
+from keras_attn_zoo.training.checkpoints import checkpoint_epoch
 
 CLASSES = ("cat", "ship", "truck")
 
@@ -172,7 +173,7 @@ def test_a_killed_fine_tuning_run_resumes_where_it_stopped(three_classes, tmp_pa
         with open(log) as f:
             return [int(r["epoch"]) for r in csv.DictReader(f)]
 
-    kill_when(args, env, root, lambda: log.is_file() and len(rows()) >= 2)
+    kill_when(args, env, root, lambda: checkpoint_epoch(out / "backup" / "unfrozen") == 2)
     assert rows() == [0, 1] and not (out / "finetune.json").exists()
 
     second = subprocess.run(args, env=env, cwd=root, capture_output=True, text=True, timeout=300)
@@ -182,3 +183,81 @@ def test_a_killed_fine_tuning_run_resumes_where_it_stopped(three_classes, tmp_pa
     assert rows() == [0, 1, 2, 3]
     record = json.loads((out / "finetune.json").read_text())
     assert record["class_names"] == list(CLASSES) and (out / "fa_resnet20_finetuned.keras").is_file()
+
+
+def test_class_folders_that_cannot_be_both_trained_and_validated_are_named(three_classes, tmp_path):
+    """An empty class folder, a class with one image: clear errors before any training. Two
+    images per class: one trains, one validates, and every class is measured."""
+    data = tmp_path / "photos"
+    for cls in ("cat", "ship"):
+        (data / cls).mkdir(parents=True)
+        for path in sorted((three_classes / cls).iterdir())[:2]:
+            shutil.copy(path, data / cls / path.name)
+    (data / "truck").mkdir()
+    with pytest.raises(ValueError, match=r"the class folder\(s\) truck hold no images"):
+        zoo.fine_tune("fa_resnet20", data, output_dir=tmp_path / "run")
+    shutil.copy(sorted((three_classes / "truck").iterdir())[0], data / "truck")
+    with pytest.raises(ValueError, match=r"at least 2 images per class.*'truck' \(1\) have fewer"):
+        zoo.fine_tune("fa_resnet20", data, output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+    shutil.rmtree(data / "truck")
+    result = zoo.fine_tune("fa_resnet20", data, output_dir=tmp_path / "run", freeze_epochs=1, epochs=0,
+                           batch_size=4, verbose=0)
+    assert result.record["data"]["validation"].endswith("test split, 2 images")
+    assert result.record["data"]["train"].endswith("train split, 2 images")
+
+
+def test_a_fine_tuning_run_killed_before_its_record_finishes_without_retraining(three_classes, tmp_path,
+                                                                                 monkeypatch):
+    """A kill after the last epoch, while the model file is written: the same call writes the
+    model and the record from the checkpoints, without training again."""
+    from keras_attn_zoo.training import finetune
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed()
+
+    settings = {"output_dir": tmp_path / "run", "freeze_epochs": 1, "epochs": 1, "batch_size": 16, "limit": 32,
+                "verbose": 0}
+    with monkeypatch.context() as patch:
+        patch.setattr(finetune, "save_model", killed)
+        with pytest.raises(Killed):
+            zoo.fine_tune("fa_resnet20", three_classes, **settings)
+    assert not (tmp_path / "run" / "finetune.json").exists()
+    assert (tmp_path / "run" / "backup" / "unfrozen" / "epoch-0002.weights.h5").is_file()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the finished run was trained again")
+
+    monkeypatch.setattr(keras.Model, "fit", no_training)
+    result = zoo.fine_tune("fa_resnet20", three_classes, **settings)
+    with open(tmp_path / "run" / "training_log.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
+    assert result.model_path.is_file() and 1 <= result.record["best_epoch"] <= 2
+    assert not (tmp_path / "run" / "backup").exists()
+
+
+def test_a_diverged_fine_tuning_run_keeps_its_checkpoint_and_says_so(three_classes, tmp_path, monkeypatch, capsys):
+    from keras_attn_zoo.training import finetune
+    from keras_attn_zoo.training.trainer import EpochInfo
+
+    class Poisoned(EpochInfo):  # the weights blow up in epoch 3, the second unfrozen one
+        def on_epoch_begin(self, epoch, logs=None):
+            super().on_epoch_begin(epoch, logs)
+            if epoch == 2:
+                variable = self.model.trainable_variables[0]
+                variable.assign(np.full(variable.shape, np.nan, "float32"))
+
+    monkeypatch.setattr(finetune, "EpochInfo", Poisoned)
+    out = tmp_path / "run"
+    argv = ["finetune", "fa_resnet20", "--data", str(three_classes), "--freeze-epochs", "1", "--epochs", "2",
+            "--batch-size", "16", "--limit", "16", "--output", str(out), "--verbose", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Fine-tuning diverged in epoch 3 (backbone unfrozen" in err and "Traceback" not in err
+    assert f"the checkpoint after epoch 2 is kept in {out / 'backup' / 'unfrozen'}: run again to resume" in err
+    assert checkpoint_epoch(out / "backup" / "unfrozen") == 2 and (out / "after_frozen_phase.weights.h5").is_file()
+    assert not (out / "finetune.json").exists() and not (out / "fa_resnet20_finetuned.keras").exists()

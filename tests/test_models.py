@@ -71,3 +71,14 @@ def test_vgg_fa_projects_each_block_input():
         fa = model.get_layer(f"stage{s}_fa")
         assert tuple(fa.projection.kernel.shape) == (1, 1, c_in, c_out)
         assert fa.projection.strides == (2, 2)
+
+
+def test_float_image_sides_are_named_as_the_problem():
+    """32.0 is not "less than 8 pixels": the message says the sides must be whole numbers."""
+    import keras_attn_zoo as zoo
+
+    with pytest.raises(ValueError, match=r"needs height and width of whole numbers \(int\), at least 8 pixels .*"
+                                         r"got input_shape=\(32.0, 32, 3\)"):
+        zoo.load("fa_resnet20", input_shape=(32.0, 32, 3))
+    with pytest.raises(ValueError, match=r"needs height and width of at least 8 pixels"):
+        zoo.load("fa_resnet20", input_shape=(4, 4, 3))

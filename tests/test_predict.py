@@ -7,6 +7,8 @@ import pytest
 from PIL import Image
 
 import keras_attn_zoo as zoo
+from helpers import bomb_png
+from keras_attn_zoo import images
 from keras_attn_zoo.cli import main
 from keras_attn_zoo.images import image_files, preprocess, read_image, read_images
 from keras_attn_zoo.predict import class_names
@@ -46,6 +48,50 @@ def test_reading_images_resizes_and_reports_what_it_cannot_read(photos):
     np.testing.assert_allclose(preprocess(pixels), pixels / 255.0)
 
 
+def test_decompression_bombs_are_refused_per_file_before_decoding(photos, tmp_path, capsys):
+    """A 400-megapixel PNG (over Pillow's own limit, whose error is no OSError) and a 78 KB
+    81-megapixel one (under it: 81 MB of pixels, 243 MB as RGB) are refused from their headers;
+    the other images are read."""
+    huge = bomb_png(photos / "huge.png", 20_000, 20_000, rows=256)
+    quiet = bomb_png(photos / "quiet.png", 9_000, 9_000)
+    assert quiet.stat().st_size < 100_000 and 9_000 * 9_000 > images.MAX_IMAGE_PIXELS
+    with pytest.raises(ValueError, match=r"quiet.png declares 9000x9000 = 81,000,000 pixels, more than the "
+                                         r"limit of 64,000,000 \(keras_attn_zoo.images.MAX_IMAGE_PIXELS\): "
+                                         "refused before decoding"):
+        read_image(quiet, (32, 32))
+    with pytest.raises(ValueError, match="huge.png declares more pixels than Pillow decodes: refused before decoding"):
+        read_image(huge, (32, 32))
+    pixels, read, failed = read_images(photos, (32, 32))
+    assert [p.name for p in read] == ["cat.jpg", "frog.png", "ship.jpg"] and len(pixels) == 3
+    assert [p.name for p, _ in failed] == ["broken.jpg", "huge.png", "quiet.png"]
+
+    assert main(["predict", str(photos), "--model", "fa_resnet20"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("\n") == 3 and "Traceback" not in captured.err
+    assert "skipped: " in captured.err and "quiet.png declares 9000x9000" in captured.err
+    output = tmp_path / "explained.png"
+    assert main(["explain", str(huge), "--model", "fa_resnet20", "-o", str(output)]) == 2
+    assert "huge.png declares more pixels than Pillow decodes" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_sixteen_bit_images_are_scaled_to_eight_bits(tmp_path):
+    """Pillow's convert() clips 16-bit grey (I;16 from PNG and TIFF, I from 16-bit PGM) to 255."""
+    from keras_attn_zoo.data import decode_image
+
+    wide = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype("uint16")
+    expected = np.round(wide / 257).astype("uint8")
+    Image.fromarray(wide).save(tmp_path / "deep.png")
+    Image.fromarray(wide).save(tmp_path / "deep.tif")
+    (tmp_path / "deep.pgm").write_bytes(b"P5\n64 48\n65535\n" + wide.astype(">u2").tobytes())
+    for name in ("deep.png", "deep.tif", "deep.pgm"):
+        rgb = read_image(tmp_path / name)
+        np.testing.assert_allclose(rgb, np.repeat(expected[..., None], 3, -1), atol=1, err_msg=name)
+        np.testing.assert_allclose(read_image(tmp_path / name, channels=1)[..., 0], expected, atol=1)
+        np.testing.assert_allclose(decode_image(str(tmp_path / name)), rgb, atol=0)  # training data too
+    assert read_image(tmp_path / "deep.png").mean() == pytest.approx(127.5, abs=0.5)  # not all white
+
+
 def test_cli_predict_prints_the_top_classes_of_every_readable_file(photos, tmp_path, capsys):
     model = zoo.load("fa_resnet20")
     weights = tmp_path / "fa_resnet20.weights.h5"
@@ -78,6 +124,18 @@ def test_cli_predict_warns_about_random_weights_and_fails_when_nothing_is_readab
 
     assert main(["predict", str(photos / "notes.txt"), "--model", "fa_resnet20"]) == 2
     assert "no readable image" in capsys.readouterr().err
+
+
+def test_a_folder_given_as_weights_is_named_as_a_folder(photos, tmp_path, capsys):
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    for argv in (["predict", str(photos / "cat.jpg"), "--model", "fa_resnet20", "--weights", str(folder)],
+                 ["finetune", "fa_resnet20", "--data", str(photos), "--weights", str(folder)],
+                 ["train", "fa_resnet20", "--data", str(photos), "--init-weights", str(folder)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{folder} is a folder: pass the .weights.h5 file in it, or a published tag." in err, argv
+        assert "not found" not in err
 
 
 def test_class_names_come_from_a_file_the_registry_or_indices(photos, tmp_path, capsys):

@@ -9,14 +9,21 @@ writes a ``.weights.h5`` file.
 
 Without PyTorch, dump the state dict once where PyTorch is installed, in two lines::
 
-    sd = torch.load("model_best.pth.tar", map_location="cpu")["state_dict"]
+    sd = torch.load("model_best.pth.tar", map_location="cpu", weights_only=True)["state_dict"]
     numpy.savez("abn_resnet152.npz", **{k: v.numpy() for k, v in sd.items()})
 
 and convert the ``.npz`` (a ``.safetensors`` file works too, with the safetensors package).
+
+PyTorch files are read with ``torch.load(..., weights_only=True)``: a ``.pth`` is a pickle, and
+unpickling anything else can run code the file's author chose. The authors' checkpoints load
+that way; a file that does not is refused unless the caller opts in with ``unsafe_pickle=True``
+(``--unsafe-pickle`` of ``scripts/convert_abn_pytorch.py``), for files from a source they trust.
 """
 
 import os
+import pickle
 import re
+import warnings
 
 import numpy as np
 
@@ -98,11 +105,21 @@ def official_key(family, layer_name):
     return None
 
 
-def load_state_dict(path):
+def load_state_dict(path, unsafe_pickle=False):
     """A checkpoint as ``{name: numpy array}``, without the ``module.`` prefix of DataParallel.
 
     Reads ``.pth`` / ``.pth.tar`` (needs PyTorch; a dict with a ``state_dict`` entry or a
     plain state dict), ``.npz`` and ``.safetensors`` (needs the safetensors package).
+
+    Args:
+        path: the checkpoint file.
+        unsafe_pickle: read a PyTorch file that holds more than tensors and plain containers
+            with full unpickling, which runs whatever code the file names: only for files from
+            a source you trust. Defaults to False (``torch.load(weights_only=True)``; such a
+            file is refused).
+
+    Raises:
+        ValueError: for a PyTorch file that needs full unpickling, without ``unsafe_pickle``.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -124,7 +141,26 @@ def load_state_dict(path):
                 "Reading a PyTorch checkpoint needs torch; without it, dump the state dict to "
                 ".npz where torch is installed (see keras_attn_zoo.convert.abn_pytorch)."
             ) from e
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        if unsafe_pickle:
+            warnings.warn(
+                f"Reading {path} with full unpickling (unsafe_pickle): it can run any code the "
+                "file names. Use this only for a file from a source you trust.",
+                UserWarning, stacklevel=2,
+            )
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as e:
+                # PyTorch's message is long; its "Unsupported global: GLOBAL x.y ..." line says why
+                why = next((line.strip().split(". ")[0] for line in str(e).splitlines() if "GLOBAL" in line), "")
+                raise ValueError(
+                    f"{path} holds more than tensors and plain containers, and unpickling it could "
+                    "run code, so it was not read. If it comes from a source you trust, pass "
+                    "unsafe_pickle=True (--unsafe-pickle); otherwise dump its state dict to .npz "
+                    f"where it is trusted (see keras_attn_zoo.convert.abn_pytorch)."
+                    + (f" PyTorch: {why.removeprefix('WeightsUnpickler error: ')}." if why else "")
+                ) from e
         if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
             checkpoint = checkpoint["state_dict"]
         state = {k: v.detach().cpu().numpy() for k, v in checkpoint.items()}
@@ -154,7 +190,8 @@ def _keras_values(layer, prefix, state, used):
     raise ValueError(f"No conversion for layer {layer.name!r} of type {type(layer).__name__}.")
 
 
-def convert_abn_checkpoint(checkpoint, model_name, output=None, num_classes=None, input_shape=None):
+def convert_abn_checkpoint(checkpoint, model_name, output=None, num_classes=None, input_shape=None,
+                           unsafe_pickle=False):
     """Convert an ABN authors' checkpoint into a loaded Keras model (and a weights file).
 
     Args:
@@ -163,6 +200,8 @@ def convert_abn_checkpoint(checkpoint, model_name, output=None, num_classes=None
         output: where to write the ``.weights.h5`` file. Defaults to no file.
         num_classes: classes of the checkpoint. Defaults to the size of its ``fc`` layer.
         input_shape: the model's input shape. Defaults to the registry's.
+        unsafe_pickle: read a PyTorch file with full unpickling (see :func:`load_state_dict`):
+            only for a trusted file that ``weights_only=True`` refuses. Defaults to False.
 
     Returns:
         The Keras model with the converted weights.
@@ -176,7 +215,7 @@ def convert_abn_checkpoint(checkpoint, model_name, output=None, num_classes=None
             f"No converter for {spec.name}: the authors' checkpoints convert for the ABN models "
             f"of the families {supported} (their DenseNet's key names are not mapped yet)."
         )
-    state = checkpoint if isinstance(checkpoint, dict) else load_state_dict(checkpoint)
+    state = checkpoint if isinstance(checkpoint, dict) else load_state_dict(checkpoint, unsafe_pickle)
     fc = CLASSIFIER.get(spec.family, "fc") + ".weight"
     if fc not in state:
         raise ValueError(f"The checkpoint has no {fc!r}: is it an ABN classification model of {spec.family}?")

@@ -11,11 +11,14 @@ tensorflow-datasets.
 | ``cifar10``, ``cifar100``, ``svhn_cropped``, ``imagenet2012`` (or ``tfds:<name>``) | tensorflow-datasets (needs the ``datasets`` extra and a network, or a prepared ``data_dir``; ImageNet needs ``manual_dir``) |
 
 Images are RGB uint8. Splits small enough for memory (CIFAR, SVHN, Tiny ImageNet) are decoded
-once into arrays; larger ones are decoded batch by batch. An archive of up to 2 GiB (CIFAR-10's
-is 20 MB) is read in one pass and each split is cached as a decoded ``.npz``, without writing its
-tens of thousands of small files to disk; a larger archive is extracted once into the cache and
-streamed from there. Batches are ``keras.utils.PyDataset`` objects, so they feed ``fit`` on every
-backend without TensorFlow; only tensorflow-datasets' streaming splits use ``tf.data``.
+once into arrays; larger ones are decoded batch by batch. Archives are streamed, never read whole
+into memory: one pass lists the image members and their uncompressed sizes, and when these add
+up to at most 2 GiB (CIFAR-10's 60,000 JPEGs: 55 MB) a second pass decodes the split's members
+one by one, and each split is cached as a decoded ``.npz``, without writing tens of thousands of
+small files to disk; a larger archive is extracted once into the cache, member by member, and
+read from there. A damaged archive's error names the member where reading stopped. Batches
+are ``keras.utils.PyDataset`` objects, so they feed ``fit`` on every backend without TensorFlow;
+only tensorflow-datasets' streaming splits use ``tf.data``.
 """
 
 import abc
@@ -28,6 +31,7 @@ import shutil
 import tarfile
 import uuid
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +44,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val", "validation"), "validation": ("validation", "val")}
 MAX_IN_MEMORY_BYTES = 4 << 30
-MAX_ARCHIVE_READ_BYTES = 2 << 30  # larger archives are extracted to files instead
+# Archives whose image members take more than this uncompressed are extracted to files instead
+# of being decoded from the archive into an array (their size as stored does not matter).
+MAX_ARCHIVE_READ_BYTES = 2 << 30
+# What reading a damaged (truncated, corrupt) archive raises; BadGzipFile is an OSError.
+ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError)
 
 # Local archives the zoo knows: file name -> (size, sha256, data-set key, description).
 KNOWN_ARCHIVES = {
@@ -125,8 +133,10 @@ class ArraySplit(Split):
     dataset: str = None
 
     def __post_init__(self):
-        if len(self.x) != len(self.y) or not len(self.x):
-            raise ValueError(f"Need as many labels as images (and some), got {len(self.x)} and {len(self.y)}.")
+        if not len(self.x):
+            raise ValueError(f"The {self.split} split of {self.source} has no images.")
+        if len(self.x) != len(self.y):
+            raise ValueError(f"Need as many labels as images, got {len(self.y)} labels for {len(self.x)} images.")
         self.y = np.asarray(self.y, "int32")
         self.image_shape = tuple(self.x.shape[1:])
 
@@ -219,35 +229,44 @@ class _Batches(keras.utils.PyDataset):
         self.set_epoch(self.epoch + 1)
 
 
-def decode_image(source, image_size=None, resize_shorter=None):
+def decode_image(source, image_size=None, resize_shorter=None, name=None):
     """One image as an RGB uint8 array.
+
+    Decoded by :func:`keras_attn_zoo.images.decode_pixels`: an image whose header declares more
+    than ``keras_attn_zoo.images.MAX_IMAGE_PIXELS`` pixels is refused before decoding, and
+    16-bit images are scaled to 8 bits.
 
     Args:
         source: an image file path, or the file's bytes.
         image_size: (H, W) to bring it to, or None to keep its size.
         resize_shorter: if given, first resize so the shorter side has this length (keeping the
             aspect ratio), then center-crop ``image_size``.
+        name: what to call the image in messages (an archive member). Defaults to the path.
 
     Returns:
         (H, W, 3) uint8 array.
+
+    Raises:
+        ValueError: naming the file, if it is not an image or is too large to decode.
     """
     from PIL import Image
 
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-        im = im.convert("RGB")
-        if resize_shorter:
-            w, h = im.size
-            factor = resize_shorter / min(w, h)
-            im = im.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.BILINEAR)
-            w, h = im.size
-            th, tw = image_size
-            if th > h or tw > w:
-                raise ValueError(f"Cannot center-crop {th}x{tw} from an image resized to {h}x{w}.")
-            left, top = (w - tw) // 2, (h - th) // 2
-            im = im.crop((left, top, left + tw, top + th))
-        elif image_size is not None and im.size != (image_size[1], image_size[0]):
-            im = im.resize((image_size[1], image_size[0]), Image.BILINEAR)
-        return np.asarray(im, dtype="uint8")
+    from keras_attn_zoo.images import decode_pixels
+
+    im = decode_pixels(source, "RGB", name=name)
+    if resize_shorter:
+        w, h = im.size
+        factor = resize_shorter / min(w, h)
+        im = im.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.BILINEAR)
+        w, h = im.size
+        th, tw = image_size
+        if th > h or tw > w:
+            raise ValueError(f"Cannot center-crop {th}x{tw} from an image resized to {h}x{w}.")
+        left, top = (w - tw) // 2, (h - th) // 2
+        im = im.crop((left, top, left + tw, top + th))
+    elif image_size is not None and im.size != (image_size[1], image_size[0]):
+        im = im.resize((image_size[1], image_size[0]), Image.BILINEAR)
+    return np.asarray(im, dtype="uint8")
 
 
 def index_images(names):
@@ -295,6 +314,26 @@ def _folder_names(root):
             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
 
 
+def _empty_class_folders(root, classes, names, labels):
+    """Folders beside the class folders of ``names`` (images of ``root``, relative paths, and
+    their ``labels``) that hold no image, which an index of images never sees; relative to
+    ``root``."""
+    root = Path(root)
+    split_names = {name for names_ in SPLIT_FOLDERS.values() for name in names_}
+    parents = set()
+    for name, label in zip(names, labels):
+        parts = name.split("/")
+        parents.add(tuple(parts[:parts.index(classes[label])]))
+    empty = []
+    for parent in (root.joinpath(*p) for p in parents):
+        for folder in parent.iterdir():
+            if (folder.is_dir() and not folder.name.startswith(".") and folder.name not in classes
+                    and folder.name not in split_names
+                    and not any(p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() for p in folder.rglob("*"))):
+                empty.append(folder.relative_to(root).as_posix())
+    return sorted(empty)
+
+
 def _pick(index, split, where):
     """(class_names, names, labels, held_out) of ``split`` in an index."""
     if None in index:
@@ -314,15 +353,28 @@ def _pick(index, split, where):
     return classes, names, labels, False
 
 
-def _holdout(count_labels, split, fraction, seed):
-    """Boolean mask of the images of ``split`` in a seeded, class-stratified hold-out."""
+def _holdout(count_labels, split, fraction, seed, class_names, where):
+    """Boolean mask of the images of ``split`` in a seeded, class-stratified hold-out.
+
+    Every class gives ``fraction`` of its images, rounded, and at least one, to the test split
+    and keeps at least one for training; a class with a single image is an error (it could be
+    trained on or tested, not both).
+    """
     if not 0 < fraction < 1:
         raise ValueError(f"holdout must be between 0 and 1, got {fraction!r}.")
+    counts = np.bincount(count_labels, minlength=len(class_names))
+    lonely = [f"{class_names[label]!r} ({count})" for label, count in enumerate(counts) if count < 2]
+    if lonely:
+        raise ValueError(
+            f"{where}: holding out a test (validation) split needs at least 2 images per class, one to "
+            f"train on and one to test with; the class(es) {', '.join(lonely)} have fewer. Add images, "
+            "or give train/ and val/ folders."
+        )
     rng = np.random.default_rng(seed)
     test = np.zeros(len(count_labels), bool)
     for label in np.unique(count_labels):
         idx = np.flatnonzero(count_labels == label)
-        count = int(round(fraction * len(idx))) if len(idx) > 1 else 0
+        count = min(max(1, int(round(fraction * len(idx)))), len(idx) - 1)
         test[rng.permutation(idx)[:count]] = True
     return test if split != "train" else ~test
 
@@ -330,9 +382,9 @@ def _holdout(count_labels, split, fraction, seed):
 def extract_archive(path, cache_dir=None):
     """Extract an image archive once into the cache and return the folder; later calls reuse it.
 
-    Used for archives too large to read into memory. Extraction goes to a temporary folder
-    that is renamed when complete: an interrupted extraction is never mistaken for a finished
-    one.
+    Used for archives too large to decode into memory. Members are copied to files in chunks
+    as the archive streams by. Extraction goes to a temporary folder that is renamed when
+    complete: an interrupted extraction is never mistaken for a finished one.
 
     Args:
         path: a ``.tar.gz``, ``.tgz``, ``.tar`` or ``.zip`` file.
@@ -347,10 +399,12 @@ def extract_archive(path, cache_dir=None):
         tmp = dest.parent / f".files.{uuid.uuid4().hex}.tmp"
         print(f"Extracting {path} to {dest} (once)")
         try:
-            for name, data in _archive_members(path):
+            for name, _, read in _archive_members(path):
                 target = tmp.joinpath(*name.split("/"))
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
+                with open(target, "wb") as f:
+                    while chunk := read(1 << 20):
+                        f.write(chunk)
             try:
                 os.replace(tmp, dest)
             except OSError:  # another process finished first
@@ -376,11 +430,16 @@ def _cache_folder(path, cache_dir):
 
 
 def _archive_members(path):
-    """(relative name, bytes) of every regular image file in an archive, in one pass.
+    """(relative name, uncompressed size, read) of every regular image file in an archive, in one
+    streaming pass; ``read(n)`` reads up to ``n`` bytes of the member (all without ``n``) and is
+    valid until the next member.
 
-    Links, devices and names that would leave the archive's folder are refused.
+    Links, devices and names that would leave the archive's folder are refused. A damaged
+    archive (truncated, failed checksum, corrupt compressed data) raises a ``ValueError`` that
+    names the member where reading stopped.
     """
     path = Path(path)
+    current = None
 
     def safe(name):
         parts = name.replace("\\", "/").split("/")
@@ -388,16 +447,45 @@ def _archive_members(path):
             raise ValueError(f"{path} has an unsafe member path {name!r}; nothing was read.")
         return "/".join(p for p in parts if p not in ("", "."))
 
-    if path.name.endswith(".zip"):
-        with zipfile.ZipFile(path) as z:
-            for member in z.infolist():
-                if not member.is_dir() and member.filename.lower().endswith(IMAGE_EXTENSIONS):
-                    yield safe(member.filename), z.read(member)
-        return
-    with tarfile.open(path, "r|*") as t:  # streaming: a single pass over the compressed file
-        for member in t:
-            if member.isfile() and member.name.lower().endswith(IMAGE_EXTENSIONS):
-                yield safe(member.name), t.extractfile(member).read()
+    def damaged(error):
+        where = f"at member {current!r}" if current else "before its first member"
+        return ValueError(f"{path} is damaged: reading stopped {where} ({type(error).__name__}: {error}). "
+                          "Nothing was cached from it; copy or download it again.")
+
+    def reader(file):
+        def read(size=-1):
+            try:
+                return file.read(size)
+            except ARCHIVE_ERRORS as e:
+                raise damaged(e) from e
+
+        return read
+
+    with open(path, "rb") as archive:  # outside the try: not being able to open it is no damage
+        try:
+            if path.name.endswith(".zip"):
+                with zipfile.ZipFile(archive) as z:
+                    for member in z.infolist():
+                        if not member.is_dir() and member.filename.lower().endswith(IMAGE_EXTENSIONS):
+                            current = member.filename
+                            name = safe(member.filename)
+                            with z.open(member) as file:
+                                yield name, member.file_size, reader(file)
+                return
+            # streaming: a single pass over the compressed file
+            with tarfile.open(fileobj=archive, mode="r|*") as t:
+                for member in t:
+                    current = member.name
+                    if member.isfile() and member.name.lower().endswith(IMAGE_EXTENSIONS):
+                        yield safe(member.name), member.size, reader(t.extractfile(member))
+        except ARCHIVE_ERRORS as e:
+            raise damaged(e) from e
+
+
+def _archive_index(path):
+    """``{name: uncompressed size}`` of an archive's image members, from a streaming pass that
+    keeps no member's data."""
+    return {name: size for name, size, _ in _archive_members(path)}
 
 
 def _archive_identity(path):
@@ -485,9 +573,8 @@ def load_split(
     if path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES):
         dataset, title = _archive_identity(path)
         title = title or f"image archive {path.name}"
-        if in_memory is False or path.stat().st_size > MAX_ARCHIVE_READ_BYTES:
-            root = extract_archive(path, cache_dir)
-            return _folder_split(root, split, title, dataset, **options)
+        if in_memory is False or (_cache_folder(path, cache_dir) / "files").is_dir():
+            return _folder_split(extract_archive(path, cache_dir), split, title, dataset, **options)
         return _archive_split(path, split, title, dataset, cache_dir, **options)
     if path.is_dir():
         return _folder_split(path, split, f"image folder {path.name}", None, **options)
@@ -516,9 +603,15 @@ def _folder_split(root, split, title, dataset, *, image_size, resize_shorter, li
                   holdout, in_memory):
     root = Path(root)
     classes, names, labels, held_out = _pick(index_images(_folder_names(root)), split, root)
+    empty = _empty_class_folders(root, classes, names, labels)
+    if empty:
+        raise ValueError(
+            f"{root}: the class folder(s) {', '.join(empty)} hold no images ({', '.join(IMAGE_EXTENSIONS)}), "
+            f"beside the classes {', '.join(classes)}: add images, or move the folder(s) away."
+        )
     files = [str(root / n) for n in names]
     if held_out:
-        keep = _holdout(labels, split, holdout, seed)
+        keep = _holdout(labels, split, holdout, seed, classes, root)
         files, labels = [f for f, k in zip(files, keep) if k], labels[keep]
         title = f"{title} ({holdout:.0%} held out as test, seed {seed})"
     subset = _subset(len(files), limit, seed)
@@ -529,13 +622,15 @@ def _folder_split(root, split, title, dataset, *, image_size, resize_shorter, li
         in_memory = len(files) * size[0] * size[1] * 3 <= MAX_IN_MEMORY_BYTES
     if not in_memory:
         return FileSplit(files, labels, classes, split, title, tuple(size), resize_shorter, dataset)
-    x = _decode_all(files, size, image_size, resize_shorter)
+    x = _decode_all(((i, f, f) for i, f in enumerate(files)), len(files), image_size, resize_shorter)
     return ArraySplit(x, labels, classes, split, title, dataset)
 
 
 def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize_shorter, limit,
                    seed, holdout, in_memory):
-    """A split of a small archive, decoded once into ``<cache>/<split>-<size>.npz``."""
+    """A split of an archive, decoded once into ``<cache>/<split>-<size>.npz``, or, for an
+    archive whose images take more than ``MAX_ARCHIVE_READ_BYTES`` uncompressed (or decode to
+    more than ``MAX_IN_MEMORY_BYTES``), of its files extracted into the cache."""
     cache = _cache_folder(path, cache_dir)
     tag = "native" if image_size is None else f"{image_size[0]}x{image_size[1]}"
     tag += f"-s{resize_shorter}" if resize_shorter else ""
@@ -543,11 +638,21 @@ def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize
     split_file = cache / f"{split}-{tag}.npz"
     cached = split_file if split_file.is_file() else held_out_file if held_out_file.is_file() else None
     if cached is None:
-        print(f"Reading {path} into {cache} (once)")
-        members = dict(_archive_members(path))
+        members = _archive_index(path)
         classes, names, labels, held_out = _pick(index_images(members), split, path)
-        x = _decode_all([members[n] for n in names], image_size or decode_image(members[names[0]]).shape[:2],
-                        image_size, resize_shorter)
+        total = sum(members.values())
+        decoded = len(names) * image_size[0] * image_size[1] * 3 if image_size else 0
+        if in_memory is None and (total > MAX_ARCHIVE_READ_BYTES or decoded > MAX_IN_MEMORY_BYTES):
+            print(f"{path} holds {total / 2**30:.2f} GiB of images uncompressed: extracting it to files "
+                  "instead of decoding it into memory")
+            return _folder_split(extract_archive(path, cache_dir), split, title, dataset, image_size=image_size,
+                                 resize_shorter=resize_shorter, limit=limit, seed=seed, holdout=holdout,
+                                 in_memory=None)
+        print(f"Reading {path} into {cache} (once)")
+        position = {name: i for i, name in enumerate(names)}
+        wanted = ((position[name], read(), f"{path.name}: {name}")
+                  for name, _, read in _archive_members(path) if name in position)
+        x = _decode_all(wanted, len(names), image_size, resize_shorter)
         cached = held_out_file if held_out else split_file
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{cached.name}.{uuid.uuid4().hex}.tmp.npz"
@@ -556,7 +661,7 @@ def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize
     with np.load(cached) as data:
         x, labels, classes = data["x"], data["y"], tuple(str(c) for c in data["classes"])
     if cached == held_out_file:
-        keep = _holdout(labels, split, holdout, seed)
+        keep = _holdout(labels, split, holdout, seed, classes, path)
         x, labels = x[keep], labels[keep]
         title = f"{title} ({holdout:.0%} held out as test, seed {seed})"
     subset = _subset(len(x), limit, seed)
@@ -565,26 +670,38 @@ def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize
     return ArraySplit(x, labels, classes, split, title, dataset)
 
 
-def _decode_all(sources, image_size, requested, resize_shorter):
-    """Decode images (paths or bytes) into one uint8 array of ``image_size``.
+def _decode_all(items, count, requested, resize_shorter):
+    """Decode ``count`` images into one uint8 array.
 
-    With ``requested`` None, images are not resized and must all be ``image_size``.
+    Args:
+        items: ``(position, source, name)`` of each image in any order (an archive's), source a
+            path or the file's bytes, name what messages call it.
+        count: number of images.
+        requested: (H, W) to resize to; with None, images are not resized and must all have
+            the size of the first one decoded.
+        resize_shorter: as for :func:`decode_image`.
     """
-    x = np.empty((len(sources), *image_size, 3), "uint8")
-    progress = keras.utils.Progbar(len(sources), unit_name="image") if len(sources) >= 5000 else None
+    x, first, done = None, None, 0
+    progress = keras.utils.Progbar(count, unit_name="image") if count >= 5000 else None
     if progress:
-        print(f"Decoding {len(sources):,} images")
-    for n, source in enumerate(sources):
-        image = decode_image(source, requested, resize_shorter)
-        if image.shape[:2] != tuple(image_size):
-            where = source if isinstance(source, str) else f"image {n}"
+        print(f"Decoding {count:,} images")
+    for position, source, name in items:
+        image = decode_image(source, requested, resize_shorter, name=name)
+        if x is None:
+            x, first = np.empty((count, *image.shape), "uint8"), name
+        elif image.shape != x.shape[1:]:
             raise ValueError(
-                f"{where} is {image.shape[0]}x{image.shape[1]}, the first image "
-                f"{image_size[0]}x{image_size[1]}: pass image_size= to resize them all."
+                f"{name} is {image.shape[0]}x{image.shape[1]}, {first} {x.shape[1]}x{x.shape[2]}: "
+                "pass image_size= to resize them all."
             )
-        x[n] = image
-        if progress and (n + 1) % 5000 == 0 and n + 1 < len(sources):
-            progress.update(n + 1)
+        x[position] = image
+        done += 1
+        if progress and done % 5000 == 0 and done < count:
+            progress.update(done)
+    if x is None:
+        x = np.empty((0, *(requested or (0, 0)), 3), "uint8")
+    if done != count:
+        raise ValueError(f"Expected {count:,} images, decoded {done:,}: did the files change while they were read?")
     if progress:
-        progress.update(len(sources), finalize=True)
+        progress.update(count, finalize=True)
     return x

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import keras
@@ -202,13 +203,27 @@ def export_model(
         An :class:`ExportReport`; ``report.ok`` says whether the file passed its check.
 
     Raises:
-        ValueError: for bad arguments, a model TFLite cannot express with built-in ops, or a
-            backend other than TensorFlow.
+        ValueError: for bad arguments, a model TFLite cannot express with built-in ops, a
+            backend other than TensorFlow, or an output folder that is not writable.
     """
     _check_arguments(model, format, quantize, representative_images, batch_size)
+    _check_writable(Path(path), format)
     with _quiet_tensorflow():
         return _export(model, Path(path), format, quantize, representative_images, batch_size,
                        outputs, num_samples, max_calibration_images, normalization)
+
+
+def _check_writable(path, format):
+    """Before any work: the folder the export goes into exists (it is made) and is writable;
+    otherwise a ``ValueError`` that names it (TensorFlow's own error is a long traceback)."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(f"Cannot write the {format} export {path}: the folder {folder} is not writable "
+                         f"({e.strerror or e}). Choose another output, or make the folder writable.") from e
 
 
 @contextlib.contextmanager
@@ -256,9 +271,16 @@ def _export(model, path, format, quantize, representative_images, batch_size, ou
 
 
 def _write_saved_model(net, path, spec):
-    if path.is_dir():
-        shutil.rmtree(path)
-    net.export(str(path), format="tf_saved_model", input_signature=[spec], verbose=False)
+    """Export into a temporary folder beside ``path``, then put it in place: a failed export
+    leaves an earlier SavedModel at ``path`` as it was."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        net.export(str(tmp), format="tf_saved_model", input_signature=[spec], verbose=False)
+        if path.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_onnx(saved_model, path, batch_size):

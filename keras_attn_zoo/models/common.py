@@ -100,7 +100,7 @@ def model_input(input_shape, input_tensor, default_shape, min_size, family):
             continue
         if not isinstance(side, int) or side < min_size:
             raise ValueError(
-                f"{family} needs height and width of at least {min_size} pixels "
+                f"{family} needs height and width of {'' if isinstance(side, int) else 'whole numbers (int), '}at least {min_size} pixels "
                 f"(or None for a variable size); got input_shape={shape!r}."
             )
     return keras.Input(shape=shape, name="input")

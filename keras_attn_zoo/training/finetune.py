@@ -31,7 +31,6 @@ finished epoch.
 """
 
 import dataclasses
-import json
 import math
 import shutil
 import time
@@ -42,11 +41,22 @@ import keras
 
 from keras_attn_zoo.data import load_split, recorded_stats
 from keras_attn_zoo.modelfile import save_model
+from keras_attn_zoo.training.checkpoints import (
+    START_OVER,
+    Checkpoints,
+    adopt_keras_backup,
+    checkpoint_epoch,
+    read_json,
+    remove_paths,
+    run_lock,
+    save_weights,
+    trim_log,
+    write_json,
+)
 from keras_attn_zoo.training.trainer import (
     LOG_FILE,
     BestWeights,
     EpochInfo,
-    backup_epoch,
     classification_metrics,
     hardware,
     training_model,
@@ -55,6 +65,7 @@ from keras_attn_zoo.training.trainer import (
 )
 
 RECORD = "finetune.json"
+PHASES = ("frozen", "unfrozen")  # their checkpoints: backup/frozen, backup/unfrozen
 
 
 @dataclasses.dataclass
@@ -122,14 +133,15 @@ def fine_tune(
             "imagenet" or "none". Defaults to "flip".
         limit: use a seeded subset of this many training images.
         seed: seed of the split, the new layers, shuffling and augmentation. Defaults to 0.
-        overwrite: replace a finished run in ``output_dir``. Defaults to False.
+        overwrite: start over: remove this run's files in ``output_dir``, of a finished run or
+            of an unfinished one (its checkpoints); other files stay. Defaults to False.
         verbose: 1 for progress bars, 2 for a line per epoch, 0 for silence; "auto" is a
             progress bar on a terminal. Defaults to "auto".
 
     Returns:
         A :class:`FineTuneResult`.
     """
-    from keras_attn_zoo.registry import get_spec, load_with_report
+    from keras_attn_zoo.registry import get_spec
 
     spec = get_spec(name)
     name = spec.name
@@ -151,17 +163,30 @@ def fine_tune(
     paths = {"record": out / RECORD, "log": out / LOG_FILE, "best": out / "best.weights.h5",
              "frozen": out / "after_frozen_phase.weights.h5", "backup": out / "backup",
              "best_state": out / "best.json"}
-    if paths["record"].exists():
-        if not overwrite:
-            raise ValueError(f"{out} holds a finished fine-tuning run ({RECORD}); pass overwrite=True "
-                             "(--overwrite) or another output folder.")
-        for path in (*paths.values(), model_path):  # only this run's files: out may hold others
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    with run_lock(out):
+        return _fine_tune(spec, name, data, weights, stats, out, model_path, paths, model_shape, epochs=epochs,
+                          freeze_epochs=freeze_epochs, batch_size=batch_size, learning_rate=learning_rate,
+                          fine_tune_learning_rate=fine_tune_learning_rate, validation_split=validation_split,
+                          augmentation=augmentation, limit=limit, seed=seed, overwrite=overwrite, verbose=verbose)
+
+
+def _fine_tune(spec, name, data, weights, stats, out, model_path, paths, model_shape, *, epochs, freeze_epochs,
+               batch_size, learning_rate, fine_tune_learning_rate, validation_split, augmentation, limit, seed,
+               overwrite, verbose):
+    """:func:`fine_tune`'s work, holding the output folder's lock."""
+    from keras_attn_zoo.registry import load_with_report
+
+    if overwrite:  # start over: only this run's files (out may hold others), finished or not
+        remove_paths(*paths.values(), model_path)
+    elif paths["record"].exists():
+        raise ValueError(f"{out} holds a finished fine-tuning run ({RECORD}); pass overwrite=True "
+                         "(--overwrite) or another output folder.")
+    for phase in PHASES:
+        adopt_keras_backup(paths["backup"] / phase)
     resuming = paths["frozen"].exists() or any(
-        backup_epoch(paths["backup"] / phase) is not None for phase in ("frozen", "unfrozen"))
+        checkpoint_epoch(paths["backup"] / phase) is not None for phase in PHASES)
     if not resuming:
-        for key in ("log", "best", "best_state"):
-            paths[key].unlink(missing_ok=True)
+        remove_paths(paths["log"], paths["best"], paths["best_state"], paths["backup"])
 
     keras.utils.set_random_seed(seed)
     common = {"image_size": model_shape[:2], "holdout": validation_split, "seed": seed}
@@ -190,7 +215,11 @@ def fine_tune(
         print(f"Resuming the interrupted run in {out}"
               + (" after its frozen-backbone phase" if paths["frozen"].exists() else ""))
     if paths["frozen"].exists():
-        model.load_weights(paths["frozen"])
+        try:
+            model.load_weights(paths["frozen"])
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{paths['frozen']} (the weights after the frozen-backbone phase) cannot be read "
+                             f"({type(e).__name__}: {e}): {START_OVER}.") from e
 
     train_batches = train_split.batches(batch_size, shuffle=True, seed=seed)
     val_batches = val_split.batches(batch_size)
@@ -202,7 +231,7 @@ def fine_tune(
         _set_trainable(model, new, backbone=False)
         _fit(model, stats, augmentation, seed, train_batches, val_batches, learning_rate, freeze_epochs,
              paths["backup"] / "frozen", paths["log"], best, verbose, phase="new layers only (backbone frozen)")
-        model.save_weights(paths["frozen"])
+        save_weights(model, paths["frozen"])
     if freeze_epochs:
         phases.append({"phase": "frozen backbone", "epochs": freeze_epochs, "optimizer": "adam",
                        "learning_rate": learning_rate, "trainable": "new layers"})
@@ -219,7 +248,7 @@ def fine_tune(
     model.load_weights(paths["best"])
     for layer in model.layers:  # the saved model is ready for further training
         layer.trainable = True
-    best_epoch = json.loads(paths["best_state"].read_text())
+    best_epoch = read_json(paths["best_state"], "the best epoch", "epoch")
     record = {
         "model": name,
         "weights": str(weights),
@@ -242,7 +271,7 @@ def fine_tune(
         "date": utc_now(),
     }
     save_model(model, model_path, {key: record[key] for key in ("model", "weights", "class_names", "preprocessing", "input_shape")})
-    paths["record"].write_text(json.dumps(record, indent=2) + "\n")
+    write_json(paths["record"], record)
     for key in ("best", "frozen", "best_state"):
         paths[key].unlink(missing_ok=True)
     shutil.rmtree(paths["backup"], ignore_errors=True)
@@ -265,21 +294,38 @@ def _set_trainable(model, new_layers, backbone):
 
 def _fit(model, stats, augmentation, seed, train_batches, val_batches, learning_rate, epochs, backup, log,
          best, verbose, phase, initial_epoch=0):
-    """One phase: a fresh wrapper (trainable flags are read when it compiles) trained with Adam."""
+    """One phase: a fresh wrapper (trainable flags are read when it compiles) trained with Adam,
+    resumed from its checkpoint in ``backup`` if it has one. Epochs are numbered on across both
+    phases (in the log and the checkpoints' names)."""
     wrapper = training_model(model, stats, augmentation, seed)
     wrapper.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),  # the model ends in a softmax
         metrics=classification_metrics(model.output_shape[-1]),
     )
-    print(f"Phase: {phase}; {epochs} epochs, Adam lr {learning_rate}")
+    checkpoints = Checkpoints(backup)
+    restored = checkpoints.restore(wrapper)
+    start, end = (initial_epoch if restored is None else restored), initial_epoch + epochs
+    if not initial_epoch <= start <= end:
+        raise ValueError(f"{backup} holds a checkpoint after epoch {restored}, outside this phase's epochs "
+                         f"{initial_epoch + 1}-{end}: pass the run's own --epochs / --freeze-epochs, or {START_OVER}.")
+    trim_log(log, start)  # the log's rows of an epoch killed before its checkpoint
+    print(f"Phase: {phase}; {epochs} epochs, Adam lr {learning_rate}"
+          + (f"; resuming after epoch {restored}" if restored is not None else ""))
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup)),
         EpochInfo(),
         best,
         keras.callbacks.CSVLogger(str(log), append=True),
         keras.callbacks.TerminateOnNaN(),
+        checkpoints,  # last: an epoch is done once all its files are written
     ]
-    # Epochs are numbered on across both phases in the log.
-    wrapper.fit(train_batches, validation_data=val_batches, epochs=initial_epoch + epochs,
-                initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbosity(verbose))
+    if start < end:
+        if hasattr(train_batches, "set_epoch"):
+            train_batches.set_epoch(start)  # the shuffling order of an uninterrupted run
+        wrapper.fit(train_batches, validation_data=val_batches, epochs=end, initial_epoch=start,
+                    callbacks=callbacks, verbose=verbosity(verbose))
+    if checkpoints.diverged:
+        last = (f"the checkpoint after epoch {checkpoints.epoch} is kept in {backup}: run again to resume from it, "
+                "or with --overwrite to start over" if checkpoints.epoch else "no checkpoint of this phase to resume from")
+        raise FloatingPointError(f"Fine-tuning diverged in epoch {checkpoints.diverged[0] + 1} ({phase}: the loss "
+                                 f"is not finite); no model or record was written, and {last}.")

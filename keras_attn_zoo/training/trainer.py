@@ -9,7 +9,8 @@ A run writes into its output folder (default ``runs/<name>``):
 | ``<name>.best.weights.h5`` | the weights of the epoch with the best validation top-1 |
 | ``training_log.csv`` | one row per epoch: loss, top-1 / top-5, validation, learning rate, seconds |
 | ``tensorboard/`` | TensorBoard logs (when TensorFlow and tensorboard are installed, as the ``tf`` / ``tf-cpu`` extras do) |
-| ``backup/`` | the checkpoint of the last finished epoch (model, optimizer, epoch) and the commit the run started with; a killed run started again with the same command resumes from it; removed when training ends |
+| ``backup/`` | the checkpoints of the last two finished epochs (``epoch-<n>.weights.h5``: model and optimizer), the best epoch so far and the commit the run started with; a run killed at any moment, started again with the same command, resumes from the newest readable checkpoint (and a run killed after its last epoch only saves, measures and writes its record); removed once the record is written, kept when training diverges |
+| ``.training.lock`` | the pid of the run writing into the folder, while it runs: a second run into the same folder is refused |
 
 The model trains inside a wrapper ``images -> augmentation -> normalisation -> model`` built from
 Keras layers, so augmentation runs on the device on every backend, and the bare model's weight
@@ -18,7 +19,6 @@ file stays the published format.
 
 import csv
 import datetime
-import json
 import math
 import os
 import platform
@@ -39,6 +39,19 @@ from keras_attn_zoo.data import (
     normalization_layer,
 )
 from keras_attn_zoo.models.abn import ABNModel, abn_training_outputs
+from keras_attn_zoo.training.checkpoints import (
+    START_OVER,
+    Checkpoints,
+    adopt_keras_backup,
+    checkpoint_epoch,
+    finite,
+    read_json,
+    remove_paths,
+    run_lock,
+    save_weights,
+    trim_log,
+    write_json,
+)
 from keras_attn_zoo.training.distribute import get_distribution
 from keras_attn_zoo.training.optimizers import CoupledSGD
 from keras_attn_zoo.training.recipes import get_recipe, learning_rate_schedule
@@ -137,20 +150,21 @@ class EpochInfo(keras.callbacks.Callback):
 
 
 class BestWeights(keras.callbacks.Callback):
-    """Saves the bare model's weights whenever validation top-1 improves; survives resumes."""
+    """Saves the bare model's weights whenever validation top-1 improves (in an epoch whose loss
+    is finite); survives resumes."""
 
     def __init__(self, model, path, state_file):
         super().__init__()
         self.bare, self.path, self.state_file = model, Path(path), Path(state_file)
-        self.best = json.loads(self.state_file.read_text())["val_accuracy"] if self.state_file.is_file() else -1.0
+        self.best = (read_json(self.state_file, "the best epoch so far", "val_accuracy")["val_accuracy"]
+                     if self.state_file.is_file() else -1.0)
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get("val_accuracy")
-        if value is not None and value > self.best:
+        value, loss = (logs or {}).get("val_accuracy"), (logs or {}).get("loss", 0.0)
+        if value is not None and value > self.best and finite(float(loss)):  # not a diverged epoch
             self.best = float(value)
-            self.bare.save_weights(self.path)
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            self.state_file.write_text(json.dumps({"epoch": epoch + 1, "val_accuracy": self.best}))
+            save_weights(self.bare, self.path)
+            write_json(self.state_file, {"epoch": epoch + 1, "val_accuracy": self.best})
 
 
 def _tensorboard_available():
@@ -214,7 +228,8 @@ def train(
         seed: seed of weights, augmentation, shuffling and subsets. Defaults to 0.
         init_weights: weights to start from (a tag or a path; another number of classes loads
             all but the classifier). Defaults to None (random initialisation).
-        overwrite: replace a finished run in ``output_dir``. Defaults to False.
+        overwrite: start over: remove this run's files in ``output_dir``, of a finished run or
+            of an unfinished one (its checkpoints). Defaults to False.
         verbose: Keras ``fit`` verbosity; "auto" is a progress bar on a terminal, one line per
             epoch otherwise.
         command: the command line to record. Defaults to this call's description.
@@ -224,12 +239,16 @@ def train(
     Returns:
         The training record (a dict, also written to ``<output_dir>/<name>.json``).
 
+    Raises:
+        FloatingPointError: when the loss stops being finite; the last good checkpoint is kept.
+        ValueError: for bad arguments or data, damaged resume state (naming the file and the
+            fix), or an output folder another run is writing into.
+
     Example:
     >>> record = train("resnet20", "cifar10-jpeg", epochs=1, data_dir="/data")
     >>> record["accuracy"]["top1"]
     """
-    from keras_attn_zoo.registry import get_spec, load
-    from keras_attn_zoo.training.evaluate import evaluate_split
+    from keras_attn_zoo.registry import get_spec
 
     spec = get_spec(name)
     name = spec.name
@@ -245,24 +264,34 @@ def train(
         "backup": out / "backup",
         "tensorboard": out / "tensorboard",
     }
-    if paths["record"].exists():
-        if not overwrite:
-            raise ValueError(f"{out} holds a finished run ({paths['record'].name}); pass overwrite=True (--overwrite) or another output folder.")
-        for key in ("weights", "record", "best", "log", "backup", "tensorboard"):
-            shutil.rmtree(paths[key]) if paths[key].is_dir() else paths[key].unlink(missing_ok=True)
-    resume_epoch = backup_epoch(paths["backup"])
-    if resume_epoch is None:  # a fresh start: no logs of an earlier, unfinished attempt
-        for key in ("log", "tensorboard", "best"):
-            shutil.rmtree(paths[key]) if paths[key].is_dir() else paths[key].unlink(missing_ok=True)
+    with run_lock(out):
+        return _train(spec, name, data, recipe, out, paths, limit=limit, eval_limit=eval_limit,
+                      image_size=image_size, data_dir=data_dir, manual_dir=manual_dir, strategy=strategy,
+                      tpu=tpu, mixed_precision=mixed_precision, seed=seed, init_weights=init_weights,
+                      overwrite=overwrite, verbose=verbose, command=command)
+
+
+def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_size, data_dir, manual_dir,
+           strategy, tpu, mixed_precision, seed, init_weights, overwrite, verbose, command):
+    """:func:`train`'s work, holding the output folder's lock."""
+    from keras_attn_zoo.registry import load
+    from keras_attn_zoo.training.evaluate import evaluate_split
+
+    if overwrite:  # start over: a finished run, or an unfinished one's resume state
+        remove_paths(*(paths[key] for key in ("weights", "record", "best", "log", "backup", "tensorboard")))
+    elif paths["record"].exists():
+        raise ValueError(f"{out} holds a finished run ({paths['record'].name}); pass overwrite=True (--overwrite) or another output folder.")
+    adopt_keras_backup(paths["backup"])
+    if checkpoint_epoch(paths["backup"]) is None:  # a fresh start: nothing of an earlier attempt
+        remove_paths(*(paths[key] for key in ("log", "tensorboard", "best", "backup")))
 
     # The code the run started with (a long run outlives later commits; a resumed one keeps it).
     commit, started = git_commit(), paths["backup"] / START_FILE
-    if resume_epoch is not None and started.is_file():
-        started_with = json.loads(started.read_text())["commit"]
+    if started.is_file():
+        started_with = read_json(started, "the commit the run started with", "commit")["commit"]
     else:
         started_with = commit
-        started.parent.mkdir(parents=True, exist_ok=True)
-        started.write_text(json.dumps({"commit": commit, "date": utc_now()}))
+        write_json(started, {"commit": commit, "date": utc_now()})
     keras.utils.set_random_seed(seed)
     distribution = get_distribution(strategy, tpu)
     side = image_size or (224 if recipe.augmentation == "imagenet" else spec.input_shape[0])
@@ -279,15 +308,10 @@ def train(
         stats = channel_stats(train_split.sample_images(STATS_SAMPLE, seed=seed))
     print(f"{name}: {train_split.description} -> {test_split.description}; {recipe.summary()}; "
           f"{distribution.description}")
-    if resume_epoch is not None:
-        print(f"Resuming from the checkpoint after epoch {resume_epoch} in {paths['backup']}")
-    out.mkdir(parents=True, exist_ok=True)
 
     drop_train, drop_test = _drop_remainders(distribution, recipe.batch_size, train_split, test_split)
     train_batches = train_split.batches(recipe.batch_size, shuffle=True, seed=seed, drop_remainder=drop_train)
     test_batches = test_split.batches(recipe.batch_size, drop_remainder=drop_test)
-    if resume_epoch and hasattr(train_batches, "set_epoch"):
-        train_batches.set_epoch(resume_epoch)  # the shuffling order the uninterrupted run had
     steps_per_epoch = (train_split.num_examples // recipe.batch_size if drop_train
                        else math.ceil(train_split.num_examples / recipe.batch_size))
 
@@ -295,6 +319,7 @@ def train(
     if mixed_precision:
         keras.mixed_precision.set_global_policy(MIXED_PRECISION[mixed_precision])
     start = time.perf_counter()
+    checkpoints = Checkpoints(paths["backup"])
     try:
         with distribution.scope():
             model = load(name, weights=init_weights, num_classes=train_split.num_classes,
@@ -309,8 +334,19 @@ def train(
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=classification_metrics(train_split.num_classes),
             )
+            resume_epoch = checkpoints.restore(wrapper)
+            if resume_epoch is not None:
+                if resume_epoch > recipe.epochs:
+                    raise ValueError(f"{paths['backup']} holds a checkpoint after epoch {resume_epoch}, more than "
+                                     f"the {recipe.epochs} epochs asked for: pass the run's own --epochs, or "
+                                     f"{START_OVER}.")
+                print(f"Resuming from the checkpoint after epoch {resume_epoch} in {paths['backup']}"
+                      + (": training had finished; saving, measuring and writing the record"
+                         if resume_epoch == recipe.epochs else ""))
+                trim_log(paths["log"], resume_epoch)
+                if hasattr(train_batches, "set_epoch"):
+                    train_batches.set_epoch(resume_epoch)  # the shuffling order the uninterrupted run had
             callbacks = [
-                keras.callbacks.BackupAndRestore(str(paths["backup"]), double_checkpoint=True),
                 EpochInfo(),
                 BestWeights(model, paths["best"], paths["backup"] / "best.json"),
                 keras.callbacks.CSVLogger(str(paths["log"]), append=True),
@@ -321,11 +357,19 @@ def train(
             else:
                 print("TensorBoard logs skipped: TensorFlow and tensorboard are not both installed "
                       '(pip install -e ".[tf-cpu]").', file=sys.stderr)
-            history = wrapper.fit(train_batches, validation_data=test_batches, epochs=recipe.epochs,
-                                  callbacks=callbacks, verbose=verbosity(verbose))
-            if history.history.get("loss") and not all(map(_finite, history.history["loss"])):
-                raise FloatingPointError(f"Training {name} diverged (loss {history.history['loss'][-1]}); nothing was saved.")
-            model.save_weights(paths["weights"])
+            callbacks.append(checkpoints)  # last: an epoch is done once all its files are written
+            if (resume_epoch or 0) < recipe.epochs:
+                wrapper.fit(train_batches, validation_data=test_batches, epochs=recipe.epochs,
+                            initial_epoch=resume_epoch or 0, callbacks=callbacks, verbose=verbosity(verbose))
+            if checkpoints.diverged:
+                last = (f"the checkpoint after epoch {checkpoints.epoch} is kept in {paths['backup']}: run again "
+                        "to resume from it (with a lower learning rate, say), or with --overwrite to start over"
+                        if checkpoints.epoch else "there is no earlier checkpoint to resume from")
+                raise FloatingPointError(
+                    f"Training {name} diverged in epoch {checkpoints.diverged[0] + 1} (the loss is not finite); "
+                    f"no weights or record were written, and {last}."
+                )
+            save_weights(model, paths["weights"])
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     wall = time.perf_counter() - start
@@ -352,7 +396,7 @@ def train(
         "training": {
             "data": train_split.description,
             "recipe": recipe.to_dict(),
-            "epochs_completed": len(log_rows),
+            "epochs_completed": checkpoints.epoch,
             "time_s": round(sum(float(r.get("epoch_seconds") or 0) for r in log_rows), 1),
             "wall_time_last_run_s": round(wall, 1),
             "resumed_after_epoch": resume_epoch,
@@ -367,7 +411,10 @@ def train(
             "date": utc_now(),
         },
     }
-    paths["record"].write_text(json.dumps(record, indent=2) + "\n")
+    if len(log_rows) != checkpoints.epoch:
+        print(f"WARNING: {paths['log']} has {len(log_rows)} rows for {checkpoints.epoch} epochs", file=sys.stderr)
+    write_json(paths["record"], record)
+    shutil.rmtree(paths["backup"])  # only now: a kill before the record resumes (and finishes) the run
     print(f"Wrote {paths['weights']} and {paths['record']}: {accuracy['data']}: top-1 "
           f"{accuracy['top1']:.4f} (error {accuracy['top1_error']:.2f}%), top-5 {accuracy['top5']:.4f}")
     return record
@@ -382,18 +429,6 @@ def _drop_remainders(distribution, batch_size, *splits):
     if batch_size % replicas:
         raise ValueError(f"The batch size {batch_size} must be a multiple of the {replicas} devices.")
     return tuple(split.num_examples % batch_size % replicas != 0 for split in splits)
-
-
-def _finite(value):
-    return value == value and abs(value) != float("inf")
-
-
-def backup_epoch(backup_dir):
-    """The last finished epoch saved by ``BackupAndRestore`` in ``backup_dir``, or None."""
-    metadata = Path(backup_dir) / "training_metadata.json"
-    if not metadata.is_file():
-        return None
-    return json.loads(metadata.read_text())["epoch"]
 
 
 def _read_log(path):
