@@ -287,6 +287,7 @@ class DATModel(keras.Model):
         self.classifier_name = classifier
         self.abn = abn
         self.term_trackers = [keras.metrics.Mean(name=term) for term in TERMS]
+        self.built = True  # the network is (BackupAndRestore needs a built model)
         check_backend("The DAT objective")
         self._check_second_order()
 
