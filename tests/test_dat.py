@@ -223,3 +223,41 @@ def test_second_order_refused_on_tensorflow_through_batchnorm_else_runs():
     logs = wrapper.train_on_batch(sample_images(4), np.arange(4), return_dict=True)
     assert all(np.isfinite(logs[k]) for k in ("loss", "l_cls", "siou_inner", "siou_last", "l_ac"))
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_second_order_through_batchnorm_is_exact_except_on_tensorflow(monkeypatch):
+    """Why TensorFlow refuses second order: a bias just before a training-mode BatchNormalization
+    cannot change anything (BN removes the batch mean), so its gradient is exactly 0 to every
+    order. JAX and PyTorch give 0; Keras' TensorFlow moments (stop_gradient on the mean in the
+    variance) give a non-zero second-order gradient. If this starts to hold on TensorFlow too,
+    the refusal in DATModel can go."""
+    from keras_attn_zoo.training.dat import DATModel
+
+    tensorflow = keras.backend.backend() == "tensorflow"
+    if tensorflow:  # measure what the refusal prevents
+        monkeypatch.setattr(DATModel, "_check_second_order", lambda self: None)
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv1")(inputs)
+    x = keras.layers.ReLU(name="inner")(x)
+    x = keras.layers.Conv2D(5, 3, strides=2, padding="same", name="conv2")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="last")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="predictions")(x), name="bn_check")
+    for layer in ("conv1", "conv2", "predictions"):
+        layer = model.get_layer(layer)
+        layer.set_weights([rng.normal(size=w.shape).astype("float32") * 0.5 for w in layer.get_weights()])
+    wrapper = dat_model(model, objective={"inner_layer": "inner", "last_layer": "last", "second_order": True,
+                                          "cls_weight": 0.0, "mask": "normalized", "omega": 10.0})
+    wrapper.compile(optimizer=keras.optimizers.SGD(1.0),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    bias = model.get_layer("conv2").bias
+    before = value(bias).copy()
+    wrapper.train_on_batch(rng.normal(size=(8, 6, 6, 3)).astype("float32"), np.arange(8) % 3)
+    step = np.abs(before - value(bias)).max()
+    assert np.abs(value(model.get_layer("conv1").kernel)).max() > 0
+    if tensorflow:
+        assert step > 1e-4, step
+    else:
+        assert step < 1e-6, step
