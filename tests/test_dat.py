@@ -261,3 +261,21 @@ def test_second_order_through_batchnorm_is_exact_except_on_tensorflow(monkeypatc
         assert step > 1e-4, step
     else:
         assert step < 1e-6, step
+
+
+def test_abn_models_keep_both_branch_losses_in_l_cls():
+    """On an ABN model L_cls is ABN's own L_per + L_att; the maps are the perception branch's."""
+    from helpers import sample_images
+    from keras_attn_zoo import load
+
+    model = load("abn_resnet20", classifier_activation=None)
+    wrapper = dat_model(model)
+    wrapper.compile(optimizer=keras.optimizers.SGD(0.0),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = sample_images(4), np.arange(4)
+    outputs = model(x, training=True)  # the same batch statistics as the step's forward pass
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    expected = float(ce(y, outputs["predictions"])) + float(ce(y, outputs["abn_logits"]))
+    logs = wrapper.train_on_batch(x, y, return_dict=True)
+    assert logs["l_cls"] == pytest.approx(expected, rel=1e-5)
+    assert logs["loss"] == pytest.approx(sum(logs[t] for t in ("l_cls", "siou_inner", "siou_last", "l_ac")), rel=1e-5)
