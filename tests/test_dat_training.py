@@ -106,3 +106,26 @@ def test_benchmark_objective_mode_smoke(capsys):
 
     with pytest.raises(ValueError, match="'third_order'"):
         benchmark.objective("resnet20", modes=("third_order",))
+
+
+def test_registry_names_the_dat_layers_and_the_papers_number():
+    from keras_attn_zoo import get_spec
+    from keras_attn_zoo.registry import PAPERS
+    from keras_attn_zoo.training.dat import dat_model
+    from keras_attn_zoo.training.evaluate import paper_errors
+
+    assert get_spec("resnet110").dat_layers == ("stage2_block18_out", "stage3_block18_out")  # 16x16x32, 8x8x64
+    assert get_spec("resnet18").dat_layers == ("stage3_block2_out", "stage4_block2_out")  # layer3, layer4
+    assert get_spec("resnet50").dat_layers == ("stage3_block6_out", "stage4_block3_out")
+    assert get_spec("vgg19_bn").dat_layers == ("stage4_4_relu", "stage5_4_relu")
+    assert get_spec("abn_resnet101_multitask").dat_layers == ()
+    (row,) = [r for r in get_spec("resnet110").results if r.paper == "dat"]
+    assert (row.table, row.dataset, row.top1_error) == ("2", "cifar100", 23.89) and "A_ch" in row.note
+    assert "Discriminative Attention" in PAPERS["dat"]
+    assert paper_errors("resnet110", "cifar100") == "23.89% (DAT Table 2)"
+    assert paper_errors("resnet110", "cifar10") == "5.97% (FANet Table I)"
+    # overridable by name
+    wrapper = dat_model(load("resnet20"), objective={"inner_layer": "stage2_block2_out", "last_layer": "stage3_block1_out"})
+    out = wrapper.dat_outputs(np.zeros((1, 32, 32, 3), "float32"))
+    assert (wrapper.dat_config.inner_layer, wrapper.dat_config.last_layer) == ("stage2_block2_out", "stage3_block1_out")
+    assert out["maps"]["target_inner"].shape == (1, 16, 16) and out["maps"]["target_last"].shape == (1, 8, 8)

@@ -268,7 +268,6 @@ def attention_terms(inner, last, grads_target, grads_confusing, config):
     return maps, terms
 
 
-@keras.saving.register_keras_serializable(package="keras_attn_zoo")
 class DATModel(keras.Model):
     """A classifier trained with the discriminative-attention objective (Eq. 9) by ``fit``.
 
@@ -277,7 +276,9 @@ class DATModel(keras.Model):
     ``call``, which runs the one forward pass and the two backward passes to the probes and
     returns the scores and the per-sample terms; ``compute_loss`` adds the weighted batch means
     to the compiled loss; the terms' epoch means are logged. The weights it trains are the
-    wrapped model's (it shares its layers), so save and load that model as usual.
+    wrapped model's (it shares its layers), so save and load that model as usual (the wrapper
+    itself is not meant to be saved as a ``.keras`` file; its weights checkpoint as any model's,
+    which ``BackupAndRestore`` uses).
     """
 
     def __init__(self, net, config=None, classifier="predictions", abn=False, **kwargs):
