@@ -7,6 +7,7 @@ costs excluded):
 | --- | --- |
 | ``inference`` | ``predict_on_batch`` (the compiled predict function) at batch 1 (latency, ms) and at a large batch (images/s) |
 | ``training`` | training steps of the trainer's optimizer (``CoupledSGD``) and loss, fed three ways, to show where time goes: ``model`` (the bare model on normalised float arrays), ``wrapper`` (the trainer's ``images -> augmentation -> normalisation -> model`` on uint8 arrays) and ``pipeline`` (the wrapper fed by the trainer's own batches, a ``PyDataset``) |
+| ``objective`` | the cost of the discriminative-attention objective: the trainer's wrapper on uint8 arrays trained with plain cross-entropy, with DAT (first order) and with DAT in second order (skipped on TensorFlow, which refuses it through BatchNormalization); each row gives its step time as a multiple of the plain one |
 
 Weights are random: speed does not depend on them. Training data are a seeded random subset of a
 data set's train split when ``data`` is given (e.g. the CIFAR-10 JPEG copy), else seeded random
@@ -24,6 +25,7 @@ import numpy as np
 import keras
 
 TRAINING_MODES = ("model", "wrapper", "pipeline")
+OBJECTIVE_MODES = {"cross_entropy": None, "dat": "dat", "dat_second_order": {"second_order": True}}
 
 
 def inference(name, batch_sizes=(1, 128), repeats=20, warmup=3, input_shape=None):
@@ -79,7 +81,7 @@ def training(name, data=None, batch_size=128, steps=10, epochs=4, modes=TRAINING
         One dict per mode: model, kind ("training/<mode>"), batch, step_ms, images_per_s,
         cpu_steal_pct, data.
     """
-    from keras_attn_zoo.data import channel_stats, load_split
+    from keras_attn_zoo.data import channel_stats
     from keras_attn_zoo.data.sources import ArraySplit
     from keras_attn_zoo.images import preprocess
     from keras_attn_zoo.registry import get_spec, load
@@ -94,17 +96,7 @@ def training(name, data=None, batch_size=128, steps=10, epochs=4, modes=TRAINING
         raise ValueError(f"Unknown training modes {sorted(unknown)}; expected some of {TRAINING_MODES}.")
     spec = get_spec(name)
     count = batch_size * steps
-    if data is not None:
-        split = load_split(data, "train", image_size=spec.input_shape[:2], limit=count, data_dir=data_dir)
-        if split.num_examples < count:
-            raise ValueError(f"{split.description} has fewer than the {count} images asked for.")
-        x, y = split.batches(count)[0]
-        description = split.description
-    else:
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (count, *spec.input_shape), dtype="uint8")
-        y = rng.integers(0, spec.num_classes, count).astype("int32")
-        description = f"seeded random uint8 images, {count}"
+    x, y, description = _training_arrays(spec, data, count, data_dir)
     stats = channel_stats(x)
     normalised = preprocess(x, stats)  # what the wrapper's normalisation layer computes
 
@@ -131,6 +123,70 @@ def training(name, data=None, batch_size=128, steps=10, epochs=4, modes=TRAINING
                      "step_ms": round(1000 * seconds / steps, 1), "images_per_s": round(count / seconds, 1),
                      "cpu_steal_pct": steal.percent, "data": description})
     return rows
+
+
+def objective(name, data=None, batch_size=128, steps=10, epochs=4, modes=tuple(OBJECTIVE_MODES), data_dir=None):
+    """Step time of the DAT objective against plain training (the trainer's wrapper on uint8
+    arrays, ``CoupledSGD``), first and second order; arguments as in :func:`training`.
+
+    Returns:
+        One dict per mode that runs (second order is skipped on TensorFlow): model, kind
+        ("objective/<mode>, <ratio>x plain"), batch, step_ms, images_per_s, cpu_steal_pct,
+        data, ratio (step time / the plain one's, when "cross_entropy" ran first).
+    """
+    from keras_attn_zoo.data import channel_stats
+    from keras_attn_zoo.registry import get_spec, load
+    from keras_attn_zoo.training.optimizers import CoupledSGD
+    from keras_attn_zoo.training.trainer import training_model
+
+    _check_counts(batch_size=batch_size, steps=steps)
+    if not isinstance(epochs, int) or epochs < 2:
+        raise ValueError(f"epochs must be an integer of at least 2 (one warm-up, one timed), got {epochs!r}.")
+    unknown = set(modes) - set(OBJECTIVE_MODES)
+    if unknown:
+        raise ValueError(f"Unknown objective modes {sorted(unknown)}; expected some of {tuple(OBJECTIVE_MODES)}.")
+    spec = get_spec(name)
+    x, y, description = _training_arrays(spec, data, batch_size * steps, data_dir)
+    stats = channel_stats(x)
+    rows, plain = [], None
+    for mode in modes:
+        if mode == "dat_second_order" and keras.backend.backend() == "tensorflow":
+            print("objective/dat_second_order skipped: TensorFlow refuses second-order DAT through "
+                  "BatchNormalization (run with KERAS_BACKEND=jax)")
+            continue
+        keras.utils.set_random_seed(0)
+        model = load(spec.name, weights=None, classifier_activation=None)
+        net = training_model(model, stats, "cifar", seed=0, objective=OBJECTIVE_MODES[mode])
+        net.compile(optimizer=CoupledSGD(0.01, momentum=0.9, nesterov=True, weight_decay=5e-4),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        timer = _EpochTimer()
+        with _Steal() as steal:
+            net.fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=[timer], verbose=0)
+        seconds = statistics.median(timer.seconds[1:])
+        plain = seconds if mode == "cross_entropy" else plain
+        ratio = None if plain is None else round(seconds / plain, 2)
+        rows.append({"model": spec.name, "kind": f"objective/{mode}" + (f", {ratio}x plain" if ratio and mode != "cross_entropy" else ""),
+                     "batch": batch_size, "step_ms": round(1000 * seconds / steps, 1),
+                     "images_per_s": round(len(x) / seconds, 1), "cpu_steal_pct": steal.percent,
+                     "data": description, "ratio": ratio})
+    return rows
+
+
+def _training_arrays(spec, data, count, data_dir):
+    """``(uint8 images, labels, description)``: ``count`` images of ``data``'s train split, or
+    seeded random ones."""
+    from keras_attn_zoo.data import load_split
+
+    if data is not None:
+        split = load_split(data, "train", image_size=spec.input_shape[:2], limit=count, data_dir=data_dir)
+        if split.num_examples < count:
+            raise ValueError(f"{split.description} has fewer than the {count} images asked for.")
+        x, y = split.batches(count)[0]
+        return x, y, split.description
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (count, *spec.input_shape), dtype="uint8")
+    y = rng.integers(0, spec.num_classes, count).astype("int32")
+    return x, y, f"seeded random uint8 images, {count}"
 
 
 def markdown(rows, command=None):

@@ -115,6 +115,8 @@ def _explain(args):
     model, normalization, names = _model(args.model, args.weights, args.class_names)
     height, width, channels = model_image_size(model)
     pixels = read_image(args.image, (height, width), channels)
+    if args.dat:
+        return _explain_dat(args, model, preprocess(pixels[None], normalization), names)
     result = explain(model, preprocess(pixels[None], normalization), args.class_index, args.layer)
     c = int(result.class_index[0])
     print(f"{args.image}: {names[c] if names else f'class {c}'} {result.scores[0, c]:.3f}; "
@@ -129,6 +131,20 @@ def _explain(args):
         print(f"  {name:22s} SE weights: mean {w[0].mean():.4f} (min {w[0].min():.4f}, max {w[0].max():.4f})")
     path = save_explanation(args.output, read_image(args.image, channels=channels), result, 0, names)
     print(f"wrote {path}")
+
+def _explain_dat(args, model, images, names):
+    from keras_attn_zoo.explain.discriminative import discriminative_attention, save_discriminative_attention
+    from keras_attn_zoo.images import read_image
+
+    r = discriminative_attention(model, images, args.class_index, attention=args.dat_attention)
+    t, c = int(r.target[0]), int(r.confusing[0])
+    name = (lambda k: names[k] if names else f"class {k}")
+    print(f"{args.image}: target {name(t)} {r.scores[0, t]:.3f}, most confusing {name(c)} {r.scores[0, c]:.3f}; "
+          f"soft IoU {r.soft_iou_last[0]:.4f} at {r.last_layer}, {r.soft_iou_inner[0]:.4f} at {r.inner_layer} "
+          f"({'A_ch' if r.attention == 'channel' else 'A_px'})")
+    image = read_image(args.image, channels=model.input_shape[-1])
+    print(f"wrote {save_discriminative_attention(args.output, image, r, 0, names)}")
+
 
 def _split_name_tag(text):
     name, _, tag = text.partition(":")
@@ -153,8 +169,38 @@ def _train(args):
         command=command_line("keras-attn-zoo", args.argv),
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         schedule=args.schedule, milestones=milestones, weight_decay=args.weight_decay,
-        augmentation=args.augmentation,
+        augmentation=args.augmentation, objective=_objective(args),
     )
+
+
+def _objective(args):
+    """``--objective`` and its ``--dat KEY=VALUE`` settings as ``train``'s ``objective``."""
+    if not args.dat:
+        return args.objective
+    if args.objective != "dat":
+        raise ValueError("--dat settings need --objective dat.")
+    settings = {}
+    for item in args.dat:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--dat takes KEY=VALUE (e.g. second_order=true, attention=pixel); got {item!r}.")
+        lowered = text.strip().lower()
+        if lowered in ("true", "false"):
+            settings[key] = lowered == "true"
+        else:
+            try:
+                settings[key] = float(text)
+            except ValueError:
+                settings[key] = text
+    return settings
+
+
+def _add_objective_arguments(p):
+    p.add_argument("--objective", choices=("cross_entropy", "dat"), default=None,
+                   help="dat: add the discriminative-attention terms (soft IoU, consistency) to the loss")
+    p.add_argument("--dat", action="append", default=[], metavar="KEY=VALUE",
+                   help="a DAT setting, repeatable: attention=pixel, second_order=true, mask=normalized, "
+                        "inner_layer=NAME, theta=0.8, siou_inner_weight=1 ...")
 
 
 def _finetune(args):
@@ -166,6 +212,7 @@ def _finetune(args):
         fine_tune_learning_rate=args.fine_tune_lr, validation_split=args.validation_split,
         image_size=args.image_size, augmentation=args.augmentation, limit=args.limit, seed=args.seed,
         overwrite=args.overwrite, verbose="auto" if args.verbose is None else args.verbose,
+        objective=_objective(args),
     )
     print(f"predict with: keras-attn-zoo predict IMAGES --model {result.model_path}")
 
@@ -233,6 +280,9 @@ def _benchmark(args):
         if "training" in args.kinds:
             rows += benchmark.training(name, data=args.data, batch_size=args.train_batch_size,
                                        steps=args.steps, modes=args.modes, data_dir=args.data_dir)
+        if "objective" in args.kinds:
+            rows += benchmark.objective(name, data=args.data, batch_size=args.train_batch_size,
+                                        steps=args.steps, data_dir=args.data_dir)
     report = benchmark.markdown(rows, command_line("keras-attn-zoo", args.argv))
     print(report)
     if args.output:
@@ -246,7 +296,8 @@ def _add_benchmark_parser(sub):
 
     p = sub.add_parser("benchmark", help="inference latency / throughput and training images/s on this machine")
     p.add_argument("names", nargs="+", metavar="NAME")
-    p.add_argument("--kinds", nargs="+", default=["inference", "training"], choices=("inference", "training"))
+    p.add_argument("--kinds", nargs="+", default=["inference", "training"], choices=("inference", "training", "objective"),
+                   help="objective: step time of the DAT objective (first, second order) against plain training")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 128], help="inference batch sizes")
     p.add_argument("--repeats", type=int, default=20, help="timed inference calls per batch size")
     p.add_argument("--data", help="training images from this source's train split (default: random uint8)")
@@ -289,6 +340,7 @@ def _add_train_parser(sub):
     p.add_argument("--init-weights", help="start from these weights (tag or path)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in the output folder")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="1: progress bar, 2: a line per epoch")
+    _add_objective_arguments(p)
     p.set_defaults(func=_train)
 
 
@@ -312,6 +364,7 @@ def _add_finetune_parser(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in the output folder")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="1: progress bar, 2: a line per epoch")
+    _add_objective_arguments(p)
     p.set_defaults(func=_finetune)
 
 
@@ -393,6 +446,11 @@ def build_parser():
     p.add_argument("--class-index", type=int, default=None, help="the class to explain; defaults to the top one")
     p.add_argument("--class-names", default=None, help="a text file with one class name per line")
     p.add_argument("-o", "--output", required=True, help="the PNG to write")
+    p.add_argument("--dat", action="store_true",
+                   help="draw the DAT view instead: the target (--class-index, else the top class) and the "
+                        "most confusing class's attention maps at the inner and last layers, with their soft IoU")
+    p.add_argument("--dat-attention", choices=("channel", "pixel"), default="channel",
+                   help="with --dat: A_ch (channel-wise, default) or A_px (pixel-wise) maps")
     p.set_defaults(func=_explain)
 
     _add_train_parser(sub)

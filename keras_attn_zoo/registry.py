@@ -17,12 +17,14 @@ from keras_attn_zoo.models import (
     wide_resnet,
 )
 from keras_attn_zoo.models.resnet import DEPTHS as RESNET_DEPTHS
-from keras_attn_zoo.models.vgg import VGG16_STAGES
+from keras_attn_zoo.models.vgg import VGG16_STAGES, VGG19_STAGES
 
 PAPERS = {
     "fanet": 'Liu et al., "A Novel Block-wise Attention Method: Focus-and-Association Networks" (FANet)',
     "abn": 'Fukui et al., "Attention Branch Network: Learning of Attention Mechanism for Visual '
     'Explanation" (CVPR 2019)',
+    "dat": 'Wang et al., "Reducing Visual Confusion with Discriminative Attention" (arXiv 1811.07484; '
+    'ICCV 2019 as "Sharpen Focus") (DAT)',
 }
 
 DATASETS = {
@@ -90,6 +92,8 @@ class ModelSpec:
     notes: str = ""
     classifier: str = "predictions"
     gradcam_layer: str = ""
+    # (inner, last): the layers whose gradient attention maps the DAT objective uses
+    dat_layers: tuple = ()
     # exact trainable counts of the reference implementation (the authors' code; torchvision for
     # the ImageNet baselines) by number of classes, and
     # how far ours differ on purpose (explained in ``notes``)
@@ -239,6 +243,36 @@ def _gradcam_layer(family, kwargs):
     return "stage3_block3_concat"
 
 
+def _dat_layers(family, kwargs):
+    """(inner, last) layers of the DAT objective: the outputs of the network's last two stages
+    (DAT Section 3.4: the penultimate block's last conv layer and the last one), post-ReLU."""
+    if family in ("resnet_cifar", "resnext_cifar"):
+        n = (kwargs["depth"] - 2) // (6 if family == "resnet_cifar" else 9)
+        return f"stage2_block{n}_out", f"stage3_block{n}_out"
+    if family == "resnet":
+        blocks = RESNET_DEPTHS[kwargs["depth"]][1]
+        return f"stage3_block{blocks[2]}_out", f"stage4_block{blocks[3]}_out"
+    if family == "vgg":  # the last conv (BN-ReLU) of blocks 4 and 5
+        convs = [c for _, c in kwargs.get("stages", VGG19_STAGES)]
+        return f"stage{len(convs) - 1}_{convs[-2]}_relu", f"stage{len(convs)}_{convs[-1]}_relu"
+    if family in ("wrn", "densenet"):  # pre-activation nets: group / dense block 2 after its BN-ReLU
+        return ("stage3_block1_1_relu" if family == "wrn" else "transition2_relu"), "head_relu"
+    return "stage2_block7_concat", "stage3_block3_concat"  # Inception-v4: last Inception-B and -C
+
+
+# The DAT paper's numbers (Table 2, CIFAR-100), by the registry name of the architecture.
+DAT_ROWS = {
+    "resnet110": [PaperResult(
+        "dat", "2", "cifar100", 23.89, None, note=(
+            "Trained with the DAT objective, A_ch maps (objective='dat'); 23.76% with A_px "
+            "(attention='pixel'). The paper prints 1.7M parameters (ours: 1.76M with 100 classes). Its "
+            "baseline, 27.22%, is Huang et al.'s number, not a run of the authors' (Table 1: 25.98% "
+            "with Grad-CAM maps in the same loss)."
+        ),
+    )],
+}
+
+
 def _register_fanet_family(family, builder, base_name, title, variants, tolerance):
     for attention in (None, "se", "fa", "fa_se"):
         for suffix, kwargs in variants:
@@ -251,10 +285,11 @@ def _register_fanet_family(family, builder, base_name, title, variants, toleranc
                 family=family,
                 description=f"{_ATTENTION_WORDS[attention]}{title(kwargs)}",
                 paper="fanet",
-                results=tuple(FANET_ROWS.get(name, ())),
+                results=tuple(FANET_ROWS.get(name, ())) + tuple(DAT_ROWS.get(name, ())),
                 param_tolerance=tolerance,
                 notes=_FAMILY_NOTES[family],
                 gradcam_layer=_gradcam_layer(family, kwargs),
+                dat_layers=_dat_layers(family, kwargs),
             ))
 
 
@@ -290,6 +325,7 @@ _ABN_NOTES = (
 
 
 def _register(name, builder, kwargs, family, description, paper, gradcam_layer, **fields):
+    fields.setdefault("dat_layers", _dat_layers(family, kwargs))
     register(ModelSpec(
         name=name, builder=builder, kwargs=types.MappingProxyType(kwargs), family=family,
         description=description, paper=paper, gradcam_layer=gradcam_layer, **fields,
@@ -431,7 +467,7 @@ _register(
 _register(
     "abn_resnet101_multitask", resnet_multitask_abn, {"depth": 101}, "resnet",
     "Multi-task ABN-ResNet-101 (40 binary attributes, CelebA)", "abn", "stage4_block3_out",
-    num_classes=40, input_shape=(224, 224, 3), class_names=(),
+    num_classes=40, input_shape=(224, 224, 3), class_names=(), dat_layers=(),  # not single-label
     notes="Attention branch: stride-1 copy of stage 4 -> BN -> 1x1 conv to T maps (no sigmoid; "
     "GAP = per-task logits). Each task's perception pass runs the shared stage 4 on "
     "(1 + M_t) * g, batched as batch * T rows; one sigmoid unit per task. Binary "
@@ -584,5 +620,6 @@ def model_info(name):
         "notes": spec.notes,
         "classifier": spec.classifier,
         "gradcam_layer": spec.gradcam_layer,
+        "dat_layers": list(spec.dat_layers),
         "weights": published_tags(spec.name),
     }

@@ -31,6 +31,12 @@ def test_forward_pass_and_named_layers(name):
 
     names = {layer.name for layer in model.layers}
     assert {spec.classifier, spec.gradcam_layer} <= names
+    if spec.name.endswith("_multitask"):  # not a single-label classifier: no DAT objective
+        assert spec.dat_layers == ()
+    else:  # the DAT objective's inner and last layers: one 4D output each, inner >= last in size
+        inner, last = (model.get_layer(n).output.shape for n in spec.dat_layers)
+        assert len(inner) == len(last) == 4 and inner[-1] and last[-1]
+        assert inner[1] is None or inner[1] >= last[1]
     assert len(names) == len(model.layers)  # flat graph, unique names
     attention = spec.kwargs.get("attention", "abn")
     has_se = any(isinstance(layer, SqueezeExcite) for layer in model.layers)

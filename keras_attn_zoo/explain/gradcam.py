@@ -2,8 +2,9 @@
 
 The map of class c at a layer with feature maps A^k is ``relu(sum_k alpha_k A^k)`` with
 ``alpha_k`` the spatial mean of d y^c / d A^k, y^c the class score before the softmax.
-Gradients are not part of ``keras.ops``, so the one backend-specific step, :func:`_gradient`,
-covers the TensorFlow, JAX and PyTorch backends.
+Gradients are not part of ``keras.ops``, so the one backend-specific step, the gradient,
+covers the TensorFlow, JAX and PyTorch backends
+(:mod:`keras_attn_zoo.autodiff`).
 """
 
 import weakref
@@ -12,19 +13,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_attn_zoo.autodiff import Probe as _Probe
+from keras_attn_zoo.autodiff import gradient
 from keras_attn_zoo.explain.outputs import functional
-
-
-class _Probe(keras.layers.Layer):
-    """Identity in the graph; adds ``offset`` when one is set, so that the gradient with respect
-    to the offset (at zero) is the gradient with respect to the layer output it follows."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.offset = None
-
-    def call(self, x):
-        return x if self.offset is None else x + self.offset
 
 
 _PROBES = weakref.WeakKeyDictionary()  # model -> {(layer, classifier): (probe model, probe)}
@@ -69,36 +60,6 @@ def _probe_model(model, layer_name, classifier_name):
     )
     cache[layer_name, classifier_name] = sub, probe
     return sub, probe
-
-
-def _gradient(fn, offset):
-    """``d fn(offset)[0] / d offset`` and ``fn(offset)[1]``, on the current backend."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        offset = tf.convert_to_tensor(offset)
-        with tf.GradientTape() as tape:
-            tape.watch(offset)
-            value, aux = fn(offset)
-        return tape.gradient(value, offset), aux
-    if backend == "jax":
-        import jax
-
-        grad, aux = jax.grad(fn, has_aux=True)(offset)
-        return grad, aux
-    if backend == "torch":
-        import torch
-
-        offset = ops.convert_to_tensor(offset).detach().requires_grad_(True)
-        with torch.enable_grad():
-            value, aux = fn(offset)
-            (grad,) = torch.autograd.grad(value, offset)
-        return grad, ops.stop_gradient(aux)
-    raise ValueError(
-        f"Grad-CAM needs gradients, which keras.ops does not expose; it supports the TensorFlow, "
-        f"JAX and PyTorch backends, and the backend is {backend!r}."
-    )
 
 
 def resolve_layers(model, layer=None, classifier=None):
@@ -186,7 +147,7 @@ def grad_cam(model, images, class_index=None, layer=None, classifier=None, batch
                 probe.offset = None
             return ops.sum(_class_scores(dense, inputs, scores) * onehot), features
 
-        grads, features = _gradient(score, ops.zeros(ops.shape(features)))
+        grads, features = gradient(score, ops.zeros(ops.shape(features)), "Grad-CAM")
         alpha = ops.mean(grads, axis=(1, 2), keepdims=True)
         cam = ops.convert_to_numpy(ops.relu(ops.sum(alpha * features, axis=-1)))
         maps.append(cam)

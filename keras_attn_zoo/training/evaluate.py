@@ -165,11 +165,12 @@ def paper_errors(name, dataset):
 
     from keras_attn_zoo.registry import PAPERS, get_spec
 
-    spec = get_spec(name)
-    short = re.search(r"\(([^()]+)\)$", PAPERS[spec.paper])
-    paper = short.group(1) if short else spec.paper
-    rows = [r for r in spec.results if r.dataset == dataset]
-    return "; ".join(f"{r.top1_error:.2f}% ({paper} Table {r.table})" for r in rows) or "-"
+    def short(paper):
+        found = re.search(r"\(([^()]+)\)$", PAPERS[paper])
+        return found.group(1) if found else paper
+
+    rows = [r for r in get_spec(name).results if r.dataset == dataset]
+    return "; ".join(f"{r.top1_error:.2f}% ({short(r.paper)} Table {r.table})" for r in rows) or "-"
 
 
 def results_markdown(rows):

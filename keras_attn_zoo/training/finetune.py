@@ -109,6 +109,7 @@ def fine_tune(
     seed=0,
     overwrite=False,
     verbose="auto",
+    objective=None,
 ):
     """Fine-tune registry model ``name`` from pretrained ``weights`` on the images in ``data``.
 
@@ -137,6 +138,10 @@ def fine_tune(
             of an unfinished one (its checkpoints); other files stay. Defaults to False.
         verbose: 1 for progress bars, 2 for a line per epoch, 0 for silence; "auto" is a
             progress bar on a terminal. Defaults to "auto".
+        objective: None (cross-entropy) or "dat" / DAT settings: train both phases with the
+            discriminative-attention objective (``keras_attn_zoo.training.dat``; in first order
+            its terms reach only layers below the DAT layers, so they do nothing while the
+            backbone is frozen). Defaults to None.
 
     Returns:
         A :class:`FineTuneResult`.
@@ -155,6 +160,9 @@ def fine_tune(
             raise ValueError(f"{arg} must be a non-negative integer, got {value!r}.")
     if epochs + freeze_epochs == 0:
         raise ValueError("Nothing to train: epochs and freeze_epochs are both 0.")
+    from keras_attn_zoo.training.dat import objective_config, objective_record
+
+    objective_config(objective)  # bad settings fail before anything is loaded
     stats = recorded_stats(name, weights)
     side = image_size or spec.input_shape[0]
     model_shape = (side, side, spec.input_shape[-1])
@@ -230,7 +238,8 @@ def _fine_tune(spec, name, data, weights, stats, out, model_path, paths, model_s
     if freeze_epochs and not paths["frozen"].exists():
         _set_trainable(model, new, backbone=False)
         _fit(model, stats, augmentation, seed, train_batches, val_batches, learning_rate, freeze_epochs,
-             paths["backup"] / "frozen", paths["log"], best, verbose, phase="new layers only (backbone frozen)")
+             paths["backup"] / "frozen", paths["log"], best, verbose, phase="new layers only (backbone frozen)",
+             objective=objective)
         save_weights(model, paths["frozen"])
     if freeze_epochs:
         phases.append({"phase": "frozen backbone", "epochs": freeze_epochs, "optimizer": "adam",
@@ -239,7 +248,8 @@ def _fine_tune(spec, name, data, weights, stats, out, model_path, paths, model_s
         _set_trainable(model, new, backbone=True)
         _fit(model, stats, augmentation, seed, train_batches, val_batches, fine_tune_learning_rate, epochs,
              paths["backup"] / "unfrozen", paths["log"], best, verbose,
-             phase="backbone unfrozen, BatchNormalization frozen", initial_epoch=freeze_epochs)
+             phase="backbone unfrozen, BatchNormalization frozen", initial_epoch=freeze_epochs,
+             objective=objective)
         phases.append({"phase": "unfrozen backbone", "epochs": epochs, "optimizer": "adam",
                        "learning_rate": fine_tune_learning_rate,
                        "trainable": "all but the pretrained BatchNormalization layers"})
@@ -262,6 +272,7 @@ def _fine_tune(spec, name, data, weights, stats, out, model_path, paths, model_s
         "augmentation": augmentation,
         "batch_size": batch_size,
         "phases": phases,
+        "objective": objective_record(objective),
         "best_epoch": best_epoch["epoch"],
         "val_accuracy": round(best_epoch["val_accuracy"], 6),
         "time_s": round(wall, 1),
@@ -293,11 +304,11 @@ def _set_trainable(model, new_layers, backbone):
 
 
 def _fit(model, stats, augmentation, seed, train_batches, val_batches, learning_rate, epochs, backup, log,
-         best, verbose, phase, initial_epoch=0):
+         best, verbose, phase, initial_epoch=0, objective=None):
     """One phase: a fresh wrapper (trainable flags are read when it compiles) trained with Adam,
     resumed from its checkpoint in ``backup`` if it has one. Epochs are numbered on across both
     phases (in the log and the checkpoints' names)."""
-    wrapper = training_model(model, stats, augmentation, seed)
+    wrapper = training_model(model, stats, augmentation, seed, objective)
     wrapper.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),  # the model ends in a softmax

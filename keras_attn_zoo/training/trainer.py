@@ -52,6 +52,7 @@ from keras_attn_zoo.training.checkpoints import (
     trim_log,
     write_json,
 )
+from keras_attn_zoo.training.dat import dat_model, objective_config, objective_record
 from keras_attn_zoo.training.distribute import get_distribution
 from keras_attn_zoo.training.optimizers import CoupledSGD
 from keras_attn_zoo.training.recipes import get_recipe, learning_rate_schedule
@@ -62,7 +63,7 @@ LOG_FILE = "training_log.csv"
 START_FILE = "started.json"  # in backup/: the commit and date a run started with
 
 
-def training_model(model, stats, augmentation="none", seed=None):
+def training_model(model, stats, augmentation="none", seed=None, objective=None):
     """Wrap a model as ``images (0..255) -> augmentation -> normalisation -> model``.
 
     An ABN model's wrapper is itself an :class:`~keras_attn_zoo.models.abn.ABNModel` with both
@@ -76,6 +77,9 @@ def training_model(model, stats, augmentation="none", seed=None):
             images of any size at least the model's (random-resized crop in training, center
             crop otherwise). Defaults to "none" (the inference wrapper).
         seed: augmentation seed. Defaults to None.
+        objective: None (the model's own losses) or the discriminative-attention objective,
+            "dat" or its settings (:mod:`keras_attn_zoo.training.dat`): the wrapper is then a
+            ``DATModel`` whose ``fit`` adds the attention terms. Defaults to None.
 
     Returns:
         A ``keras.Model`` named ``<model>_training`` that shares ``model``'s layers.
@@ -87,6 +91,8 @@ def training_model(model, stats, augmentation="none", seed=None):
     for layer in augmentation_layers(augmentation, shape, seed):
         x = layer(x)
     x = normalization_layer(stats)(x)
+    if objective_config(objective) is not None:
+        return dat_model(model, inputs, x, objective, name=f"{model.name}_training")
     # float32 outputs under mixed precision: losses and top-k metrics need them.
     if isinstance(model, ABNModel):
         # Both branches' outputs, so that the wrapper's fit adds L_att as the bare model's does.
@@ -204,6 +210,7 @@ def train(
     overwrite=False,
     verbose="auto",
     command=None,
+    objective=None,
     **recipe_overrides,
 ):
     """Train a registered model on a data set with a recipe and measure it on the test split.
@@ -233,6 +240,10 @@ def train(
         verbose: Keras ``fit`` verbosity; "auto" is a progress bar on a terminal, one line per
             epoch otherwise.
         command: the command line to record. Defaults to this call's description.
+        objective: None (cross-entropy, ABN: L_att + L_per) or "dat" / DAT settings (a dict or
+            ``DATConfig``): the discriminative-attention objective, Eq. 9 of Wang et al.; the
+            log then has a column per term and the record says which settings trained.
+            Defaults to None.
         **recipe_overrides: recipe fields: ``epochs``, ``batch_size``, ``learning_rate``,
             ``schedule``, ``milestones``, ``weight_decay``, ``momentum``, ``augmentation``...
 
@@ -253,6 +264,7 @@ def train(
     spec = get_spec(name)
     name = spec.name
     recipe = get_recipe(recipe, **recipe_overrides)
+    objective_config(objective)  # bad settings fail before any data is read
     if mixed_precision not in (None, *MIXED_PRECISION):
         raise ValueError(f"mixed_precision must be None, 'float16' or 'bfloat16'; got {mixed_precision!r}.")
     out = Path(output_dir) if output_dir is not None else Path("runs") / name
@@ -324,7 +336,7 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
         with distribution.scope():
             model = load(name, weights=init_weights, num_classes=train_split.num_classes,
                          input_shape=model_shape, classifier_activation=None)
-            wrapper = training_model(model, stats, recipe.augmentation, seed)
+            wrapper = training_model(model, stats, recipe.augmentation, seed, objective)
             optimizer = CoupledSGD(
                 learning_rate_schedule(recipe, steps_per_epoch), momentum=recipe.momentum,
                 nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
@@ -396,6 +408,7 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
         "training": {
             "data": train_split.description,
             "recipe": recipe.to_dict(),
+            "objective": objective_record(getattr(wrapper, "dat_config", objective)),  # layers resolved
             "epochs_completed": checkpoints.epoch,
             "time_s": round(sum(float(r.get("epoch_seconds") or 0) for r in log_rows), 1),
             "wall_time_last_run_s": round(wall, 1),
