@@ -1,0 +1,182 @@
+"""PAYA (Attend-and-Rectify) layers against the spec's equations, on hand-made tensors."""
+
+import numpy as np
+import pytest
+
+import keras
+from keras import ops
+
+from helpers import run_layer_serialization_test
+from keras_attn_zoo.layers import PayaAggregation, PayaGate, PayaModule, head_diversity
+
+
+def np_(t):
+    return ops.convert_to_numpy(t)
+
+
+def log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def softmax(z, axis=-1):
+    e = np.exp(z - z.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
+
+
+@pytest.fixture
+def z():
+    return np.random.default_rng(3).normal(size=(3, 6, 4, 5)).astype("float32")
+
+
+def conv3x3_same(x, kernel):
+    """Plain NumPy 3x3 'same' convolution (no bias): (B, h, w, c) x (3, 3, c, f)."""
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, w = x.shape[1:3]
+    out = np.zeros((*x.shape[:3], kernel.shape[-1]), "float64")
+    for dy in range(3):
+        for dx in range(3):
+            out += padded[:, dy:dy + h, dx:dx + w, :] @ kernel[dy, dx]
+    return out
+
+
+@pytest.mark.multibackend
+def test_module_equations(z):
+    classes, heads = 3, 2
+    module = PayaModule(classes, heads)
+    logits, masks, gates = (np_(t) for t in module(z))
+    assert logits.shape == (3, classes) and masks.shape == (3, 6, 4, heads) and gates.shape == (3, heads)
+    np.testing.assert_allclose(masks.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(gates.sum(axis=-1), 1.0, rtol=1e-5)
+    # the spec's Section 1, step by step, in NumPy
+    a = conv3x3_same(z, np_(module.attention_conv.kernel)).reshape(3, -1, heads)
+    m = softmax(a, axis=1)
+    np.testing.assert_allclose(masks.reshape(3, -1, heads), m, rtol=1e-4, atol=1e-6)
+    o = conv3x3_same(z, np_(module.output_conv.kernel)).reshape(3, -1, heads, classes)  # head-major
+    head_logits = np.einsum("bnh,bnhc->bhc", m, o)
+    s = np.einsum("bnh,bnh->bh", m, conv3x3_same(z, np_(module.gate_conv.kernel)).reshape(3, -1, heads))
+    g = softmax(np.tanh(s))
+    np.testing.assert_allclose(gates, g, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(logits, np.einsum("bh,bhc->bc", g, head_logits), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.multibackend
+def test_module_convs_are_bias_free_and_untruncated_kaiming():
+    module = PayaModule(10, 4)
+    module.build((None, 8, 8, 64))
+    assert [w.shape for w in module.weights] == [(3, 3, 64, 4), (3, 3, 64, 40), (3, 3, 64, 4)]
+    kernel = np_(module.output_conv.kernel)
+    std = np.sqrt(2 / (9 * 64))
+    assert abs(kernel.std() / std - 1) < 0.05
+    assert np.abs(kernel).max() > 2.5 * std  # a truncated normal stops at 2 std
+
+
+@pytest.mark.multibackend
+def test_one_head_gives_zero_regulariser(z):
+    module = PayaModule(3, heads=1)
+    _, masks, _ = module(z)
+    assert float(np_(head_diversity(masks))) == 0.0
+
+
+@pytest.mark.multibackend
+def test_two_head_regulariser_by_hand():
+    # batch 1, 2x4 map, two heads: pooled 2x2 -> 1x2 positions per head
+    m1 = np.array([[0.1, 0.2, 0.3, 0.0], [0.1, 0.1, 0.1, 0.1]])
+    m2 = np.array([[0.0, 0.0, 0.0, 0.5], [0.0, 0.5, 0.0, 0.0]])
+    masks = np.stack([m1, m2], -1)[None].astype("float32")  # (1, 2, 4, 2)
+    p1 = np.array([(0.1 + 0.2 + 0.1 + 0.1) / 4, (0.3 + 0.0 + 0.1 + 0.1) / 4])
+    p2 = np.array([(0.0 + 0.0 + 0.0 + 0.5) / 4, (0.0 + 0.5 + 0.0 + 0.0) / 4])
+    cross = p1 @ p2  # G[0, 1] = G[1, 0]
+    expected = (2 * cross**2) / 4  # mean over the 1 * 2 * 2 entries, diagonal zeroed
+    np.testing.assert_allclose(float(np_(head_diversity(masks))), expected, rtol=1e-6)
+
+
+@pytest.mark.multibackend
+def test_regulariser_is_added_in_training_only(z):
+    module = PayaModule(3, 2, diversity_weight=0.5)
+    _, masks, _ = module(z)
+    assert not module.losses
+    module(z, training=True)
+    assert len(module.losses) == 1
+    np.testing.assert_allclose(np_(module.losses[0]), 0.5 * np_(head_diversity(masks)), rtol=1e-6)
+    quiet = PayaModule(3, 2, diversity_weight=0.0)
+    quiet(z, training=True)
+    assert not quiet.losses
+
+
+@pytest.mark.multibackend
+@pytest.mark.parametrize("mode", ["softmax", "sigmoid"])
+def test_gate(mode):
+    f = np.random.default_rng(0).normal(size=(5, 16)).astype("float32")
+    gate = PayaGate(4, mode=mode)
+    w = np_(gate(f, training=True))
+    assert w.shape == (5, 4)
+    gamma = np.tanh(_batch_norm(f @ np_(gate.dense.kernel)))
+    expected = softmax(gamma) if mode == "softmax" else 1 / (1 + np.exp(-gamma))
+    np.testing.assert_allclose(w, expected, rtol=1e-4, atol=1e-6)
+    if mode == "softmax":
+        np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+    assert not gate.dense.use_bias
+    assert gate.bn.momentum == 0.9 and gate.bn.epsilon == 1e-5
+
+
+def _batch_norm(x, eps=1e-5):
+    return (x - x.mean(0)) / np.sqrt(x.var(0) + eps)
+
+
+@pytest.mark.multibackend
+@pytest.mark.parametrize("mode", ["softmax", "sigmoid"])
+def test_aggregation_is_the_weighted_log_softmax_sum(mode):
+    rng = np.random.default_rng(2)
+    logits = [rng.normal(size=(4, 5)).astype("float32") * 3 for _ in range(3)]
+    w = softmax(rng.normal(size=(4, 3))).astype("float32")
+    if mode == "sigmoid":
+        w = (1 / (1 + np.exp(-rng.normal(size=(4, 3))))).astype("float32")
+    out = np_(PayaAggregation(mode)([w, *logits]))
+    expected = sum(w[:, i:i + 1] * log_softmax(logits[i]) for i in range(3))
+    if mode == "sigmoid":
+        expected = expected / (1e-6 + w.sum(-1, keepdims=True))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.multibackend
+def test_layers_serialize(z):
+    run_layer_serialization_test(PayaModule(3, 2, diversity_weight=1e-2), z)
+    run_layer_serialization_test(PayaGate(3, mode="sigmoid"), z.reshape(3, -1))
+    logits = [z[:, 0, 0, :], z[:, 1, 0, :]]
+    run_layer_serialization_test(PayaAggregation("sigmoid", auxiliary_weight=0.5), [softmax(z[:, 0, 0, :2]), *logits])
+    config = PayaModule(7, 3, diversity_weight=0.25).get_config()
+    assert (config["classes"], config["heads"], config["diversity_weight"]) == (7, 3, 0.25)
+
+
+@pytest.mark.multibackend
+def test_compute_output_shape():
+    assert PayaModule(10, 4).compute_output_shape((None, 8, 8, 64)) == [(None, 10), (None, 8, 8, 4), (None, 4)]
+    assert PayaGate(4).compute_output_shape((None, 64)) == (None, 4)
+    assert PayaAggregation().compute_output_shape([(None, 3), (None, 10), (None, 10), (None, 10)]) == (None, 10)
+    inputs = keras.Input((8, 8, 16))
+    outs = PayaModule(10, 2)(inputs)
+    assert [tuple(t.shape) for t in outs] == [(None, 10), (None, 8, 8, 2), (None, 2)]
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: PayaModule(0), "classes must be a positive integer, got 0"),
+        (lambda: PayaModule(10, heads=2.5), "heads must be a positive integer, got 2.5"),
+        (lambda: PayaModule(10, diversity_weight=-1), "diversity_weight must be a number >= 0, got -1"),
+        (lambda: PayaGate(4, mode="relu"), "mode must be one of .* got 'relu'"),
+        (lambda: PayaAggregation(mode="max"), "got 'max'"),
+        (lambda: PayaAggregation(auxiliary_weight="a"), "got 'a'"),
+    ],
+)
+@pytest.mark.multibackend
+def test_bad_arguments_name_the_value(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.multibackend
+def test_aggregation_checks_gate_count():
+    with pytest.raises(ValueError, match="2 outputs but 3 gate weights"):
+        PayaAggregation()([np.ones((1, 3), "float32"), np.zeros((1, 4), "float32"), np.zeros((1, 4), "float32")])
