@@ -180,3 +180,133 @@ def test_bad_arguments_name_the_value(make, match):
 def test_aggregation_checks_gate_count():
     with pytest.raises(ValueError, match="2 outputs but 3 gate weights"):
         PayaAggregation()([np.ones((1, 3), "float32"), np.zeros((1, 4), "float32"), np.zeros((1, 4), "float32")])
+
+
+# ---------------------------------------------------------------- models and training
+
+import keras_attn_zoo as zoo  # noqa: E402
+from helpers import param_count, run_model_saving_test, sample_images  # noqa: E402
+from keras_attn_zoo.models import resnet_cifar, wide_resnet  # noqa: E402
+from keras_attn_zoo.models.paya import PAYAModel, paya_outputs_model  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "name,classes,count",
+    [
+        ("paya_wrn28_10", 10, 36_965_634), ("paya_wrn28_10", 100, 40_652_124),
+        ("paya_wrn40_10", 10, 56_328_194), ("paya_wrn40_10", 100, 60_014_684),
+        ("wrn40_10", 10, 55_841_754), ("wrn40_10", 100, 55_899_444),
+    ],
+)
+def test_counts_equal_the_authors_code(name, classes, count):
+    """Spec Section 4, counted without a forward pass."""
+    assert zoo.get_spec(name).official_params[classes] == count
+    assert param_count(name, classes=classes) == count
+
+
+def test_paya_adds_exactly_the_modules_gate_and_stem_bn():
+    # 36 c (C + 2) per module (H = 4), gate 64 * 4 + BN 8; ResNet-20 has no stem BN to add
+    assert param_count("paya_resnet20") - param_count("resnet20") == 36 * (16 + 32 + 64) * 12 + 264
+    assert param_count("paya_wrn16_4") - param_count("wrn16_4") == 36 * (64 + 128 + 256) * 12 + 256 * 4 + 8 + 32
+
+
+def tiny_wrn(**kwargs):
+    return wide_resnet(10, 1, "paya", classes=3, input_shape=(16, 16, 3), **kwargs)
+
+
+def test_modules_sit_where_the_spec_says():
+    model = tiny_wrn()
+    inputs = {layer.name: layer.input for layer in model.layers if layer.name.endswith("_paya")}
+    assert inputs["stage1_paya"] is model.get_layer("stage2_block1_1_relu").output
+    assert inputs["stage2_paya"] is model.get_layer("stage3_block1_1_relu").output
+    assert inputs["stage3_paya"] is model.get_layer("head_relu").output
+    assert {"stem_bn", "stem_relu", "paya_gate", "paya_output", "paya_scores"} <= {l.name for l in model.layers}
+    assert "stem_bn" not in {l.name for l in wide_resnet(10, 1, input_shape=(16, 16, 3)).layers}
+    resnet = resnet_cifar(8, "paya", attention_depth=2, attention_heads=2)
+    inputs = {layer.name: layer.input for layer in resnet.layers if layer.name.endswith("_paya")}
+    assert sorted(inputs) == ["stage2_paya", "stage3_paya"]  # the last two stages
+    assert inputs["stage3_paya"] is resnet.get_layer("stage3_block1_out").output
+    assert resnet.get_layer("paya_gate").outputs == 3 and resnet.get_layer("stage2_paya").heads == 2
+    # the authors' mean over modules: each gets reg_weight / AD
+    assert resnet.get_layer("stage3_paya").diversity_weight == pytest.approx(1e-3 / 2)
+
+
+@pytest.mark.multibackend
+def test_predict_gives_class_scores_and_the_gates_are_in_spec_order():
+    model = tiny_wrn()
+    assert isinstance(model, PAYAModel) and model.output_shape == (None, 3)
+    x = sample_images(2, (16, 16, 3))
+    scores = model.predict(x, verbose=0)
+    np.testing.assert_allclose(scores.sum(-1), 1.0, rtol=1e-5)
+    out = keras.tree.map_structure(np_, paya_outputs_model(model)(x, training=False))
+    logits = [out["stage3_paya/logits"], out["stage2_paya/logits"], out["stage1_paya/logits"], out["net_logits"]]
+    gated = sum(out["gates"][:, i:i + 1] * log_softmax(logits[i]) for i in range(4))
+    np.testing.assert_allclose(scores, softmax(gated), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out["gates"].sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.multibackend
+def test_fit_uses_the_authors_loss_whatever_is_compiled():
+    """The loss fit reports = NLL on the gated log-probabilities (not renormalised) + R."""
+    model = tiny_wrn(reg_weight=10.0)  # a visible regulariser
+    x = sample_images(4, (16, 16, 3))
+    y = np.array([0, 1, 2, 1])
+    out = model(x, training=True)
+    log_probs = np_(out["paya_output"])
+    reg = sum(float(np_(loss)) for loss in model.losses)
+    assert len(model.losses) == 3 and reg > 0
+    expected = -log_probs[np.arange(4), y].mean() + reg
+    renormalised = -log_softmax(log_probs)[np.arange(4), y].mean() + reg
+    assert abs(expected - renormalised) > 1e-3  # the two readings differ here
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+    history = model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    np.testing.assert_allclose(history.history["loss"][0], expected, rtol=1e-4)
+
+
+@pytest.mark.multibackend
+def test_auxiliary_cross_entropy_is_optional_and_ours():
+    model = tiny_wrn(reg_weight=0.0, auxiliary_weight=0.5)
+    x, y = sample_images(4, (16, 16, 3)), np.array([0, 1, 2, 1])
+    out = keras.tree.map_structure(np_, model(x, training=True))
+    assert not model.losses
+    aux = np.mean([-log_softmax(out[k])[np.arange(4), y].mean() for k in ("stage1_paya", "stage2_paya", "stage3_paya")])
+    expected = -out["paya_output"][np.arange(4), y].mean() + 0.5 * aux
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+    history = model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    np.testing.assert_allclose(history.history["loss"][0], expected, rtol=1e-4)
+
+
+@pytest.mark.multibackend
+def test_round_trip_is_exact(tmp_path):
+    model = resnet_cifar(8, "paya", attention_heads=2, gate="sigmoid", auxiliary_weight=0.25)
+    run_model_saving_test(model, tmp_path, sample_images(2))
+    restored = keras.saving.load_model(tmp_path / f"{model.name}.keras")
+    assert isinstance(restored, PAYAModel) and restored.auxiliary_weight == 0.25
+    assert restored.get_layer("paya_gate").mode == "sigmoid"
+
+
+def test_fit_lowers_the_loss():
+    model = resnet_cifar(8, "paya", attention_heads=2)
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    x, y = sample_images(16), np.arange(16) % 10
+    history = model.fit(x, y, batch_size=8, epochs=4, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    loss, accuracy = model.evaluate(x, y, verbose=0)
+    assert np.isfinite(loss) and 0 <= accuracy <= 1
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"attention_depth": 4}, "attention_depth .* from 1 to 3 .* got 4"),
+        ({"attention_depth": 0}, "got 0"),
+        ({"attention_heads": 0}, "attention_heads must be a positive integer, got 0"),
+        ({"reg_weight": -1.0}, "reg_weight must be a number >= 0, got -1.0"),
+        ({"gate": "relu"}, "gate must be one of .* got 'relu'"),
+        ({"include_top": False}, "PAYA models need include_top=True"),
+    ],
+)
+def test_bad_model_arguments_name_the_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        resnet_cifar(8, "paya", **kwargs)

@@ -22,6 +22,8 @@ class Mechanism:
         abn: an attention branch (ABN) at the family's branch point. It is a classifier (the
             model needs ``include_top``) and adds an output (``abn_logits``) and a training loss
             of its own (``ABNModel``).
+        paya: PAYA attention modules at the end of stages, global gates and the gated
+            log-probability output (Attend-and-Rectify). A classifier too (``PAYAModel``).
     """
 
     name: str | None
@@ -29,6 +31,7 @@ class Mechanism:
     se: bool = False
     fa: bool = False
     abn: bool = False
+    paya: bool = False
 
 
 ATTENTIONS = {}
@@ -49,6 +52,7 @@ for _mechanism in (
     Mechanism("fa_se", "FA-SE-", se=True, fa=True),
     Mechanism("abn", "ABN-", abn=True),
     Mechanism("abn_se", "ABN-SE-", se=True, abn=True),
+    Mechanism("paya", "PAYA-", paya=True),
 ):
     register_mechanism(_mechanism)
 
@@ -74,6 +78,10 @@ class Attention:
     def abn(self):
         return self.mechanism.abn
 
+    @property
+    def paya(self):
+        return self.mechanism.paya
+
     def squeeze_excite(self, x, name):
         """SE on ``x`` when enabled, else ``x`` unchanged."""
         return SqueezeExcite(self.se_ratio, name=name)(x) if self.se else x
@@ -92,6 +100,11 @@ def parse_attention(attention, se_ratio, fa_ratios=(4, 4), allowed=tuple(ATTENTI
     if mechanism.abn and not include_top:
         raise ValueError(
             "An attention branch is a classifier: ABN models need include_top=True "
+            "(use the plain model for features)."
+        )
+    if mechanism.paya and not include_top:
+        raise ValueError(
+            "PAYA attention modules are classifiers: PAYA models need include_top=True "
             "(use the plain model for features)."
         )
     fa_ratios = tuple(fa_ratios)
@@ -203,10 +216,14 @@ def conv_bn(x, filters, kernel_size, name, strides=1, padding="same", groups=1, 
     return x
 
 
-def finish(inputs, outputs, name, weights, abn_logits=None):
-    """Build the functional model (an ``ABNModel`` when there is an attention branch) and load
-    a local weights file if one is given."""
-    if abn_logits is not None:
+def finish(inputs, outputs, name, weights, abn_logits=None, paya_outputs=None):
+    """Build the functional model (an ``ABNModel`` when there is an attention branch, a
+    ``PAYAModel`` given ``paya_outputs``) and load a local weights file if one is given."""
+    if paya_outputs is not None:
+        from keras_attn_zoo.models.paya import paya_model
+
+        model = paya_model(inputs, paya_outputs, name)
+    elif abn_logits is not None:
         from keras_attn_zoo.models.abn import abn_model
 
         model = abn_model(inputs, outputs, abn_logits, name)
