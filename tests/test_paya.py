@@ -310,3 +310,36 @@ def test_fit_lowers_the_loss():
 def test_bad_model_arguments_name_the_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
         resnet_cifar(8, "paya", **kwargs)
+
+
+def test_trainer_wrapper_trains_with_the_authors_loss():
+    from keras_attn_zoo.data import ChannelStats
+    from keras_attn_zoo.training.trainer import training_model
+
+    stats = ChannelStats((0.5,) * 3, (0.25,) * 3)
+    model = zoo.load("paya_resnet20", input_shape=(16, 16, 3), reg_weight=10.0)
+    wrapper = training_model(model, stats, "none")
+    assert isinstance(wrapper, PAYAModel) and wrapper.output_shape == (None, 10)
+    wrapper.compile(loss="sparse_categorical_crossentropy")
+    images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype("float32")
+    labels = np.array([1, 2, 3, 4])
+    outputs = wrapper(images, training=True)
+    assert {"predictions", "paya_output", "stage1_paya"} <= set(outputs)
+    reg = sum(float(np_(loss)) for loss in wrapper.losses)
+    assert len(wrapper.losses) == 3 and reg > 0
+    expected = -np_(outputs["paya_output"])[np.arange(4), labels].mean() + reg
+    assert float(wrapper.compute_loss(images, labels, outputs)) == pytest.approx(expected, rel=1e-5)
+    normalised = (images / 255 - 0.5) / 0.25
+    np.testing.assert_allclose(wrapper.predict(images, verbose=0), model.predict(normalised, verbose=0), atol=1e-4)
+
+
+def test_train_and_evaluate_a_paya_model(tmp_path):
+    """`train` and `evaluate` on 64 CIFAR-10 images, one epoch."""
+    from helpers import CIFAR10_ARCHIVE
+    from keras_attn_zoo.training import train
+
+    record = train("paya_resnet20", str(CIFAR10_ARCHIVE), epochs=1, batch_size=32, limit=64, eval_limit=64,
+                   output_dir=tmp_path / "run", verbose=0)
+    assert 0 <= record["accuracy"]["top1"] <= 1
+    model = zoo.load("paya_resnet20", weights=str(tmp_path / "run" / "paya_resnet20.weights.h5"))
+    assert isinstance(model, PAYAModel)
