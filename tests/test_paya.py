@@ -343,3 +343,26 @@ def test_train_and_evaluate_a_paya_model(tmp_path):
     assert 0 <= record["accuracy"]["top1"] <= 1
     model = zoo.load("paya_resnet20", weights=str(tmp_path / "run" / "paya_resnet20.weights.h5"))
     assert isinstance(model, PAYAModel)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_export_matches_keras(tmp_path, fmt):
+    """paya_resnet20 to ONNX / TFLite with the exporter's parity check, plus the masks of the
+    last module as a named output; the file runs in its own runtime."""
+    from test_export import export_in_subprocess, onnx_run, tflite_run
+
+    model = zoo.load("paya_resnet20")
+    model.save(tmp_path / "model.keras")
+    out = tmp_path / f"model.{fmt}"
+    report = export_in_subprocess(tmp_path / "model.keras", out, format=fmt, num_samples=4,
+                                  outputs=["stage3_paya:1"])
+    # the exporter's check (1e-4 on every output: module logits of an untrained net are large)
+    assert report["ok"] and report["max_abs_diff"]["predictions"] < 1e-5, report
+    if fmt == "tflite":
+        assert not [op for op in report["ops"] if op.lower().startswith("flex")]
+    x = sample_images(3, seed=5)
+    got = (onnx_run if fmt == "onnx" else tflite_run)(out, x)[1]
+    assert {"predictions", "paya_output", "stage3_paya_1"} <= set(got)
+    np.testing.assert_allclose(got["predictions"], model.predict(x, verbose=0), atol=1e-5)
+    masks = np_(paya_outputs_model(model)(x)["stage3_paya/masks"])
+    np.testing.assert_allclose(got["stage3_paya_1"], masks, atol=1e-4)

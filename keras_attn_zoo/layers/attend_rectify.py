@@ -33,6 +33,12 @@ def _gate_mode(owner, mode):
         raise ValueError(f"{owner} mode must be one of {GATE_MODES}, got {mode!r}.")
 
 
+def _positions(x):
+    """h*w when both are static (exporters need at most one dynamic reshape size), else -1."""
+    h, w = x.shape[1], x.shape[2]
+    return -1 if h is None or w is None else h * w
+
+
 def head_diversity(masks):
     """The authors' inter-mask regulariser of one module, before its weight.
 
@@ -48,7 +54,7 @@ def head_diversity(masks):
     heads = masks.shape[-1]
     if masks.shape[1] is not None and masks.shape[2] is not None and min(masks.shape[1:3]) >= 2:
         masks = ops.average_pool(masks, 2, strides=2, padding="valid")
-    flat = ops.reshape(masks, (ops.shape(masks)[0], -1, heads))
+    flat = ops.reshape(masks, (ops.shape(masks)[0], _positions(masks), heads))
     gram = ops.matmul(ops.transpose(flat, (0, 2, 1)), flat)
     off_diagonal = gram * (1.0 - ops.eye(heads, dtype=gram.dtype))
     return ops.mean(ops.square(off_diagonal))
@@ -122,17 +128,17 @@ class PayaModule(keras.layers.Layer):
     def masks(self, z):
         """The attention masks ``(batch, h, w, H)``, each a softmax over the h*w positions."""
         scores = self.attention_conv(z)
-        flat = ops.softmax(ops.reshape(scores, (ops.shape(z)[0], -1, self.heads)), axis=1)
+        flat = ops.softmax(ops.reshape(scores, (ops.shape(z)[0], _positions(z), self.heads)), axis=1)
         return ops.reshape(flat, ops.shape(scores))
 
     def call(self, z, training=None):
-        batch = ops.shape(z)[0]
+        batch, n = ops.shape(z)[0], _positions(z)
         masks = self.masks(z)
-        m = ops.reshape(masks, (batch, -1, self.heads))  # (B, n, H)
+        m = ops.reshape(masks, (batch, n, self.heads))  # (B, n, H)
         m_t = ops.expand_dims(ops.transpose(m, (0, 2, 1)), 2)  # (B, H, 1, n)
-        out = ops.reshape(self.output_conv(z), (batch, -1, self.heads, self.classes))
+        out = ops.reshape(self.output_conv(z), (batch, n, self.heads, self.classes))
         head_logits = ops.squeeze(ops.matmul(m_t, ops.transpose(out, (0, 2, 1, 3))), 2)  # (B, H, C)
-        scores = ops.reshape(self.gate_conv(z), (batch, -1, self.heads))
+        scores = ops.reshape(self.gate_conv(z), (batch, n, self.heads))
         s = ops.sum(m * scores, axis=1)  # (B, H)
         head_gates = ops.softmax(ops.tanh(s), axis=-1) if self.heads > 1 else ops.ones_like(s)
         logits = ops.sum(ops.expand_dims(head_gates, -1) * head_logits, axis=1)  # (B, C)
