@@ -188,6 +188,7 @@ import keras_attn_zoo as zoo  # noqa: E402
 from helpers import param_count, run_model_saving_test, sample_images  # noqa: E402
 from keras_attn_zoo.models import resnet_cifar, wide_resnet  # noqa: E402
 from keras_attn_zoo.models.paya import PAYAModel, paya_outputs_model  # noqa: E402
+from helpers import CIFAR10_ARCHIVE as CIFAR10_ARCHIVE_PATH  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -366,3 +367,40 @@ def test_export_matches_keras(tmp_path, fmt):
     np.testing.assert_allclose(got["predictions"], model.predict(x, verbose=0), atol=1e-5)
     masks = np_(paya_outputs_model(model)(x)["stage3_paya/masks"])
     np.testing.assert_allclose(got["stage3_paya_1"], masks, atol=1e-4)
+
+
+def test_fine_tune_reuses_the_masks_and_renews_output_heads_and_gate(tmp_path, cifar_jpegs):
+    """Weights trained for one epoch on 64 images (10 classes) fine-tuned to 3 classes."""
+    from keras_attn_zoo.training import train
+
+    run = tmp_path / "run"
+    train("paya_resnet20", str(CIFAR10_ARCHIVE_PATH), epochs=1, batch_size=32, limit=64, eval_limit=32,
+          output_dir=run, verbose=0)
+    folder = tmp_path / "photos"
+    for cls in ("cat", "ship", "truck"):
+        (folder / cls).mkdir(parents=True)
+        for path in sorted((cifar_jpegs / cls).iterdir())[:8]:
+            (folder / cls / path.name).write_bytes(path.read_bytes())
+    weights = run / "paya_resnet20.weights.h5"
+    result = zoo.fine_tune("paya_resnet20", folder, weights=str(weights), output_dir=tmp_path / "ft",
+                           freeze_epochs=1, epochs=0, batch_size=8, verbose=0)
+    assert sorted(result.new_layers) == ["paya_gate", "predictions", "stage1_paya", "stage2_paya", "stage3_paya"]
+    assert isinstance(result.model, PAYAModel) and result.model.output_shape == (None, 3)
+    # before training: the masks' and head gates' convs are the pretrained ones, output heads 0
+    import warnings
+
+    from keras_attn_zoo.registry import load_with_report
+    from keras_attn_zoo.training.finetune import _paya_new_layers
+
+    pretrained = zoo.load("paya_resnet20", weights=str(weights))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, new = load_with_report("paya_resnet20", str(weights), num_classes=3, new_head=True)
+    _paya_new_layers(model, zoo.get_spec("paya_resnet20"), str(weights), (32, 32, 3), new)
+    for name in ("stage1_paya", "stage2_paya", "stage3_paya"):
+        layer, source = model.get_layer(name), pretrained.get_layer(name)
+        for part in ("attention_conv", "gate_conv"):
+            np.testing.assert_array_equal(np_(getattr(layer, part).kernel), np_(getattr(source, part).kernel))
+        assert not np_(layer.output_conv.kernel).any() and layer.output_conv.kernel.shape[-1] == 4 * 3
+    assert not np.array_equal(np_(model.get_layer("paya_gate").dense.kernel),
+                              np_(pretrained.get_layer("paya_gate").dense.kernel))

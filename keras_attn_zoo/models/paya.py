@@ -197,3 +197,24 @@ def paya_outputs_model(model):
         outputs.update({f"{layer.name}/logits": logits, f"{layer.name}/masks": masks,
                         f"{layer.name}/head_gates": head_gates})
     return keras.Model(model.input, outputs)
+
+
+def reset_gate(model):
+    """Give ``paya_gate`` a fresh initialisation (Kaiming-normal Dense, BN at gamma 1, beta 0,
+    moving mean 0, variance 1): for new classes its weighting of the outputs is learnt anew."""
+    gate = model.get_layer("paya_gate")
+    gate.dense.kernel.assign(kaiming_normal()(tuple(gate.dense.kernel.shape)))
+    bn = gate.bn
+    for variable, value in ((bn.gamma, 1.0), (bn.beta, 0.0), (bn.moving_mean, 0.0), (bn.moving_variance, 1.0)):
+        variable.assign(ops.full(tuple(variable.shape), value))
+
+
+def reuse_attention(model, pretrained, names):
+    """For the modules ``names`` of ``model`` (new for other classes), copy the class-independent
+    parts, the masks' and head gates' convolutions, from ``pretrained``; zero the output heads
+    (uniform scores at the start, as the zoo's new classifiers)."""
+    for name in names:
+        layer, source = model.get_layer(name), pretrained.get_layer(name)
+        layer.attention_conv.set_weights(source.attention_conv.get_weights())
+        layer.gate_conv.set_weights(source.gate_conv.get_weights())
+        layer.output_conv.set_weights([0 * w for w in layer.output_conv.get_weights()])
