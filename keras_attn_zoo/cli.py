@@ -127,6 +127,15 @@ def _explain(args):
         print(f"  {name:22s} FA gate k = {k[0]:.4f}")
     for name, w in result.se_weights.items():
         print(f"  {name:22s} SE weights: mean {w[0].mean():.4f} (min {w[0].min():.4f}, max {w[0].max():.4f})")
+    if result.paya is not None:
+        for name, masks in result.paya.masks.items():
+            own = result.paya.module_scores[name][0]
+            k = int(own.argmax())
+            print(f"  {name:22s} PAYA masks {masks.shape[1]}x{masks.shape[2]}x{masks.shape[3]}, head gates "
+                  + " ".join(f"{g:.3f}" for g in result.paya.head_gates[name][0])
+                  + f"; own prediction {names[k] if names else k} {own[k]:.3f}; "
+                  f"global gate {result.paya.global_gates[name][0]:.3f}")
+        print(f"  {'predictions':22s} PAYA global gate {result.paya.global_gates['predictions'][0]:.3f}")
     path = save_explanation(args.output, read_image(args.image, channels=channels), result, 0, names)
     print(f"wrote {path}")
 

@@ -404,3 +404,34 @@ def test_fine_tune_reuses_the_masks_and_renews_output_heads_and_gate(tmp_path, c
         assert not np_(layer.output_conv.kernel).any() and layer.output_conv.kernel.shape[-1] == 4 * 3
     assert not np.array_equal(np_(model.get_layer("paya_gate").dense.kernel),
                               np_(pretrained.get_layer("paya_gate").dense.kernel))
+
+
+def test_explain_returns_masks_gates_and_module_predictions(cifar_jpegs, tmp_path, capsys):
+    from PIL import Image
+
+    from keras_attn_zoo.cli import main
+    from keras_attn_zoo.explain import explain
+    from keras_attn_zoo.explain.plots import DPI, PANEL_INCHES
+
+    model = zoo.load("paya_resnet20")
+    x = sample_images(2)
+    paya = explain(model, x).paya
+    assert list(paya.masks) == ["stage1_paya", "stage2_paya", "stage3_paya"]
+    assert paya.masks["stage1_paya"].shape == (2, 32, 32, 4) and paya.masks["stage3_paya"].shape == (2, 8, 8, 4)
+    np.testing.assert_allclose(paya.masks["stage2_paya"].sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(paya.head_gates["stage3_paya"].sum(-1), 1.0, rtol=1e-5)
+    assert list(paya.global_gates) == ["stage3_paya", "stage2_paya", "stage1_paya", "predictions"]
+    np.testing.assert_allclose(sum(paya.global_gates.values()), 1.0, rtol=1e-5)
+    assert paya.module_scores["stage1_paya"].shape == (2, 10) and paya.net_scores.shape == (2, 10)
+    # the model's scores are the softmax of the gated log-probabilities of these predictions
+    gated = sum(paya.global_gates[k][:, None] * np.log(paya.module_scores[k]) for k in paya.module_scores)
+    gated = gated + paya.global_gates["predictions"][:, None] * np.log(paya.net_scores)
+    np.testing.assert_allclose(model.predict(x, verbose=0), softmax(gated), rtol=1e-3, atol=1e-6)
+    assert explain(zoo.load("resnet20"), x).paya is None
+
+    out = tmp_path / "cat.png"
+    assert main(["explain", str(cifar_jpegs / "cat" / "0000.jpg"), "--model", "paya_resnet20", "-o", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert len([line for line in lines if "PAYA masks" in line]) == 3
+    with Image.open(out) as image:  # image, Grad-CAM, one panel per module
+        assert image.size == (5 * PANEL_INCHES * DPI, PANEL_INCHES * DPI)

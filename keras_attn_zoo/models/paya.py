@@ -170,7 +170,8 @@ def paya_model(inputs, outputs, name):
 
 
 def paya_layers(model):
-    """The model's attention modules in graph order (shallowest first)."""
+    """The model's attention modules in the global gates' order: deepest first, as
+    :func:`paya_head` creates them and ``paya_output`` takes their logits."""
     return [layer for layer in model.layers if isinstance(layer, PayaModule)]
 
 
