@@ -435,3 +435,68 @@ def test_explain_returns_masks_gates_and_module_predictions(cifar_jpegs, tmp_pat
     assert len([line for line in lines if "PAYA masks" in line]) == 3
     with Image.open(out) as image:  # image, Grad-CAM, one panel per module
         assert image.size == (5 * PANEL_INCHES * DPI, PANEL_INCHES * DPI)
+
+
+# ---------------------------------------------------------------- early exit (ours)
+
+from keras_attn_zoo.early_exit import EarlyExit, macs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def paya_resnet20():
+    keras.utils.set_random_seed(0)
+    return zoo.load("paya_resnet20")
+
+
+def test_threshold_zero_leaves_at_the_first_module(paya_resnet20):
+    exits = EarlyExit(paya_resnet20)
+    assert exits.exit_names == ["stage1_paya", "stage2_paya", "stage3_paya", "full"]
+    x = sample_images(5)
+    result = exits.predict(x, threshold=0.0)
+    assert (result.exit_index == 0).all() and result.exit_shares()["stage1_paya"] == 1.0
+    own = softmax(np_(paya_outputs_model(paya_resnet20)(x)["stage1_paya/logits"]).astype("float64"))
+    np.testing.assert_allclose(result.scores, own, rtol=1e-4, atol=1e-6)
+    assert (result.macs == exits.cumulative_macs[0]).all()
+
+
+def test_threshold_above_one_equals_the_full_model(paya_resnet20):
+    exits = EarlyExit(paya_resnet20)
+    x = sample_images(5)
+    result = exits.predict(x, threshold=1.01, batch_size=2)
+    assert (result.exit_index == 3).all()
+    np.testing.assert_allclose(result.scores, paya_resnet20.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    # the segments cut the model without overlap: their costs add up to the model's
+    assert sum(exits.segment_macs) == macs(paya_resnet20) == exits.cumulative_macs[-1]
+    assert exits.segment_macs[0] < exits.cumulative_macs[1] < exits.cumulative_macs[-1]
+
+
+def test_images_leave_the_batch_where_confident(paya_resnet20):
+    """A threshold between the images' confidences: each image leaves at its own first
+    confident module, and the ones that go on get exactly the full model's scores."""
+    exits = EarlyExit(paya_resnet20)
+    x = sample_images(6, seed=3)
+    out = paya_outputs_model(paya_resnet20)(x)
+    conf = {m: softmax(np_(out[f"{m}/logits"]).astype("float64")).max(-1) for m in exits.exit_names[:-1]}
+    threshold = float(np.median(conf["stage1_paya"]))
+    result = exits.predict(x, threshold=threshold)
+    for b in range(6):
+        expected = next((i for i, m in enumerate(exits.exit_names[:-1]) if conf[m][b] >= threshold), 3)
+        assert result.exit_index[b] == expected
+    full = result.exit_index == 3
+    np.testing.assert_allclose(result.scores[full], paya_resnet20.predict(x, verbose=0)[full], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="threshold must be a number >= 0, got -1"):
+        exits.predict(x, threshold=-1)
+    with pytest.raises(ValueError, match="no PAYA attention modules"):
+        EarlyExit(zoo.load("resnet20"))
+
+
+def test_cli_predict_with_early_exit(cifar_jpegs, capsys):
+    from keras_attn_zoo.cli import main
+
+    photo = str(cifar_jpegs / "cat" / "0000.jpg")
+    assert main(["predict", photo, "--model", "paya_resnet20", "--early-exit", "0"]) == 0
+    assert capsys.readouterr().out.strip().endswith("(exit: stage1_paya)")
+    assert main(["predict", photo, "--model", "paya_resnet20", "--early-exit", "1.5"]) == 0
+    assert capsys.readouterr().out.strip().endswith("(exit: full)")
+    assert main(["predict", photo, "--model", "resnet20", "--early-exit", "0.5"]) == 2
+    assert "no PAYA attention modules" in capsys.readouterr().err
