@@ -158,3 +158,93 @@ class EarlyExit:
         final = self.segments[-1]([features, *logits], training=False)
         scores[remaining] = keras.ops.convert_to_numpy(final)
         return scores, exits
+
+
+def _batch1_latency_ms(fn, images):
+    """Median wall time of ``fn`` on each image alone (batch 1), after one warm-up call."""
+    import time
+
+    fn(images[:1])
+    times = []
+    for i in range(len(images)):
+        start = time.perf_counter()
+        fn(images[i:i + 1])
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def sweep(model, images, labels, thresholds, latency_images=20, batch_size=64):
+    """Early exit over a sweep of thresholds against the full model, on labelled images.
+
+    Args:
+        model: a PAYA model.
+        images: model inputs ``(N, H, W, C)`` (normalised as its weights expect).
+        labels: int labels ``(N,)``.
+        thresholds: the thresholds to try.
+        latency_images: images timed one at a time (batch 1, CPU as this process runs) per row;
+            0 skips the timing. Defaults to 20.
+        batch_size: images per pass for the accuracy. Defaults to 64.
+
+    Returns:
+        ``{"full": {...}, "modules": {name: own top-1}, "rows": [{...} per threshold]}``; the
+        full model's entry and every row have ``top1``, ``mean_macs``, ``macs_ratio`` (of
+        the full model's), ``latency_ms`` (median at batch 1, None when not timed) and (rows)
+        ``threshold`` and ``exit_shares``.
+    """
+    from keras_attn_zoo.explain.outputs import run
+    from keras_attn_zoo.models.paya import paya_outputs_model
+
+    exits = EarlyExit(model)
+    images, labels = np.asarray(images, "float32"), np.asarray(labels)
+    timed = images[:latency_images]
+    full_macs = exits.cumulative_macs[-1]
+    outputs = run(paya_outputs_model(model), images, batch_size)
+    full = {
+        "top1": float(np.mean(outputs["scores"].argmax(-1) == labels)),
+        "mean_macs": float(full_macs),
+        "macs_ratio": 1.0,
+        "latency_ms": _batch1_latency_ms(lambda x: model(x, training=False), timed) if len(timed) else None,
+    }
+    modules = {name: float(np.mean(outputs[f"{name}/logits"].argmax(-1) == labels)) for name in exits.exit_names[:-1]}
+    modules["predictions"] = float(np.mean(outputs["net_logits"].argmax(-1) == labels))
+    rows = []
+    for threshold in thresholds:
+        result = exits.predict(images, threshold, batch_size)
+        rows.append({
+            "threshold": float(threshold),
+            "top1": float(np.mean(result.scores.argmax(-1) == labels)),
+            "exit_shares": result.exit_shares(),
+            "mean_macs": float(result.macs.mean()),
+            "macs_ratio": float(result.macs.mean() / full_macs),
+            "latency_ms": _batch1_latency_ms(lambda x: exits.predict(x, threshold, 1), timed) if len(timed) else None,
+        })
+    return {"full": full, "modules": modules, "rows": rows, "exit_names": exits.exit_names,
+            "exit_macs": [float(m) for m in exits.cumulative_macs]}
+
+
+def sweep_markdown(report, title):
+    """The sweep of :func:`sweep` as a markdown table."""
+    names = report["exit_names"]
+
+    def ms(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    lines = [f"# {title}", ""]
+    lines.append("Each module's own top-1 (argmax of its logits): " + ", ".join(
+        f"{name} {100 * acc:.2f}%" for name, acc in report["modules"].items()) + ".")
+    lines.append("")
+    lines.append("Multiply-adds of leaving at each exit: " + ", ".join(
+        f"{name} {m / 1e6:.1f}M ({100 * m / report['exit_macs'][-1]:.1f}%)" for name, m in zip(names, report["exit_macs"])) + ".")
+    lines += ["", "| threshold | top-1 | " + " | ".join(f"left at {n}" for n in names)
+              + " | mean MACs | of full | CPU latency, batch 1 (ms) |",
+              "| --- | ---: | " + " | ".join("---:" for _ in names) + " | ---: | ---: | ---: |"]
+    full = report["full"]
+    lines.append(f"| full model | {100 * full['top1']:.2f}% | " + " | ".join("-" for _ in names)
+                 + f" | {full['mean_macs'] / 1e6:.1f}M | 100.0% | {ms(full['latency_ms'])} |")
+    for row in report["rows"]:
+        lines.append(
+            f"| {row['threshold']:g} | {100 * row['top1']:.2f}% | "
+            + " | ".join(f"{100 * row['exit_shares'][n]:.1f}%" for n in names)
+            + f" | {row['mean_macs'] / 1e6:.1f}M | {100 * row['macs_ratio']:.1f}% | {ms(row['latency_ms'])} |"
+        )
+    return "\n".join(lines) + "\n"

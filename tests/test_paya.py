@@ -500,3 +500,25 @@ def test_cli_predict_with_early_exit(cifar_jpegs, capsys):
     assert capsys.readouterr().out.strip().endswith("(exit: full)")
     assert main(["predict", photo, "--model", "resnet20", "--early-exit", "0.5"]) == 2
     assert "no PAYA attention modules" in capsys.readouterr().err
+
+
+def test_early_exit_script_on_a_tiny_subset(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "early_exit.py"
+    spec = importlib.util.spec_from_file_location("early_exit_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "early_exit.md"
+    assert script.main(["paya_resnet20", "--data", str(CIFAR10_ARCHIVE_PATH), "--limit", "12",
+                        "--thresholds", "0", "0.5", "2", "--latency-images", "2", "-o", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    first, middle, none = report["rows"]
+    assert first["exit_shares"]["stage1_paya"] == 1.0 and first["macs_ratio"] < 0.5
+    assert none["exit_shares"]["full"] == 1.0 and none["top1"] == report["full"]["top1"]
+    assert none["macs_ratio"] == 1.0 and all(r["latency_ms"] > 0 for r in report["rows"])
+    assert set(report["modules"]) == {"stage1_paya", "stage2_paya", "stage3_paya", "predictions"}
+    text = out.read_text()
+    assert "| full model |" in text and "left at stage1_paya" in text
