@@ -522,3 +522,13 @@ def test_early_exit_script_on_a_tiny_subset(tmp_path):
     assert set(report["modules"]) == {"stage1_paya", "stage2_paya", "stage3_paya", "predictions"}
     text = out.read_text()
     assert "| full model |" in text and "left at stage1_paya" in text
+
+
+@pytest.mark.multibackend
+def test_the_authors_cifar_recipe():
+    from keras_attn_zoo.training import get_recipe
+
+    recipe = get_recipe("paya_cifar")
+    assert (recipe.epochs, recipe.batch_size, recipe.learning_rate, recipe.weight_decay) == (200, 128, 0.1, 5e-4)
+    assert recipe.milestones == (60, 120, 160) and recipe.gamma == 0.2 and recipe.nesterov
+    assert recipe.augmentation == "cifar"
