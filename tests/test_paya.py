@@ -531,4 +531,19 @@ def test_the_authors_cifar_recipe():
     recipe = get_recipe("paya_cifar")
     assert (recipe.epochs, recipe.batch_size, recipe.learning_rate, recipe.weight_decay) == (200, 128, 0.1, 5e-4)
     assert recipe.milestones == (60, 120, 160) and recipe.gamma == 0.2 and recipe.nesterov
-    assert recipe.augmentation == "cifar"
+    assert recipe.augmentation == "cifar_reflect"
+
+
+@pytest.mark.multibackend
+def test_reflect_pad_crop_is_numpys_reflect_padding():
+    from keras_attn_zoo.data.augment import RandomPadCrop, augmentation_layers
+
+    x = np.arange(2 * 6 * 6 * 1, dtype="float32").reshape(2, 6, 6, 1)
+    crops = np_(RandomPadCrop(2, seed=1, fill_mode="mirror")(x, training=True))
+    padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    for b in range(2):  # each output is some 6x6 window of the reflect-padded image
+        windows = [padded[b, i:i + 6, j:j + 6] for i in range(5) for j in range(5)]
+        assert any(np.array_equal(crops[b], w) for w in windows)
+    assert augmentation_layers("cifar_reflect", (32, 32, 3))[0].fill_mode == "mirror"
+    with pytest.raises(ValueError, match="fill_mode must be 'constant' or 'mirror', got 'wrap'"):
+        RandomPadCrop(4, fill_mode="wrap")
