@@ -7,7 +7,7 @@
 """
 
 from keras_attn_zoo.data.preprocessing import preprocess_input
-from keras_attn_zoo.layers import FocusAssociation, SqueezeExcite
+from keras_attn_zoo.layers import FocusAssociation, PayaAggregation, PayaGate, PayaModule, SqueezeExcite
 from keras_attn_zoo.registry import count_trainable, get_spec, list_models, load, model_info
 from keras_attn_zoo.training.finetune import fine_tune
 
@@ -15,6 +15,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FocusAssociation",
+    "PayaAggregation",
+    "PayaGate",
+    "PayaModule",
     "SqueezeExcite",
     "count_trainable",
     "fine_tune",

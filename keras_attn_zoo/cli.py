@@ -97,11 +97,13 @@ def _predict(args):
     from keras_attn_zoo.predict import predict_files
 
     model, normalization, names = _model(args.model, args.weights, args.class_names)
-    predictions, failed = predict_files(model, args.images, args.top_k, names, args.batch_size, normalization)
+    predictions, failed = predict_files(model, args.images, args.top_k, names, args.batch_size, normalization,
+                                        early_exit=args.early_exit)
     for _, message in failed:
         print(f"keras-attn-zoo: skipped: {message}", file=sys.stderr)
     for p in predictions:
-        print(f"{p.path}: " + ", ".join(f"{name} {score:.3f}" for name, score in p.top))
+        where = f" (exit: {p.exit})" if p.exit is not None else ""
+        print(f"{p.path}: " + ", ".join(f"{name} {score:.3f}" for name, score in p.top) + where)
     if not predictions:
         raise ValueError(f"no readable image among {', '.join(args.images)}.")
 
@@ -129,6 +131,15 @@ def _explain(args):
         print(f"  {name:22s} FA gate k = {k[0]:.4f}")
     for name, w in result.se_weights.items():
         print(f"  {name:22s} SE weights: mean {w[0].mean():.4f} (min {w[0].min():.4f}, max {w[0].max():.4f})")
+    if result.paya is not None:
+        for name, masks in result.paya.masks.items():
+            own = result.paya.module_scores[name][0]
+            k = int(own.argmax())
+            print(f"  {name:22s} PAYA masks {masks.shape[1]}x{masks.shape[2]}x{masks.shape[3]}, head gates "
+                  + " ".join(f"{g:.3f}" for g in result.paya.head_gates[name][0])
+                  + f"; own prediction {names[k] if names else k} {own[k]:.3f}; "
+                  f"global gate {result.paya.global_gates[name][0]:.3f}")
+        print(f"  {'predictions':22s} PAYA global gate {result.paya.global_gates['predictions'][0]:.3f}")
     path = save_explanation(args.output, read_image(args.image, channels=channels), result, 0, names)
     print(f"wrote {path}")
 
@@ -436,6 +447,8 @@ def build_parser():
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--class-names", default=None, help="a text file with one class name per line")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--early-exit", type=float, default=None, metavar="THRESHOLD",
+                   help="PAYA models: leave at the first attention module whose own top score reaches THRESHOLD")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("explain", help="Grad-CAM, ABN attention map, FA gates and SE weights of one image, as a PNG")

@@ -18,10 +18,13 @@ from keras_attn_zoo.images import model_image_size, preprocess, read_images
 
 @dataclasses.dataclass
 class Prediction:
-    """One image's top classes: ``top`` is a list of ``(class name, score)``, best first."""
+    """One image's top classes: ``top`` is a list of ``(class name, score)``, best first;
+    ``exit`` is where the image left a PAYA model under early exit (a module's name, or
+    "full"), None without early exit."""
 
     path: Path
     top: list
+    exit: str = None
 
 
 def read_class_names(path):
@@ -68,7 +71,7 @@ def top_k(scores, k, names=None):
     return [(names[i] if names is not None else f"class {i}", float(scores[i])) for i in order]
 
 
-def predict_files(model, paths, k=3, names=None, batch_size=32, normalization=None):
+def predict_files(model, paths, k=3, names=None, batch_size=32, normalization=None, early_exit=None):
     """Predict the top-``k`` classes of every readable image among ``paths``.
 
     Images are resized to the model's input and preprocessed by
@@ -82,6 +85,9 @@ def predict_files(model, paths, k=3, names=None, batch_size=32, normalization=No
         batch_size: images per forward pass. Defaults to 32.
         normalization: the weights' recorded normalisation (``images.normalization_for``), or
             None to scale to [0, 1]. Defaults to None.
+        early_exit: for a PAYA model, a confidence threshold: each image leaves at the first
+            attention module whose own softmax reaches it (``keras_attn_zoo.early_exit``).
+            Defaults to None (the full model).
 
     Returns:
         ``(predictions, failed)``: a :class:`Prediction` per readable image, and
@@ -93,5 +99,12 @@ def predict_files(model, paths, k=3, names=None, batch_size=32, normalization=No
     pixels, read, failed = read_images(paths, (height, width), channels)
     if not read:
         return [], failed
-    scores = run(model, preprocess(pixels, normalization), batch_size)
-    return [Prediction(path, top_k(s, k, names)) for path, s in zip(read, scores)], failed
+    x = preprocess(pixels, normalization)
+    if early_exit is None:
+        scores = run(model, x, batch_size)
+        return [Prediction(path, top_k(s, k, names)) for path, s in zip(read, scores)], failed
+    from keras_attn_zoo.early_exit import EarlyExit
+
+    result = EarlyExit(model).predict(x, early_exit, batch_size)
+    exits = [result.exit_names[i] for i in result.exit_index]
+    return [Prediction(path, top_k(s, k, names), e) for path, s, e in zip(read, result.scores, exits)], failed

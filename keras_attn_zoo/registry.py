@@ -16,6 +16,7 @@ from keras_attn_zoo.models import (
     densenet_bc, inception_v4, resnet, resnet_cifar, resnet_multitask_abn, resnext_cifar, vgg_bn,
     wide_resnet,
 )
+from keras_attn_zoo.models.common import ATTENTIONS
 from keras_attn_zoo.models.resnet import DEPTHS as RESNET_DEPTHS
 from keras_attn_zoo.models.vgg import VGG16_STAGES, VGG19_STAGES
 
@@ -25,6 +26,9 @@ PAPERS = {
     'Explanation" (CVPR 2019)',
     "dat": 'Wang et al., "Reducing Visual Confusion with Discriminative Attention" (arXiv 1811.07484; '
     'ICCV 2019 as "Sharpen Focus") (DAT)',
+    "paya": 'Rodriguez et al., "Attend and Rectify: a Gated Attention Mechanism for Fine-Grained '
+    'Recovery" (ECCV 2018) and "Pay Attention to the Activations: a Modular Attention Mechanism '
+    'for Fine-Grained Image Recognition" (IEEE TMM 2019)',
 }
 
 DATASETS = {
@@ -209,8 +213,6 @@ FANET_ROWS = {
     ],
 }
 
-_ATTENTION_WORDS = {None: "", "se": "SE-", "fa": "FA-", "fa_se": "FA-SE-"}
-
 _FAMILY_NOTES = {
     "resnet_cifar": (
         "Shortcuts that change shape are 3x3 stride-2 conv + BN (reproduces the paper's "
@@ -283,7 +285,7 @@ def _register_fanet_family(family, builder, base_name, title, variants, toleranc
                 builder=builder,
                 kwargs=types.MappingProxyType(kwargs),
                 family=family,
-                description=f"{_ATTENTION_WORDS[attention]}{title(kwargs)}",
+                description=f"{ATTENTIONS[attention].title}{title(kwargs)}",
                 paper="fanet",
                 results=tuple(FANET_ROWS.get(name, ())) + tuple(DAT_ROWS.get(name, ())),
                 param_tolerance=tolerance,
@@ -473,6 +475,87 @@ _register(
     "(1 + M_t) * g, batched as batch * T rows; one sigmoid unit per task. Binary "
     "cross-entropy on both branches. num_classes is the number of tasks.",
 )
+
+
+# PAYA (Attend-and-Rectify): the authors' code (prlz77/attend-and-rectify) is the reference; the
+# papers' full text was not available, so the results are the authors' training logs (best
+# epoch's test error, as the logs' folder names state it; the final epoch's in the note).
+def _paya_row(dataset, error, note, **kwargs):
+    return PaperResult("paya", "log", dataset, error, None, types.MappingProxyType(kwargs), note)
+
+
+_PAYA_LOG = "The authors' released training log (best epoch's test error; the papers' tables were not available). "
+
+_PAYA_NOTES = (
+    "Follows the authors' code where it and the paper differ: the output is the global-gate-"
+    "weighted sum of the log-softmax of every module's logits and of the network's own (paper: "
+    "of the outputs), trained with NLL on it, not renormalised (so the loss is the gated sum of "
+    "the outputs' cross-entropies; predict gives its softmax); the global gates come from the "
+    "pooled final features (Dense without bias -> BN -> tanh -> softmax), not the last feature "
+    "map; the head gates are softmax over heads of tanh; the regulariser is the mean of the "
+    "squared off-diagonal Gram entries of the 2x2-average-pooled masks (zeroed diagonal counted), "
+    "weight 1e-3 averaged over modules, in training only. Modules, gate and classifier use "
+    "untruncated Kaiming-normal init as the code; the backbone keeps the zoo's he_normal. "
+)
+
+_PAYA_WRN_NOTES = _PAYA_NOTES + (
+    "Modules on groups 1-3 after the next block's pre-activation (head_relu for group 3); stem "
+    "BN-ReLU as in the attention code. The 1x1 projection shortcut reads the pre-activated input "
+    "(the zoo's and Zagoruyko's WRN); the released code feeds it the raw input (same count). "
+    "Dropout, where set, is channel-wise (Dropout2d) as in the code."
+)
+
+_register(
+    "paya_wrn28_10", wide_resnet, {"depth": 28, "width": 10, "attention": "paya"}, "wrn",
+    "PAYA-WRN-28-10 (WARN, CIFAR; 3 modules x 4 heads)", "paya", "head_relu",
+    official_params=_official({10: 36_965_634, 100: 40_652_124}),
+    results=(_paya_row("cifar10", 3.45, _PAYA_LOG + "AD 3, AW 4, reg 1e-3; final epoch 3.68%."),),
+    notes=_PAYA_WRN_NOTES,
+)
+_register(
+    "paya_wrn40_10", wide_resnet,
+    {"depth": 40, "width": 10, "attention": "paya", "dropout": 0.3, "spatial_dropout": True}, "wrn",
+    "PAYA-WRN-40-10 (WARN, CIFAR; 3 modules x 4 heads, dropout 0.3)", "paya", "head_relu",
+    official_params=_official({10: 56_328_194, 100: 60_014_684}),
+    results=(
+        _paya_row("cifar10", 3.14, _PAYA_LOG + "AD 3, AW 4, reg 1e-3, dropout 0.3; final epoch 3.33%."),
+        _paya_row("cifar10", 3.48, _PAYA_LOG + "Without dropout; final epoch 3.66% (the log's "
+                  "folder name says 3.46).", dropout=0.0),
+        _paya_row("cifar100", 17.82, _PAYA_LOG + "Without dropout, softmax gates, reg 0 (the "
+                  "log's config; its folder says aw=2, its config AW 4); final epoch 18.96%.",
+                  dropout=0.0, reg_weight=0.0),
+    ),
+    notes=_PAYA_WRN_NOTES,
+)
+_register(
+    "paya_wrn16_4", wide_resnet, {"depth": 16, "width": 4, "attention": "paya"}, "wrn",
+    "PAYA-WRN-16-4 (CIFAR; 3 modules x 4 heads)", "paya", "head_relu",
+    notes=_PAYA_WRN_NOTES + " A small variant of ours; no published result.",
+)
+_register(
+    "wrn40_10", wide_resnet, {"depth": 40, "width": 10, "attention": None}, "wrn",
+    "WRN-40-10 (CIFAR)", "paya", "head_relu",
+    official_params=_official({10: 55_841_754, 100: 55_899_444}),
+    results=(
+        _paya_row("cifar10", 3.98, "The PAYA authors' baseline log (best epoch); final epoch 4.04%."),
+        _paya_row("cifar100", 18.86, "The PAYA authors' baseline log (best epoch); final epoch 19.09%."),
+    ),
+    notes="The plain counterpart of paya_wrn40_10 (no stem BN, no dropout), as the PAYA "
+    "authors' plain WRN.",
+)
+_register(
+    "wrn16_4", wide_resnet, {"depth": 16, "width": 4, "attention": None}, "wrn",
+    "WRN-16-4 (CIFAR)", "paya", "head_relu", notes="The plain counterpart of paya_wrn16_4.",
+)
+for _depth in (20, 32, 44, 56, 110):
+    _register(
+        f"paya_resnet{_depth}", resnet_cifar, {"depth": _depth, "attention": "paya"}, "resnet_cifar",
+        f"PAYA-ResNet-{_depth} (CIFAR; 3 modules x 4 heads)", "paya",
+        f"stage3_block{(_depth - 2) // 6}_out",
+        notes=_PAYA_NOTES + "Ours (no published CIFAR-ResNet result): modules on the outputs of "
+        "stages 1-3 (stage3's is the tensor the classifier pools); the backbone is resnet%d's "
+        "(FANet's 3x3 projection shortcuts), so the two compare directly." % _depth,
+    )
 
 
 def get_spec(name):

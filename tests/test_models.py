@@ -12,7 +12,14 @@ from keras_attn_zoo.layers import SqueezeExcite
 from keras_attn_zoo.models import resnet
 
 
-@pytest.mark.parametrize("name", list_models())
+# Too big for a forward pass in the default suite on two cores; their counts are tested without
+# one (tests/test_paya.py, tests/test_abn.py).
+BIG = {"paya_wrn28_10", "paya_wrn40_10", "wrn40_10"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in list_models()]
+)
 def test_forward_pass_and_named_layers(name):
     spec = get_spec(name)
     shape = spec.input_shape

@@ -17,6 +17,9 @@ EXPECTED = sorted(
     + ["abn_wrn28_10", "abn_wrn28_4", "wrn28_10", "wrn28_4", "abn_densenet_bc100_12",
        "densenet_bc100_12", "abn_resnext29_8x64d", "abn_resnext29_8x16d", "abn_se_resnet152",
        "se_resnet152", "abn_vgg16_bn", "vgg16_bn", "abn_resnet101_multitask"]
+    # PAYA (Attend-and-Rectify) and the plain WRNs it compares with
+    + [f"paya_resnet{d}" for d in (20, 32, 44, 56, 110)]
+    + ["paya_wrn28_10", "paya_wrn40_10", "paya_wrn16_4", "wrn40_10", "wrn16_4"]
 )
 
 

@@ -10,7 +10,7 @@ from helpers import run_model_saving_test, sample_images
 
 
 @pytest.mark.multibackend
-@pytest.mark.parametrize("name", ["resnet20", "se_resnet20", "fa_resnet20", "fa_se_resnet20"])
+@pytest.mark.parametrize("name", ["resnet20", "se_resnet20", "fa_resnet20", "fa_se_resnet20", "paya_resnet20"])
 def test_round_trips_are_exact(name, tmp_path):
     model = zoo.load(name)
     run_model_saving_test(model, tmp_path, sample_images(2))

@@ -3,6 +3,8 @@ training graph, on every backend (the GPU machine has JAX and no TensorFlow).
 
 - CIFAR / SVHN (He et al. 2016, used by FANet and ABN): zero-pad 4 pixels, random 32x32 crop,
   random horizontal flip: ``RandomPadCrop(4)`` + ``keras.layers.RandomFlip("horizontal")``.
+- The PAYA authors' CIFAR: the same with reflect padding (``np.pad(mode="reflect")``, the edge
+  pixel not repeated): augmentation "cifar_reflect", ``RandomPadCrop(4, fill_mode="mirror")``.
 - ImageNet: random-resized crop to 224 + horizontal flip for training; evaluation images are
   resized to 256 and center-cropped to 224 on the host (``keras_attn_zoo.data.load_split``).
 
@@ -26,6 +28,8 @@ class RandomPadCrop(keras.layers.Layer):
         padding: pixels of zero padding on each side. Defaults to 4 (CIFAR's 32x32 setting;
             FANet uses 8 for 64x64 Tiny ImageNet).
         seed: integer seed. Defaults to None.
+        fill_mode: "constant" (zeros) or "mirror" (reflection without repeating the edge
+            pixel, NumPy's ``pad(mode="reflect")``, the PAYA authors'). Defaults to "constant".
         **kwargs: ``keras.layers.Layer`` arguments (``name``...).
 
     Example:
@@ -34,12 +38,15 @@ class RandomPadCrop(keras.layers.Layer):
     True
     """
 
-    def __init__(self, padding=4, seed=None, **kwargs):
+    def __init__(self, padding=4, seed=None, fill_mode="constant", **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
             raise ValueError(f"padding must be a non-negative integer, got {padding!r}.")
+        if fill_mode not in ("constant", "mirror"):
+            raise ValueError(f"fill_mode must be 'constant' or 'mirror', got {fill_mode!r}.")
         self.padding = padding
+        self.fill_mode = fill_mode
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -57,15 +64,24 @@ class RandomPadCrop(keras.layers.Layer):
         transform = ops.concatenate(
             [ones, zeros, shifts[:, :1], zeros, ones, shifts[:, 1:], zeros, zeros], axis=1
         )
-        return ops.image.affine_transform(
-            images, transform, interpolation="nearest", fill_mode="constant", fill_value=0
+        if self.fill_mode == "constant":
+            return ops.image.affine_transform(
+                images, transform, interpolation="nearest", fill_mode="constant", fill_value=0
+            )
+        # mirror (TensorFlow's affine_transform lacks it): reflect-pad, shift, take the centre;
+        # the shifts never leave the padded image
+        p = self.padding
+        padded = ops.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+        moved = ops.image.affine_transform(
+            padded, transform, interpolation="nearest", fill_mode="constant", fill_value=0
         )
+        return moved[:, p:-p, p:-p, :]
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "padding": self.padding, "seed": self.seed}
+        return {**super().get_config(), "padding": self.padding, "seed": self.seed, "fill_mode": self.fill_mode}
 
 
 @keras.saving.register_keras_serializable(package="keras_attn_zoo")
@@ -159,7 +175,7 @@ class RandomResizedCrop(keras.layers.Layer):
         }
 
 
-AUGMENTATIONS = ("cifar", "imagenet", "flip", "none")
+AUGMENTATIONS = ("cifar", "cifar_reflect", "imagenet", "flip", "none")
 
 
 def augmentation_layers(kind, image_shape, seed=None):
@@ -167,7 +183,8 @@ def augmentation_layers(kind, image_shape, seed=None):
 
     Args:
         kind: "cifar" (pad + random crop + flip; the padding is 1/8 of the image side, i.e. 4
-            for 32x32 and FANet's 8 for 64x64), "imagenet" (random-resized crop + flip),
+            for 32x32 and FANet's 8 for 64x64), "cifar_reflect" (the same with reflect padding,
+            the PAYA authors'), "imagenet" (random-resized crop + flip),
             "flip" (horizontal flip only) or "none".
         image_shape: (H, W, C) of the images the model takes.
         seed: integer seed. Defaults to None.
@@ -178,9 +195,10 @@ def augmentation_layers(kind, image_shape, seed=None):
     if kind not in AUGMENTATIONS:
         raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {kind!r}.")
     flip = keras.layers.RandomFlip("horizontal", seed=seed, name="random_flip")
-    if kind == "cifar":
+    if kind in ("cifar", "cifar_reflect"):
         pad = max(1, image_shape[0] // 8)
-        return [RandomPadCrop(pad, seed=seed, name="random_pad_crop"), flip]
+        fill = "mirror" if kind == "cifar_reflect" else "constant"
+        return [RandomPadCrop(pad, seed=seed, fill_mode=fill, name="random_pad_crop"), flip]
     if kind == "imagenet":
         crop = RandomResizedCrop(image_shape[0], image_shape[1], seed=seed, name="random_resized_crop")
         return [crop, flip]

@@ -1,4 +1,5 @@
-"""What a model attends to, as arrays: FA gates, SE channel weights, Grad-CAM maps.
+"""What a model attends to, as arrays: FA gates, SE channel weights, PAYA masks and gates,
+Grad-CAM maps.
 
 >>> import numpy as np, keras_attn_zoo as zoo
 >>> from keras_attn_zoo.explain import explain
@@ -14,7 +15,9 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_attn_zoo.explain.gates import fa_gates, fa_layers, gate_model, se_layers, se_weights
+from keras_attn_zoo.explain.gates import (
+    PayaAttention, fa_gates, fa_layers, gate_model, has_paya, paya_attention, se_layers, se_weights,
+)
 from keras_attn_zoo.explain.gradcam import grad_cam, resolve_layers
 from keras_attn_zoo.explain.outputs import run, select_outputs, with_outputs
 
@@ -34,6 +37,8 @@ class Explanation:
         abn_attention_map: the attention branch's map M ``(batch, h, w, maps)`` at the branch
             point (None without an attention branch): in (0, 1) for classification ABN, one
             raw map per task for the multi-task ABN.
+        paya: a PAYA model's masks per module and head, head gates, global gate weights and
+            each module's own class prediction (a :class:`PayaAttention`; None without PAYA).
     """
 
     scores: np.ndarray
@@ -43,6 +48,7 @@ class Explanation:
     fa_gates: dict
     se_weights: dict
     abn_attention_map: np.ndarray = None
+    paya: PayaAttention = None
 
 
 def _abn_map(model, images, batch_size):
@@ -79,15 +85,18 @@ def explain(model, images, class_index=None, gradcam_layer=None, batch_size=32):
         fa_gates=fa_gates(model, images, batch_size) if fa_layers(model) else {},
         se_weights=se_weights(model, images, batch_size) if se_layers(model) else {},
         abn_attention_map=_abn_map(model, images, batch_size),
+        paya=paya_attention(model, images, batch_size) if has_paya(model) else None,
     )
 
 
 __all__ = [
     "Explanation",
+    "PayaAttention",
     "explain",
     "fa_gates",
     "fa_layers",
     "gate_model",
+    "paya_attention",
     "grad_cam",
     "se_layers",
     "se_weights",

@@ -1,14 +1,18 @@
-"""Block-wise and channel-wise gates of a batch: FA's k_i and SE's channel weights.
+"""Block-wise and channel-wise gates of a batch: FA's k_i and SE's channel weights; PAYA's
+masks, head gates and global gates.
 
 Both come from the model's own layers (no copy of the network): the FA gates are outputs of the
 ``FocusAssociation`` layers, the SE weights are ``SqueezeExcite.excitation`` of each SE layer's
 input.
 """
 
+import dataclasses
+
 import keras
+import numpy as np
 
 from keras_attn_zoo.explain.outputs import functional, run
-from keras_attn_zoo.layers import FocusAssociation, SqueezeExcite
+from keras_attn_zoo.layers import FocusAssociation, PayaModule, SqueezeExcite
 
 
 def fa_layers(model):
@@ -19,6 +23,11 @@ def fa_layers(model):
 def se_layers(model):
     """The model's SE layers in graph order."""
     return [layer for layer in model.layers if isinstance(layer, SqueezeExcite)]
+
+
+def has_paya(model):
+    """Whether the model has PAYA attention modules."""
+    return any(isinstance(layer, PayaModule) for layer in model.layers)
 
 
 def gate_model(model):
@@ -69,3 +78,55 @@ def se_weights(model, images, batch_size=32):
         layer.name: keras.ops.convert_to_numpy(layer.excitation(features[layer.name]))
         for layer in layers
     }
+
+
+def paya_attention(model, images, batch_size=32):
+    """Everything a PAYA model's attention says about a batch, from its own layers.
+
+    Args:
+        model: a model with ``PayaModule`` layers (``paya_*`` registry models).
+        images: a batch of model inputs, ``(batch, H, W, C)``.
+        batch_size: images per forward pass. Defaults to 32.
+
+    Returns:
+        A :class:`PayaAttention`.
+    """
+    from keras_attn_zoo.models.paya import paya_layers, paya_outputs_model
+
+    out = run(paya_outputs_model(model), images, batch_size)
+    gated = [layer.name for layer in paya_layers(model)] + ["predictions"]  # the gates' order
+    modules = gated[-2::-1]  # shallowest first
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    return PayaAttention(
+        masks={m: out[f"{m}/masks"] for m in modules},
+        head_gates={m: out[f"{m}/head_gates"] for m in modules},
+        global_gates={name: out["gates"][:, i] for i, name in enumerate(gated)},
+        module_scores={m: softmax(out[f"{m}/logits"]) for m in modules},
+        net_scores=softmax(out["net_logits"]),
+    )
+
+
+@dataclasses.dataclass
+class PayaAttention:
+    """A PAYA model's attention for a batch (every dict in graph order, shallowest module first).
+
+    Attributes:
+        masks: module name (``stage1_paya``...) -> attention masks ``(batch, h, w, heads)``,
+            each head's mask summing to 1 over the positions.
+        head_gates: module name -> head gates ``(batch, heads)``, summing to 1.
+        global_gates: output name (the modules, and ``predictions`` for the network's own
+            classifier) -> its global gate weight ``(batch,)``.
+        module_scores: module name -> the module's own class prediction, the softmax of its
+            logits ``(batch, classes)`` (what early exit reads).
+        net_scores: the network's own classifier's softmax ``(batch, classes)``.
+    """
+
+    masks: dict
+    head_gates: dict
+    global_gates: dict
+    module_scores: dict
+    net_scores: np.ndarray

@@ -106,10 +106,45 @@ def abn_map_of(explanation, index=0):
     return maps[index, :, :, c if maps.shape[-1] > 1 else 0]
 
 
+def paya_mosaic(image, masks):
+    """Every head's mask of one module drawn over the image, tiled in a grid (row-major).
+
+    Each mask is scaled to its own maximum (a spatial softmax sums to 1, so its values shrink
+    with the map's size). ``masks`` is ``(h, w, heads)``; returns a uint8 RGB mosaic.
+    """
+    image = _as_uint8(image)
+    heads = masks.shape[-1]
+    cols = int(np.ceil(np.sqrt(heads)))
+    rows = int(np.ceil(heads / cols))
+    tiles = [overlay(image, masks[..., k] / max(float(masks[..., k].max()), 1e-12)) for k in range(heads)]
+    tiles += [np.full_like(image, 255)] * (rows * cols - heads)
+    return np.concatenate([np.concatenate(tiles[r * cols:(r + 1) * cols], axis=1) for r in range(rows)], axis=0)
+
+
+def plot_paya_module(ax, image, paya, module, index=0, class_names=None):
+    """One PAYA module's panel: its heads' masks over the image, head gates, own prediction and
+    global gate weight."""
+    masks = paya.masks[module][index]
+    gates = paya.head_gates[module][index]
+    scores = paya.module_scores[module][index]
+    c = int(scores.argmax())
+    label = class_names[c] if class_names is not None else f"class {c}"
+    ax.imshow(paya_mosaic(image, masks))
+    ax.axis("off")
+    ax.set_title(
+        f"{module} masks ({masks.shape[0]}x{masks.shape[1]}), head gates "
+        + " ".join(f"{g:.2f}" for g in gates)
+        + f"\nown prediction {label} {scores[c]:.3f}; global gate {paya.global_gates[module][index]:.3f}",
+        fontsize=8,
+    )
+
+
 def save_explanation(path, image, explanation, index=0, class_names=None):
     """Save one image's explanation as a PNG: the image, the Grad-CAM overlay and, when the
     model has them, the ABN attention map M (on its absolute 0-1 scale, not rescaled), the FA
-    gates and the SE weights along depth.
+    gates, the SE weights along depth and, per PAYA module, every head's mask over the image
+    (each scaled to its own maximum) with the head gates, the module's own prediction and its
+    global gate weight.
 
     The figure is ``PANEL_INCHES * DPI`` = 400 pixels high and 400 pixels wide per panel.
 
@@ -126,7 +161,9 @@ def save_explanation(path, image, explanation, index=0, class_names=None):
     _, Figure = require_matplotlib()
     image = _as_uint8(image)
     abn_map = abn_map_of(explanation, index)
-    panels = 2 + (abn_map is not None) + bool(explanation.fa_gates) + bool(explanation.se_weights)
+    paya = getattr(explanation, "paya", None)
+    modules = list(paya.masks) if paya is not None else []
+    panels = 2 + (abn_map is not None) + bool(explanation.fa_gates) + bool(explanation.se_weights) + len(modules)
     fig = Figure(figsize=(PANEL_INCHES * panels, PANEL_INCHES), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, panels)
     c = int(explanation.class_index[index])
@@ -148,7 +185,9 @@ def save_explanation(path, image, explanation, index=0, class_names=None):
     if explanation.fa_gates:
         plot_fa_gates(axes[2 + (abn_map is not None)], explanation.fa_gates, index)
     if explanation.se_weights:
-        plot_se_weights(axes[-1], explanation.se_weights, index)
+        plot_se_weights(axes[panels - len(modules) - 1], explanation.se_weights, index)
+    for ax, module in zip(axes[panels - len(modules):], modules):
+        plot_paya_module(ax, image, paya, module, index, class_names)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=DPI)

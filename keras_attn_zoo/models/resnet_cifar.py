@@ -1,4 +1,4 @@
-"""CIFAR ResNet (He et al. 2016, Section 4.2) with SE, FA, FA-SE (FANet) or ABN."""
+"""CIFAR ResNet (He et al. 2016, Section 4.2) with SE, FA, FA-SE (FANet), ABN or PAYA."""
 
 import keras
 
@@ -6,6 +6,7 @@ from keras_attn_zoo.models.abn import attention_branch
 from keras_attn_zoo.models.common import (
     check_classes, conv_bn, finish, head, model_input, parse_attention,
 )
+from keras_attn_zoo.models.paya import paya_head
 
 STAGE_FILTERS = (16, 32, 64)
 SHORTCUT_KERNELS = {"conv3x3": 3, "conv1x1": 1}
@@ -65,6 +66,11 @@ def resnet_cifar(
     se_ratio=None,
     fa_ratios=(4, 4),
     stem_strides=None,
+    attention_depth=3,
+    attention_heads=4,
+    reg_weight=1e-3,
+    gate="softmax",
+    auxiliary_weight=0.0,
     name=None,
 ):
     """CIFAR ResNet: 3 stages of n = (depth - 2) / 6 blocks with 16/32/64 base channels.
@@ -73,11 +79,14 @@ def resnet_cifar(
     attention deployments of FANet (Liu et al.), Fig. 4 and Fig. 5: SE inside each residual
     branch, FA among the blocks of each stage and again among the stages, FA-SE both; and the
     Attention Branch Network (Fukui et al.): the attention branch after stage 2 (a stride-1
-    copy of stage 3), stage 3 as the perception branch.
+    copy of stage 3), stage 3 as the perception branch; and PAYA (Rodriguez et al., "Attend
+    and Rectify"): attention modules ``stage{s}_paya`` on the outputs of the last
+    ``attention_depth`` stages (``stage{s}_block{n}_out``), global gates and the gated
+    log-probability output (see :mod:`keras_attn_zoo.models.paya`).
 
     Args:
         depth: 6n + 2 (20, 32, 44, 56, 110, ...). Defaults to 20.
-        attention: None, "se", "fa", "fa_se" or "abn". Defaults to None.
+        attention: None, "se", "fa", "fa_se", "abn" or "paya". Defaults to None.
         block: "basic" (two 3x3 convs) or "bottleneck" (1x1-3x3-1x1, 4x wider output; the ABN
             authors' choice for depth >= 44, still with n = (depth - 2) / 6 blocks per stage).
             Defaults to "basic".
@@ -95,10 +104,18 @@ def resnet_cifar(
         fa_ratios: FA (r1, r2). Defaults to (4, 4).
         stem_strides: stride of the first conv. Defaults to 2 for inputs of 64 pixels or more
             (FANet's Tiny ImageNet setting), else 1.
+        attention_depth: PAYA: the number of modules, 1 to 3 (the last stages). Defaults to 3.
+        attention_heads: PAYA: heads per module. Defaults to 4.
+        reg_weight: PAYA: weight of the head-diversity regulariser (averaged over modules).
+            Defaults to 1e-3.
+        gate: PAYA: "softmax" or "sigmoid" global gates. Defaults to "softmax".
+        auxiliary_weight: PAYA: weight of a per-module cross-entropy added in training (ours,
+            not the papers'). Defaults to 0.
         name: model name. Defaults to e.g. "fa_resnet56".
 
     Returns:
-        A functional ``keras.Model`` (an ``ABNModel`` with ``attention="abn"``).
+        A functional ``keras.Model`` (an ``ABNModel`` with ``attention="abn"``, a
+        ``PAYAModel`` with ``attention="paya"``).
 
     Example:
     >>> model = resnet_cifar(56, attention="fa")
@@ -114,7 +131,7 @@ def resnet_cifar(
     blocks = (depth - 2) // 6
     att = parse_attention(
         attention, se_ratio or paper_se_ratio(depth), fa_ratios,
-        allowed=(None, "se", "fa", "fa_se", "abn"), include_top=include_top,
+        allowed=(None, "se", "fa", "fa_se", "abn", "paya"), include_top=include_top,
     )
     check_classes(classes, include_top)
     inputs = model_input(input_shape, input_tensor, (32, 32, 3), 8, "CIFAR ResNet")
@@ -137,6 +154,7 @@ def resnet_cifar(
     x = conv_bn(inputs, STAGE_FILTERS[0], 3, "stem", strides=stem_strides, epsilon=bn_epsilon)
     stages = att.chain()
     abn_logits = None
+    stage_features = []
     for s, filters in enumerate(STAGE_FILTERS, start=1):
         if att.abn and s == len(STAGE_FILTERS):
             x, abn_logits, _ = attention_branch(
@@ -144,6 +162,13 @@ def resnet_cifar(
             )
         u, stage_in = stage(x, filters, 1 if s == 1 else 2, f"stage{s}")
         x = stages(stage_in, u, f"stage{s}_fa")
-    x = head(x, include_top, pooling, classes, classifier_activation)
+        stage_features.append(x)
     default_name = f"{attention + '_' if attention else ''}resnet{depth}"
+    if att.paya:
+        x, outputs = paya_head(
+            x, stage_features, classes, attention_depth, attention_heads, reg_weight, gate,
+            classifier_activation, auxiliary_weight,
+        )
+        return finish(inputs, x, name or default_name, weights, paya_outputs=outputs)
+    x = head(x, include_top, pooling, classes, classifier_activation)
     return finish(inputs, x, name or default_name, weights, abn_logits)

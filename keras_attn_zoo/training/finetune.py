@@ -8,7 +8,9 @@
 What it does, following Keras' transfer-learning guide:
 
 1. Loads the model with its pretrained weights and new class-sized layers for your classes (the
-   classifier and, for ABN, the attention branch's class-sized convolutions); everything else
+   classifier and, for ABN, the attention branch's class-sized convolutions; for PAYA, every
+   module's output heads, whose masks' and head gates' convolutions still come from the
+   weights, and the global gate ``paya_gate``); everything else
    comes from the weights, and the report says which layers were reused and which are new. The
    new classifier starts at zero (uniform scores): a random one maps the pretrained features to
    classes at random, which a short first phase may not undo.
@@ -22,7 +24,8 @@ Images are resized to the model's input and normalised with the statistics the p
 weights were trained with (recorded in their manifest row or training record). The best epoch
 (validation top-1) is saved as a ``.keras`` file that also holds the class names and that
 normalisation (``keras_attn_zoo.modelfile``), so ``keras-attn-zoo predict photo.jpg --model
-best.keras`` prints your class names. ABN models train with both branches' losses.
+best.keras`` prints your class names. ABN models train with both branches' losses, PAYA models
+with the authors' loss.
 
 A run writes into ``output_dir``: ``<name>_finetuned.keras``, ``finetune.json`` (the record:
 data, classes, reused / new layers, per-phase settings, validation accuracy, time),
@@ -41,6 +44,7 @@ import keras
 
 from keras_attn_zoo.data import load_split, recorded_stats
 from keras_attn_zoo.modelfile import save_model
+from keras_attn_zoo.models.paya import PAYAModel, paya_layers, reset_gate, reuse_attention
 from keras_attn_zoo.training.checkpoints import (
     START_OVER,
     Checkpoints,
@@ -210,6 +214,8 @@ def _fine_tune(spec, name, data, weights, stats, out, model_path, paths, model_s
         warnings.simplefilter("ignore")
         model, new_layers = load_with_report(name, weights, num_classes=len(classes), input_shape=model_shape,
                                              new_head=True, classifier_activation="softmax")
+    if isinstance(model, PAYAModel):
+        new_layers = _paya_new_layers(model, spec, weights, model_shape, new_layers)
     new = set(new_layers)
     if spec.classifier in new:  # start from uniform scores, not from a random mapping of good features
         classifier = model.get_layer(spec.classifier)
@@ -289,6 +295,27 @@ def _fine_tune(spec, name, data, weights, stats, out, model_path, paths, model_s
     print(f"Wrote {model_path}: best validation top-1 {record['val_accuracy']:.4f} at epoch {record['best_epoch']}"
           f" ({val_split.description})")
     return FineTuneResult(model, model_path, classes, record["val_accuracy"], reused, list(new_layers), record)
+
+
+def _paya_new_layers(model, spec, weights, model_shape, new_layers):
+    """PAYA: the modules (new: their output heads are class-sized) keep the pretrained masks'
+    and head gates' convolutions; the global gate is new too. Returns the new layers' names."""
+    from keras_attn_zoo.weights import file_num_classes, is_path, load_weights_file, manifest_row, published_tags, resolve
+
+    path = resolve(spec.name, weights)
+    if is_path(weights) or weights not in published_tags(spec.name):
+        file_classes = file_num_classes(path)
+    else:
+        file_classes = manifest_row(spec.name, weights)["num_classes"]
+    pretrained = spec.build(classes=file_classes, input_shape=model_shape, name=spec.name)
+    load_weights_file(pretrained, path)
+    modules = [layer.name for layer in paya_layers(model) if layer.name in new_layers]
+    reuse_attention(model, pretrained, modules)
+    reset_gate(model)
+    if modules:
+        print(f"PAYA: {', '.join(modules)} reuse their masks' and head gates' convolutions; their "
+              "output heads and paya_gate are new.")
+    return [*new_layers, *([] if "paya_gate" in new_layers else ["paya_gate"])]
 
 
 def _set_trainable(model, new_layers, backbone):

@@ -4,6 +4,7 @@
 | --- | --- | --- | --- | --- | --- | --- |
 | ``fanet_cifar`` | FANet Sec. IV.A | 240 | 128 | 0.1, /10 every 60 epochs | 5e-4 | cifar |
 | ``abn_cifar`` | ABN Sec. 4.1 and the authors' ResNet-110 command | 300 | 128 | 0.1, /10 at 150 and 225 | 1e-4 | cifar |
+| ``paya_cifar`` | the PAYA authors' ``train_cifar_attention.py`` defaults (= their CIFAR logs) | 200 | 128 | 0.1, x0.2 at 60, 120 and 160, Nesterov | 5e-4 | cifar_reflect |
 | ``imagenet`` | ABN / DAT ImageNet | 90 | 256 | 0.1, /10 at 30 and 60 | 1e-4 | imagenet |
 | ``cosine`` | short budget | 30 | 128 | 0.1, cosine to 0 | 5e-4 | cifar |
 | ``onecycle`` | short budget (Smith & Topin 2019) | 30 | 128 | one cycle, peak 0.1 | 5e-4 | cifar |
@@ -95,6 +96,9 @@ RECIPES = {
         Recipe("fanet_cifar", "FANet Sec. IV.A", 240, 128, 0.1, "step", 5e-4, "cifar", (60, 120, 180)),
         Recipe("abn_cifar", "ABN Sec. 4.1; authors' ResNet-110 command (batch 128, wd 1e-4)",
                300, 128, 0.1, "step", 1e-4, "cifar", (150, 225)),
+        Recipe("paya_cifar", "PAYA authors' train_cifar_attention.py defaults (their CIFAR logs ran "
+               "without Nesterov, the released code has it)", 200, 128, 0.1, "step", 5e-4, "cifar_reflect",
+               (60, 120, 160), gamma=0.2, nesterov=True),
         Recipe("imagenet", "ABN / DAT ImageNet setting", 90, 256, 0.1, "step", 1e-4, "imagenet", (30, 60)),
         Recipe("cosine", "short budget: cosine decay to 0", 30, 128, 0.1, "cosine", 5e-4, "cifar"),
         Recipe("onecycle", "short budget: one-cycle (Smith & Topin 2019)", 30, 128, 0.1, "onecycle", 5e-4, "cifar"),

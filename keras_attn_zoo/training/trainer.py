@@ -39,6 +39,7 @@ from keras_attn_zoo.data import (
     normalization_layer,
 )
 from keras_attn_zoo.models.abn import ABNModel, abn_training_outputs
+from keras_attn_zoo.models.paya import PAYAModel, paya_training_outputs
 from keras_attn_zoo.training.checkpoints import (
     START_OVER,
     Checkpoints,
@@ -68,7 +69,10 @@ def training_model(model, stats, augmentation="none", seed=None, objective=None)
 
     An ABN model's wrapper is itself an :class:`~keras_attn_zoo.models.abn.ABNModel` with both
     branches' outputs, so its ``fit`` trains with L_att + L_per (Eq. 3) and its ``predict`` /
-    ``evaluate`` use the perception branch.
+    ``evaluate`` use the perception branch. A PAYA model's wrapper is a
+    :class:`~keras_attn_zoo.models.paya.PAYAModel` with the gated log-probabilities and the
+    modules' logits, so its ``fit`` trains with the authors' loss (and the regulariser the
+    modules add), its ``predict`` / ``evaluate`` with the class scores.
 
     Args:
         model: a registry model.
@@ -94,12 +98,13 @@ def training_model(model, stats, augmentation="none", seed=None, objective=None)
     if objective_config(objective) is not None:
         return dat_model(model, inputs, x, objective, name=f"{model.name}_training")
     # float32 outputs under mixed precision: losses and top-k metrics need them.
-    if isinstance(model, ABNModel):
-        # Both branches' outputs, so that the wrapper's fit adds L_att as the bare model's does.
-        outputs = abn_training_outputs(model)(x)
-        outputs = {key: keras.layers.Activation("linear", dtype="float32", name=f"{key}_float32")(value)
-                   for key, value in outputs.items()}
-        return ABNModel(inputs, outputs, name=f"{model.name}_training")
+    for model_class, training_outputs in ((ABNModel, abn_training_outputs), (PAYAModel, paya_training_outputs)):
+        if isinstance(model, model_class):
+            # Every output the loss reads, so that the wrapper's fit trains as the bare model's does.
+            outputs = training_outputs(model)(x)
+            outputs = {key: keras.layers.Activation("linear", dtype="float32", name=f"{key}_float32")(value)
+                       for key, value in outputs.items()}
+            return model_class(inputs, outputs, name=f"{model.name}_training")
     outputs = keras.layers.Activation("linear", dtype="float32", name="outputs_float32")(model(x))
     return keras.Model(inputs, outputs, name=f"{model.name}_training")
 

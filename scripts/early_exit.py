@@ -1,0 +1,63 @@
+"""Early exit from a PAYA model's attention modules, measured over a sweep of thresholds.
+
+    python scripts/early_exit.py paya_resnet20 --weights cifar10 \\
+        --data ../shared/data/cifar10-jpeg.tar.gz -o docs/early_exit_paya_resnet20.md
+
+For each threshold: top-1 on the test split, the share of images leaving at each module (and
+going through the full model), the mean analytic multiply-adds and the median CPU latency at
+batch 1, against the full model; plus each module's own top-1. Early exit is ours (the papers
+describe the idea; no published code implements it): see ``keras_attn_zoo.early_exit``.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a registered PAYA model, e.g. paya_resnet20")
+    parser.add_argument("--weights", default=None, help="a published tag or a trained .weights.h5 (default: random, for a dry run)")
+    parser.add_argument("--data", required=True, help="the data archive or folder, e.g. cifar10-jpeg.tar.gz")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=None, help="a seeded subset of this many images")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS))
+    parser.add_argument("--latency-images", type=int, default=100, help="images timed at batch 1 per row (0: no timing)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("-o", "--output", default=None, help="write the markdown table here (and a .json beside it)")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+
+    import keras_attn_zoo as zoo
+    from keras_attn_zoo.data import load_split
+    from keras_attn_zoo.early_exit import sweep, sweep_markdown
+    from keras_attn_zoo.images import normalization_for, preprocess
+
+    model = zoo.load(args.model, weights=args.weights)
+    if args.weights is None:
+        print(f"WARNING: {model.name} is randomly initialised (no --weights): the numbers mean nothing.", file=sys.stderr)
+    split = load_split(args.data, args.split, image_size=model.input_shape[1:3], limit=args.limit)
+    xs, ys = zip(*(batch for batch in split.batches(256)))
+    images = preprocess(np.concatenate(xs), normalization_for(model, args.weights))
+    labels = np.concatenate(ys)
+    report = sweep(model, images, labels, args.thresholds, args.latency_images, args.batch_size)
+    title = (f"Early exit: {model.name} ({args.weights or 'random weights'}), {split.description}")
+    text = sweep_markdown(report, title)
+    print(text)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        out.with_suffix(".json").write_text(json.dumps({"model": model.name, "weights": args.weights,
+                                                        "data": split.description, **report}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
