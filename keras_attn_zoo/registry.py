@@ -16,6 +16,7 @@ from keras_attn_zoo.models import (
     densenet_bc, inception_v4, resnet, resnet_cifar, resnet_multitask_abn, resnext_cifar, vgg_bn,
     wide_resnet,
 )
+from keras_attn_zoo.models.common import ATTENTIONS
 from keras_attn_zoo.models.resnet import DEPTHS as RESNET_DEPTHS
 from keras_attn_zoo.models.vgg import VGG16_STAGES
 
@@ -205,8 +206,6 @@ FANET_ROWS = {
     ],
 }
 
-_ATTENTION_WORDS = {None: "", "se": "SE-", "fa": "FA-", "fa_se": "FA-SE-"}
-
 _FAMILY_NOTES = {
     "resnet_cifar": (
         "Shortcuts that change shape are 3x3 stride-2 conv + BN (reproduces the paper's "
@@ -249,7 +248,7 @@ def _register_fanet_family(family, builder, base_name, title, variants, toleranc
                 builder=builder,
                 kwargs=types.MappingProxyType(kwargs),
                 family=family,
-                description=f"{_ATTENTION_WORDS[attention]}{title(kwargs)}",
+                description=f"{ATTENTIONS[attention].title}{title(kwargs)}",
                 paper="fanet",
                 results=tuple(FANET_ROWS.get(name, ())),
                 param_tolerance=tolerance,

@@ -6,27 +6,73 @@ import keras
 
 from keras_attn_zoo.layers import FocusAssociation, SqueezeExcite
 
-ATTENTIONS = {
-    # name: (SE inside blocks, FA between blocks, attention branch)
-    None: (False, False, False),
-    "se": (True, False, False),
-    "fa": (False, True, False),
-    "fa_se": (True, True, False),
-    "abn": (False, False, True),
-    "abn_se": (True, False, True),
-}
+@dataclasses.dataclass(frozen=True)
+class Mechanism:
+    """One attention mechanism as the family builders see it: the parts it places.
+
+    Every part is off by default, so an entry names only what it uses, and a new kind of part
+    is one new field (off for every existing entry) read by the builders that can place it.
+    A mechanism that changes no architecture (a training objective) is an entry with no part.
+
+    Args:
+        name: the value of the builders' ``attention`` argument (None: no attention).
+        title: what registry descriptions put before the architecture, e.g. "FA-SE-".
+        se: squeeze-and-excitation inside every block.
+        fa: focus-and-association between blocks (and between stages).
+        abn: an attention branch (ABN) at the family's branch point. It is a classifier (the
+            model needs ``include_top``) and adds an output (``abn_logits``) and a training loss
+            of its own (``ABNModel``).
+    """
+
+    name: str | None
+    title: str = ""
+    se: bool = False
+    fa: bool = False
+    abn: bool = False
+
+
+ATTENTIONS = {}
+
+
+def register_mechanism(mechanism):
+    """Add a mechanism to :data:`ATTENTIONS`; a duplicate name is an error."""
+    if mechanism.name in ATTENTIONS:
+        raise ValueError(f"Attention mechanism {mechanism.name!r} is already registered.")
+    ATTENTIONS[mechanism.name] = mechanism
+    return mechanism
+
+
+for _mechanism in (
+    Mechanism(None),
+    Mechanism("se", "SE-", se=True),
+    Mechanism("fa", "FA-", fa=True),
+    Mechanism("fa_se", "FA-SE-", se=True, fa=True),
+    Mechanism("abn", "ABN-", abn=True),
+    Mechanism("abn_se", "ABN-SE-", se=True, abn=True),
+):
+    register_mechanism(_mechanism)
 
 
 @dataclasses.dataclass(frozen=True)
 class Attention:
-    """Where a family places attention: SE inside each block, FA between blocks, an attention
-    branch (ABN) at the family's branch point; SE combines with either of the others."""
+    """Where a family places attention: the parsed ``attention`` argument of a builder, with
+    the ratios its layers use. SE combines with FA or an attention branch."""
 
-    se: bool
-    fa: bool
-    abn: bool
+    mechanism: Mechanism
     se_ratio: int
     fa_ratios: tuple
+
+    @property
+    def se(self):
+        return self.mechanism.se
+
+    @property
+    def fa(self):
+        return self.mechanism.fa
+
+    @property
+    def abn(self):
+        return self.mechanism.abn
 
     def squeeze_excite(self, x, name):
         """SE on ``x`` when enabled, else ``x`` unchanged."""
@@ -42,8 +88,8 @@ def parse_attention(attention, se_ratio, fa_ratios=(4, 4), allowed=tuple(ATTENTI
     if attention not in allowed:
         names = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"attention must be one of {names} for this family; got {attention!r}.")
-    se, fa, abn = ATTENTIONS[attention]
-    if abn and not include_top:
+    mechanism = ATTENTIONS[attention]
+    if mechanism.abn and not include_top:
         raise ValueError(
             "An attention branch is a classifier: ABN models need include_top=True "
             "(use the plain model for features)."
@@ -51,7 +97,7 @@ def parse_attention(attention, se_ratio, fa_ratios=(4, 4), allowed=tuple(ATTENTI
     fa_ratios = tuple(fa_ratios)
     if len(fa_ratios) != 2:
         raise ValueError(f"fa_ratios must be (r1, r2), got {fa_ratios!r}.")
-    return Attention(se=se, fa=fa, abn=abn, se_ratio=se_ratio, fa_ratios=fa_ratios)
+    return Attention(mechanism=mechanism, se_ratio=se_ratio, fa_ratios=fa_ratios)
 
 
 class FAChain:
