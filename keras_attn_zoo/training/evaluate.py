@@ -8,45 +8,9 @@ results page is generated from those two, never typed.
 from pathlib import Path
 
 from keras_attn_zoo.data import load_split, recorded_stats
+from keras_attn_zoo.training.trainer import evaluate_split
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
-
-
-def evaluate_split(model, split, stats, batch_size=256, verbose="auto"):
-    """Top-1 and top-5 accuracy of a model on a split.
-
-    Give it a model with logits (``classifier_activation=None``): softmax scores that saturate
-    to exactly 0 tie, and Keras counts tied classes as inside the top 5.
-
-    Args:
-        model: a registry model.
-        split: a ``keras_attn_zoo.data.Split``.
-        stats: the ``ChannelStats`` the weights were trained with.
-        batch_size: evaluation batch size. Defaults to 256.
-        verbose: 1 for a progress bar, 2 for one line, 0 for silence; "auto" is a progress bar
-            on a terminal, one line otherwise. Defaults to "auto".
-
-    Returns:
-        ``{"top1", "top5", "top1_error" (%), "split", "images", "data"}``.
-    """
-    from keras_attn_zoo.training.trainer import compile_for_evaluation, training_model, verbosity
-
-    if model.output_shape[-1] != split.num_classes:
-        raise ValueError(
-            f"{model.name} has {model.output_shape[-1]} classes, {split.description} has {split.num_classes}."
-        )
-    wrapper = training_model(model, stats, "none")
-    compile_for_evaluation(wrapper, model)
-    results = wrapper.evaluate(split.batches(batch_size), return_dict=True, verbose=verbosity(verbose))
-    top1 = float(results["accuracy"])
-    return {
-        "top1": round(top1, 6),
-        "top5": round(float(results["top5"]), 6),
-        "top1_error": round(100 * (1 - top1), 4),
-        "split": split.split,
-        "images": split.num_examples,
-        "data": split.description,
-    }
 
 
 def _weights_facts(name, weights):
