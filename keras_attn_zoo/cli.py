@@ -205,7 +205,7 @@ def _evaluate(args):
 
 def _publish(args):
     from keras_attn_zoo.training import write_results
-    from keras_attn_zoo.weights import publish
+    from keras_attn_zoo.training.publish import publish
 
     row = publish(args.weights_file, args.tag, manifest=args.manifest, overwrite=args.overwrite, url=args.url)
     print(f"published {row['model']}:{row['tag']} as {row['file']} ({row['size']:,} bytes, sha256 "
@@ -215,9 +215,11 @@ def _publish(args):
 
 
 def _download(args):
+    from keras_attn_zoo.registry import get_spec
     from keras_attn_zoo.weights import download
 
-    print(download(*_split_name_tag(args.spec)))
+    name, tag = _split_name_tag(args.spec)
+    print(download(get_spec(name).name, tag))
 
 
 def _benchmark(args):

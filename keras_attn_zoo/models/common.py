@@ -5,6 +5,7 @@ import dataclasses
 import keras
 
 from keras_attn_zoo.layers import FocusAssociation, SqueezeExcite
+from keras_attn_zoo.models.abn import abn_model
 
 @dataclasses.dataclass(frozen=True)
 class Mechanism:
@@ -203,17 +204,9 @@ def conv_bn(x, filters, kernel_size, name, strides=1, padding="same", groups=1, 
     return x
 
 
-def finish(inputs, outputs, name, weights, abn_logits=None):
-    """Build the functional model (an ``ABNModel`` when there is an attention branch) and load
-    a local weights file if one is given."""
+def finish(inputs, outputs, name, abn_logits=None):
+    """The functional model (an ``ABNModel`` when there is an attention branch). Builders load
+    no weights: ``keras_attn_zoo.load(name, weights=...)`` does."""
     if abn_logits is not None:
-        from keras_attn_zoo.models.abn import abn_model
-
-        model = abn_model(inputs, outputs, abn_logits, name)
-    else:
-        model = keras.Model(inputs, outputs, name=name)
-    if weights is not None:
-        from keras_attn_zoo.weights import load_weights_file
-
-        load_weights_file(model, weights)
-    return model
+        return abn_model(inputs, outputs, abn_logits, name)
+    return keras.Model(inputs, outputs, name=name)

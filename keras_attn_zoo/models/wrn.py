@@ -32,7 +32,6 @@ def wide_resnet(
     dropout=0.0,
     bn_epsilon=1e-5,
     include_top=True,
-    weights=None,
     input_tensor=None,
     input_shape=None,
     pooling=None,
@@ -52,7 +51,7 @@ def wide_resnet(
         attention: None or "abn". Defaults to None.
         dropout: dropout rate between the convs of a block (the ABN paper: 0.3). Defaults to 0.
         bn_epsilon: BatchNorm epsilon. Defaults to 1e-5 (the PyTorch checkpoints').
-        include_top, weights, input_tensor, input_shape, pooling, classes,
+        include_top, input_tensor, input_shape, pooling, classes,
         classifier_activation: as in ``keras.applications``; input at least 8x8.
         name: model name. Defaults to e.g. "abn_wrn28_10".
 
@@ -88,4 +87,4 @@ def wide_resnet(
     x = keras.layers.ReLU(name="head_relu")(x)
     x = head(x, include_top, pooling, classes, classifier_activation)
     default_name = f"{attention + '_' if attention else ''}wrn{depth}_{width}"
-    return finish(inputs, x, name or default_name, weights, abn_logits)
+    return finish(inputs, x, name or default_name, abn_logits)

@@ -42,6 +42,7 @@ import keras
 
 from keras_attn_zoo.data import load_split, recorded_stats
 from keras_attn_zoo.modelfile import save_model
+from keras_attn_zoo.registry import get_spec, list_models, load_with_report
 from keras_attn_zoo.training.trainer import (
     LOG_FILE,
     BestWeights,
@@ -129,13 +130,9 @@ def fine_tune(
     Returns:
         A :class:`FineTuneResult`.
     """
-    from keras_attn_zoo.registry import get_spec, load_with_report
-
     spec = get_spec(name)
     name = spec.name
     if weights is None:
-        from keras_attn_zoo.registry import list_models
-
         raise ValueError("fine_tune starts from pretrained weights: pass weights= a published tag or a "
                          f"trained .weights.h5 (published: {', '.join(list_models(pretrained=True))}).")
     for arg, value in (("epochs", epochs), ("freeze_epochs", freeze_epochs)):
