@@ -23,6 +23,13 @@ import numpy as np
 
 import keras
 
+from keras_attn_zoo.data import channel_stats, load_split
+from keras_attn_zoo.data.sources import ArraySplit
+from keras_attn_zoo.images import preprocess
+from keras_attn_zoo.registry import get_spec, load
+from keras_attn_zoo.training.optimizers import CoupledSGD
+from keras_attn_zoo.training.trainer import backend_version, hardware, training_model, utc_now
+
 TRAINING_MODES = ("model", "wrapper", "pipeline")
 
 
@@ -40,8 +47,6 @@ def inference(name, batch_sizes=(1, 128), repeats=20, warmup=3, input_shape=None
         One dict per batch size: model, kind, batch, latency_ms (median per call), images_per_s,
         cpu_steal_pct (see ``_Steal``).
     """
-    from keras_attn_zoo.registry import get_spec, load
-
     _check_counts(repeats=repeats, warmup=warmup)
     spec = get_spec(name)
     shape = tuple(input_shape or spec.input_shape)
@@ -79,13 +84,6 @@ def training(name, data=None, batch_size=128, steps=10, epochs=4, modes=TRAINING
         One dict per mode: model, kind ("training/<mode>"), batch, step_ms, images_per_s,
         cpu_steal_pct, data.
     """
-    from keras_attn_zoo.data import channel_stats, load_split
-    from keras_attn_zoo.data.sources import ArraySplit
-    from keras_attn_zoo.images import preprocess
-    from keras_attn_zoo.registry import get_spec, load
-    from keras_attn_zoo.training.optimizers import CoupledSGD
-    from keras_attn_zoo.training.trainer import training_model
-
     _check_counts(batch_size=batch_size, steps=steps)
     if not isinstance(epochs, int) or epochs < 2:
         raise ValueError(f"epochs must be an integer of at least 2 (one warm-up, one timed), got {epochs!r}.")
@@ -135,8 +133,6 @@ def training(name, data=None, batch_size=128, steps=10, epochs=4, modes=TRAINING
 
 def markdown(rows, command=None):
     """A markdown report of ``rows`` with the machine, software and the command that made it."""
-    from keras_attn_zoo.training.trainer import backend_version, hardware, utc_now
-
     lines = ["# Speed", "",
              "Written by `keras-attn-zoo benchmark` (`keras_attn_zoo/benchmark.py` says what each row "
              "times); do not edit.", "",

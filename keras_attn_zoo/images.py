@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 
+from keras_attn_zoo.data.preprocessing import recorded_stats
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -40,8 +42,6 @@ def normalization_for(model, weights):
     None for a randomly initialised model or weights without a record (said on stderr)."""
     if weights is None:
         return None
-    from keras_attn_zoo.data.preprocessing import recorded_stats
-
     try:
         return recorded_stats(model.name, weights)
     except (ValueError, FileNotFoundError) as e:

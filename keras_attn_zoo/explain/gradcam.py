@@ -13,6 +13,7 @@ import numpy as np
 from keras import ops
 
 from keras_attn_zoo.explain.outputs import functional
+from keras_attn_zoo.registry import get_spec
 
 
 class _Probe(keras.layers.Layer):
@@ -32,8 +33,6 @@ _PROBES = weakref.WeakKeyDictionary()  # model -> {(layer, classifier): (probe m
 
 def registry_layers(model):
     """``(gradcam_layer, classifier)`` from the registry when ``model`` is a registered model."""
-    from keras_attn_zoo.registry import get_spec
-
     try:
         spec = get_spec(model.name)
     except ValueError:
