@@ -84,8 +84,10 @@ class Attention:
         return FAChain(self.fa, *self.fa_ratios)
 
 
-def parse_attention(attention, se_ratio, fa_ratios=(4, 4), allowed=tuple(ATTENTIONS), include_top=True):
-    """Validate the ``attention`` argument of a family builder against what it supports."""
+def parse_attention(attention, se_ratio, fa_ratios=(4, 4), *, allowed, include_top=True):
+    """Validate the ``attention`` argument of a family builder against the names it supports
+    (``allowed``: every family lists its own, so a new mechanism is never accepted silently by
+    a family that cannot place it)."""
     if attention not in allowed:
         names = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"attention must be one of {names} for this family; got {attention!r}.")

@@ -134,7 +134,7 @@ def inception_v4(
     >>> inception_v4("se").get_layer("stage2_block7_se").name
     'stage2_block7_se'
     """
-    att = parse_attention(attention, se_ratio, fa_ratios)
+    att = parse_attention(attention, se_ratio, fa_ratios, allowed=(None, "se", "fa", "fa_se"))
     check_classes(classes, include_top)
     default_shape = (32, 32, 3) if small_images else (299, 299, 3)
     min_size = 1 if small_images else 75

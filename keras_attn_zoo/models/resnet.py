@@ -131,7 +131,7 @@ def resnet_multitask_abn(
     if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
         raise ValueError(f"classes (the number of tasks) must be a positive integer, got {classes!r}.")
     tasks = classes
-    att = parse_attention(None, 16)
+    att = parse_attention(None, 16, allowed=(None,))
     inputs = model_input(input_shape, input_tensor, (224, 224, 3), 32, "ImageNet ResNet")
     g = resnet_stages(stem(inputs, bn_epsilon), depth, att, bn_epsilon, stages=(1, 2, 3))
     a = resnet_stages(g, depth, att, bn_epsilon, (4,), "abn", 1)
