@@ -70,7 +70,7 @@ def load_pretrained(model, spec, path, file_classes, build_kwargs, new_head=Fals
         model: the freshly built model.
         spec: its ``ModelSpec``.
         path: the resolved ``.weights.h5`` path.
-        file_classes: the file's number of classes (:func:`file_classes`), or None when it
+        file_classes: the file's number of classes (:func:`weights_num_classes`), or None when it
             cannot be told.
         build_kwargs: the extra builder arguments the model was built with.
         new_head: leave the class-sized layers freshly initialised even when the model has the
@@ -137,7 +137,7 @@ def load_pretrained(model, spec, path, file_classes, build_kwargs, new_head=Fals
     return skipped
 
 
-def file_classes(name, weights, path):
+def weights_num_classes(name, weights, path):
     """The number of classes of the weights ``weights`` of model ``name``, resolved to ``path``:
     the manifest's for published weights, else read from the file (None if it cannot be told)."""
     if not is_path(weights):

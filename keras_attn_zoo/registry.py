@@ -12,7 +12,7 @@ import functools
 import math
 import types
 
-from keras_attn_zoo.loading import file_classes, load_pretrained
+from keras_attn_zoo.loading import load_pretrained, weights_num_classes
 from keras_attn_zoo.models import (
     densenet_bc, inception_v4, resnet, resnet_cifar, resnet_multitask_abn, resnext_cifar, vgg_bn,
     wide_resnet,
@@ -531,7 +531,7 @@ def load_with_report(name, weights=None, num_classes=None, input_shape=None, new
         kwargs["input_shape"] = input_shape
     model = spec.build(name=spec.name, **kwargs)
     if path is not None:
-        classes = file_classes(spec.name, weights, path)
+        classes = weights_num_classes(spec.name, weights, path)
         return model, load_pretrained(model, spec, path, classes, kwargs, new_head=new_head)
     return model, []
 

@@ -121,11 +121,6 @@ class WeightRecord:
             url=row.get("url"),
         )
 
-    @property
-    def spec(self):
-        """``model:tag``, as ``keras-attn-zoo download`` takes it."""
-        return f"{self.model}:{self.tag}"
-
 
 def published_rows(manifest=None):
     """All rows of a manifest (default: the repository's), sorted by model and tag: the raw
@@ -174,9 +169,10 @@ def published_weight(name, tag, how_to=None):
 
 
 def manifest_row(name, tag):
-    """The manifest row (a dict) of ``name``'s weights ``tag``; see :func:`published_weight`."""
-    record = published_weight(name, tag)
-    return next(r for r in _manifest() if (r["model"], r["tag"]) == (record.model, record.tag))
+    """The raw manifest row (a dict) of ``name``'s weights ``tag``, for code that rewrites rows;
+    readers use :func:`published_weight`, whose error an unknown tag raises here too."""
+    published_weight(name, tag)
+    return next(r for r in _manifest() if r["model"] == name and r["tag"] == tag)
 
 
 def record_path(weights_path):
@@ -287,7 +283,7 @@ def fetch(record):
     Returns:
         A ``Path``.
     """
-    spec = record.spec
+    spec = f"{record.model}:{record.tag}"  # as `keras-attn-zoo download` takes it
     cached, bundled = cache_dir() / record.file, MANIFEST.parent / record.file
     if cached.is_file():
         verify(cached, record, f"Delete it and run `keras-attn-zoo download {spec}` to fetch it again.")
