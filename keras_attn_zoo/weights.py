@@ -47,7 +47,7 @@ def _manifest(path=None):
         return json.load(f)["weights"]
 
 
-def _frozen(value):
+def _frozen(value=None):
     return types.MappingProxyType(dict(value or {}))
 
 
