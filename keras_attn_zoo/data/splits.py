@@ -1,9 +1,8 @@
-"""What every data source returns: a :class:`Split` (in memory as arrays, or as files decoded
-batch by batch), its seeded batches, and the decoding of one image."""
+"""What every data source returns: a :class:`Split` of labelled images, in memory
+(:class:`ArraySplit`) or decoded batch by batch (``sources.FileSplit``), and its seeded batches."""
 
 import abc
 import dataclasses
-import io
 import math
 
 import numpy as np
@@ -83,7 +82,7 @@ class ArraySplit(Split):
         return len(self.x)
 
     def batches(self, batch_size, shuffle=False, seed=0, drop_remainder=False):
-        return _Batches(len(self.x), lambda idx: (self.x[idx], self.y[idx]), batch_size, shuffle, seed, drop_remainder)
+        return Batches(len(self.x), lambda idx: (self.x[idx], self.y[idx]), batch_size, shuffle, seed, drop_remainder)
 
     def sample_images(self, count, seed=0):
         if count >= len(self.x):
@@ -91,47 +90,7 @@ class ArraySplit(Split):
         return self.x[np.sort(np.random.default_rng(seed).choice(len(self.x), count, replace=False))]
 
 
-@dataclasses.dataclass
-class FileSplit(Split):
-    """A split decoded from image files batch by batch (for data too large for memory).
-
-    ``image_size`` (H, W) is what every image is brought to: resized to it, or, with
-    ``resize_shorter``, resized so that its shorter side is ``resize_shorter`` and then
-    center-cropped to it (the ImageNet evaluation transform).
-    """
-
-    files: list
-    labels: np.ndarray
-    class_names: tuple
-    split: str
-    source: str
-    image_size: tuple
-    resize_shorter: int = None
-    dataset: str = None
-    workers: int = 4
-
-    def __post_init__(self):
-        self.labels = np.asarray(self.labels, "int32")
-        self.image_shape = (*self.image_size, 3)
-
-    @property
-    def num_examples(self):
-        return len(self.files)
-
-    def _load(self, idx):
-        images = np.stack([decode_image(self.files[i], self.image_size, self.resize_shorter) for i in idx])
-        return images, self.labels[idx]
-
-    def batches(self, batch_size, shuffle=False, seed=0, drop_remainder=False):
-        return _Batches(len(self.files), self._load, batch_size, shuffle, seed, drop_remainder, workers=self.workers)
-
-    def sample_images(self, count, seed=0):
-        rng = np.random.default_rng(seed)
-        idx = np.sort(rng.choice(len(self.files), min(count, len(self.files)), replace=False))
-        return self._load(idx)[0]
-
-
-class _Batches(keras.utils.PyDataset):
+class Batches(keras.utils.PyDataset):
     """Seeded, per-epoch reshuffled batches of a split (epoch e uses the order of seed + e)."""
 
     def __init__(self, size, load, batch_size, shuffle, seed, drop_remainder, workers=1):
@@ -165,34 +124,3 @@ class _Batches(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)
-
-
-def decode_image(source, image_size=None, resize_shorter=None):
-    """One image as an RGB uint8 array.
-
-    Args:
-        source: an image file path, or the file's bytes.
-        image_size: (H, W) to bring it to, or None to keep its size.
-        resize_shorter: if given, first resize so the shorter side has this length (keeping the
-            aspect ratio), then center-crop ``image_size``.
-
-    Returns:
-        (H, W, 3) uint8 array.
-    """
-    from PIL import Image
-
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-        im = im.convert("RGB")
-        if resize_shorter:
-            w, h = im.size
-            factor = resize_shorter / min(w, h)
-            im = im.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.BILINEAR)
-            w, h = im.size
-            th, tw = image_size
-            if th > h or tw > w:
-                raise ValueError(f"Cannot center-crop {th}x{tw} from an image resized to {h}x{w}.")
-            left, top = (w - tw) // 2, (h - th) // 2
-            im = im.crop((left, top, left + tw, top + th))
-        elif image_size is not None and im.size != (image_size[1], image_size[0]):
-            im = im.resize((image_size[1], image_size[0]), Image.BILINEAR)
-        return np.asarray(im, dtype="uint8")
