@@ -19,4 +19,12 @@ def test_readme_table_is_generated_from_the_registry():
 def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
     commands = [line for line in README.split("\n") if line.startswith("pip install")]
     assert len(commands) >= 2 and "pytest" in commands[1]
-    assert commands[1] in (ROOT / ".ci" / "run").read_text()
+    for backend in ("jax", "torch"):
+        assert f"KERAS_BACKEND={backend} python -m pytest -m multibackend" in commands[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    # .ci/run reads the test command from README.md (the first line starting with this prefix)
+    # and runs it in a virtual environment it makes afresh, outside the checkout.
+    prefix = 'pip install -e ".[test]"'
+    assert "grep -m1 '^pip install -e \"\\.\\[test\\]\"' README.md" in ci
+    assert next(line for line in README.split("\n") if line.startswith(prefix)) == commands[1]
+    assert 'rm -rf "$venv"' in ci and 'python3 -m venv "$venv"' in ci
