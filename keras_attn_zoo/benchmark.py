@@ -24,6 +24,13 @@ import numpy as np
 
 import keras
 
+from keras_attn_zoo.data import channel_stats, load_split
+from keras_attn_zoo.data.sources import ArraySplit
+from keras_attn_zoo.images import preprocess
+from keras_attn_zoo.registry import get_spec, load
+from keras_attn_zoo.training.optimizers import CoupledSGD
+from keras_attn_zoo.training.trainer import backend_version, hardware, training_model, utc_now
+
 TRAINING_MODES = ("model", "wrapper", "pipeline")
 OBJECTIVE_MODES = {"cross_entropy": None, "dat": "dat", "dat_second_order": {"second_order": True}}
 
@@ -42,8 +49,6 @@ def inference(name, batch_sizes=(1, 128), repeats=20, warmup=3, input_shape=None
         One dict per batch size: model, kind, batch, latency_ms (median per call), images_per_s,
         cpu_steal_pct (see ``_Steal``).
     """
-    from keras_attn_zoo.registry import get_spec, load
-
     _check_counts(repeats=repeats, warmup=warmup)
     spec = get_spec(name)
     shape = tuple(input_shape or spec.input_shape)
@@ -81,13 +86,6 @@ def training(name, data=None, batch_size=128, steps=10, epochs=4, modes=TRAINING
         One dict per mode: model, kind ("training/<mode>"), batch, step_ms, images_per_s,
         cpu_steal_pct, data.
     """
-    from keras_attn_zoo.data import channel_stats
-    from keras_attn_zoo.data.sources import ArraySplit
-    from keras_attn_zoo.images import preprocess
-    from keras_attn_zoo.registry import get_spec, load
-    from keras_attn_zoo.training.optimizers import CoupledSGD
-    from keras_attn_zoo.training.trainer import training_model
-
     _check_counts(batch_size=batch_size, steps=steps)
     if not isinstance(epochs, int) or epochs < 2:
         raise ValueError(f"epochs must be an integer of at least 2 (one warm-up, one timed), got {epochs!r}.")
@@ -134,10 +132,6 @@ def objective(name, data=None, batch_size=128, steps=10, epochs=4, modes=tuple(O
         ("objective/<mode>, <ratio>x plain"), batch, step_ms, images_per_s, cpu_steal_pct,
         data, ratio (step time / the plain one's, when "cross_entropy" ran first).
     """
-    from keras_attn_zoo.data import channel_stats
-    from keras_attn_zoo.registry import get_spec, load
-    from keras_attn_zoo.training.optimizers import CoupledSGD
-    from keras_attn_zoo.training.trainer import training_model
 
     _check_counts(batch_size=batch_size, steps=steps)
     if not isinstance(epochs, int) or epochs < 2:
@@ -175,7 +169,6 @@ def objective(name, data=None, batch_size=128, steps=10, epochs=4, modes=tuple(O
 def _training_arrays(spec, data, count, data_dir):
     """``(uint8 images, labels, description)``: ``count`` images of ``data``'s train split, or
     seeded random ones."""
-    from keras_attn_zoo.data import load_split
 
     if data is not None:
         split = load_split(data, "train", image_size=spec.input_shape[:2], limit=count, data_dir=data_dir)
@@ -191,8 +184,6 @@ def _training_arrays(spec, data, count, data_dir):
 
 def markdown(rows, command=None):
     """A markdown report of ``rows`` with the machine, software and the command that made it."""
-    from keras_attn_zoo.training.trainer import backend_version, hardware, utc_now
-
     lines = ["# Speed", "",
              "Written by `keras-attn-zoo benchmark` (`keras_attn_zoo/benchmark.py` says what each row "
              "times); do not edit.", "",

@@ -4,18 +4,34 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
+
+import numpy as np
+
+from keras_attn_zoo import benchmark, get_spec, list_models, load, model_info
+from keras_attn_zoo.benchmark import TRAINING_MODES
+from keras_attn_zoo.explain import explain, fa_gates
+from keras_attn_zoo.explain.discriminative import discriminative_attention, save_discriminative_attention
+from keras_attn_zoo.explain.plots import abn_map_of, require_matplotlib, save_explanation
+from keras_attn_zoo.export import export_model
+from keras_attn_zoo.images import model_image_size, normalization_for, preprocess, read_image
+from keras_attn_zoo.modelfile import load_model, metadata_stats
+from keras_attn_zoo.predict import class_names, predict_files
+from keras_attn_zoo.training import configure_cpu_devices, evaluate, fine_tune, train, write_results
+from keras_attn_zoo.training.distribute import STRATEGIES
+from keras_attn_zoo.training.evaluate import record_accuracy, verify_published
+from keras_attn_zoo.training.publish import publish
+from keras_attn_zoo.training.recipes import RECIPES, SCHEDULES
+from keras_attn_zoo.training.trainer import command_line
+from keras_attn_zoo.weights import download, is_path
 
 
 def _list(args):
-    from keras_attn_zoo import get_spec, list_models
-
     for name in list_models(args.pattern, pretrained=args.pretrained):
         print(f"{name:28s} {get_spec(name).description}")
 
 
 def _info(args):
-    from keras_attn_zoo import model_info
-
     info = model_info(args.name)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -36,11 +52,6 @@ def _info(args):
 
 
 def _gates(args):
-    import numpy as np
-
-    from keras_attn_zoo import load
-    from keras_attn_zoo.explain import fa_gates
-
     model = load(args.model, weights=args.weights)
     source = args.weights or "none: random initialisation, so these gates mean nothing yet"
     print(f"{model.name}, weights: {source}; {args.batch} random inputs")
@@ -53,21 +64,15 @@ def _model(name_or_file, weights, class_names_file=None):
     """``(model, normalization, class names)`` for a registered model (with ``weights``) or a
     ``.keras`` file (with the class names and normalisation saved in it by ``finetune``); says
     loudly on stderr when the model is randomly initialised or its normalisation is unknown."""
-    from keras_attn_zoo.images import normalization_for
-    from keras_attn_zoo.predict import class_names
-
     if str(name_or_file).endswith(".keras"):
         if weights is not None:
             raise ValueError("A .keras file holds its own weights; --weights is for registered names.")
-        from keras_attn_zoo.modelfile import load_model, metadata_stats
-
         model, metadata = load_model(name_or_file)
         normalization = metadata_stats(metadata)
         if normalization is None:
             print(f"WARNING: {name_or_file} records no normalisation (it was not saved by keras-attn-zoo "
                   "finetune): inputs are only scaled to [0, 1].", file=sys.stderr)
         return model, normalization, class_names(model, class_names_file, metadata.get("class_names"))
-    from keras_attn_zoo import load
 
     model = load(name_or_file, weights=weights)
     if weights is None:
@@ -80,8 +85,6 @@ def _model(name_or_file, weights, class_names_file=None):
 
 
 def _export(args):
-    from keras_attn_zoo.export import export_model
-
     model, normalization, _ = _model(args.model, args.weights)
     report = export_model(
         model, args.output, args.format, quantize=args.quantize,
@@ -94,8 +97,6 @@ def _export(args):
 
 
 def _predict(args):
-    from keras_attn_zoo.predict import predict_files
-
     model, normalization, names = _model(args.model, args.weights, args.class_names)
     predictions, failed = predict_files(model, args.images, args.top_k, names, args.batch_size, normalization,
                                         early_exit=args.early_exit)
@@ -109,10 +110,6 @@ def _predict(args):
 
 
 def _explain(args):
-    from keras_attn_zoo.explain import explain
-    from keras_attn_zoo.explain.plots import abn_map_of, require_matplotlib, save_explanation
-    from keras_attn_zoo.images import model_image_size, preprocess, read_image
-
     require_matplotlib()
     model, normalization, names = _model(args.model, args.weights, args.class_names)
     height, width, channels = model_image_size(model)
@@ -144,8 +141,6 @@ def _explain(args):
     print(f"wrote {path}")
 
 def _explain_dat(args, model, images, names):
-    from keras_attn_zoo.explain.discriminative import discriminative_attention, save_discriminative_attention
-    from keras_attn_zoo.images import read_image
 
     r = discriminative_attention(model, images, args.class_index, attention=args.dat_attention)
     t, c = int(r.target[0]), int(r.confusing[0])
@@ -164,12 +159,7 @@ def _split_name_tag(text):
 
 def _train(args):
     if args.cpu_devices:
-        from keras_attn_zoo.training import configure_cpu_devices
-
         configure_cpu_devices(args.cpu_devices)
-    from keras_attn_zoo.training import train
-    from keras_attn_zoo.training.trainer import command_line
-
     milestones = [int(m) for m in args.milestones.split(",") if m] if args.milestones is not None else None
     train(
         args.name, args.data, args.recipe, output_dir=args.output, limit=args.limit,
@@ -215,8 +205,6 @@ def _add_objective_arguments(p):
 
 
 def _finetune(args):
-    from keras_attn_zoo.training import fine_tune
-
     result = fine_tune(
         args.name, args.data, args.weights, output_dir=args.output, epochs=args.epochs,
         freeze_epochs=args.freeze_epochs, batch_size=args.batch_size, learning_rate=args.lr,
@@ -229,14 +217,7 @@ def _finetune(args):
 
 
 def _evaluate(args):
-    from keras_attn_zoo.training import evaluate, write_results
-    from keras_attn_zoo.training.evaluate import record_accuracy
-    from keras_attn_zoo.training.trainer import command_line
-    from keras_attn_zoo.weights import is_path
-
     if args.all:
-        from keras_attn_zoo.training.evaluate import verify_published
-
         if args.name or args.weights or args.record:
             raise ValueError("--all re-measures every published weight: give no NAME, --weights or --record.")
         checked = verify_published(args.data, manifest=args.manifest, limit=args.limit,
@@ -262,9 +243,6 @@ def _evaluate(args):
 
 
 def _publish(args):
-    from keras_attn_zoo.training import write_results
-    from keras_attn_zoo.weights import publish
-
     row = publish(args.weights_file, args.tag, manifest=args.manifest, overwrite=args.overwrite, url=args.url)
     print(f"published {row['model']}:{row['tag']} as {row['file']} ({row['size']:,} bytes, sha256 "
           f"{row['sha256']}), top-1 error {row['accuracy']['top1_error']:.2f}% on {row['accuracy']['data']}")
@@ -273,17 +251,11 @@ def _publish(args):
 
 
 def _download(args):
-    from keras_attn_zoo.weights import download
-
-    print(download(*_split_name_tag(args.spec)))
+    name, tag = _split_name_tag(args.spec)
+    print(download(get_spec(name).name, tag))
 
 
 def _benchmark(args):
-    from pathlib import Path
-
-    from keras_attn_zoo import benchmark
-    from keras_attn_zoo.training.trainer import command_line
-
     rows = []
     for name in args.names:
         if "inference" in args.kinds:
@@ -303,8 +275,6 @@ def _benchmark(args):
 
 
 def _add_benchmark_parser(sub):
-    from keras_attn_zoo.benchmark import TRAINING_MODES
-
     p = sub.add_parser("benchmark", help="inference latency / throughput and training images/s on this machine")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--kinds", nargs="+", default=["inference", "training"], choices=("inference", "training", "objective"),
@@ -323,9 +293,6 @@ def _add_benchmark_parser(sub):
 
 
 def _add_train_parser(sub):
-    from keras_attn_zoo.training.distribute import STRATEGIES
-    from keras_attn_zoo.training.recipes import RECIPES, SCHEDULES
-
     p = sub.add_parser("train", help="train a model with a paper's recipe; writes a .weights.h5 and its record")
     p.add_argument("name")
     p.add_argument("--data", required=True, help="folder, archive, 'cifar10-jpeg' or a tensorflow-datasets name")
@@ -475,7 +442,6 @@ def build_parser():
 
 def _check_weights_paths(args):
     """A folder given where a weights file goes is named as one (the loaders say "not found")."""
-    from keras_attn_zoo.weights import is_path
 
     flags = {"weights": "--weights", "init_weights": "--init-weights", "weights_file": "WEIGHTS_FILE"}
     for option, flag in flags.items():

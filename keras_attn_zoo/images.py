@@ -18,6 +18,8 @@ import warnings
 
 import numpy as np
 
+from keras_attn_zoo.weights import recorded_stats
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 # Images whose header declares more pixels than this are refused before decoding: 64
@@ -58,8 +60,6 @@ def normalization_for(model, weights):
     None for a randomly initialised model or weights without a record (said on stderr)."""
     if weights is None:
         return None
-    from keras_attn_zoo.data.preprocessing import recorded_stats
-
     try:
         return recorded_stats(model.name, weights)
     except (ValueError, FileNotFoundError) as e:

@@ -17,6 +17,12 @@ import uuid
 import zipfile
 from pathlib import Path
 
+import keras
+
+import keras_attn_zoo.layers  # noqa: F401  (registers the zoo's layers for deserialization)
+import keras_attn_zoo.models.abn  # noqa: F401  (registers ABNModel)
+from keras_attn_zoo.normalization import ChannelStats
+
 METADATA_MEMBER = "keras_attn_zoo.json"
 
 
@@ -57,17 +63,11 @@ def read_metadata(path):
 
 def load_model(path):
     """Load a ``.keras`` file; returns ``(model, metadata)`` (metadata ``{}`` if it has none)."""
-    import keras
-
-    import keras_attn_zoo  # noqa: F401  (registers the zoo's layers for deserialization)
-
     metadata = read_metadata(path)
     return keras.saving.load_model(path), metadata
 
 
 def metadata_stats(metadata):
     """The :class:`~keras_attn_zoo.data.ChannelStats` recorded in ``metadata``, or None."""
-    from keras_attn_zoo.data.preprocessing import ChannelStats
-
     preprocessing = metadata.get("preprocessing")
     return ChannelStats.from_dict(preprocessing) if preprocessing else None

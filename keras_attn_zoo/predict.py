@@ -14,6 +14,7 @@ import numpy as np
 
 from keras_attn_zoo.explain.outputs import run
 from keras_attn_zoo.images import model_image_size, preprocess, read_images
+from keras_attn_zoo.registry import get_spec
 
 
 @dataclasses.dataclass
@@ -46,8 +47,6 @@ def class_names(model, path=None, saved=None):
     Raises:
         ValueError: if the file lists a different number of names than the model has classes.
     """
-    from keras_attn_zoo.registry import get_spec
-
     n = model.output_shape[-1]
     if path is not None:
         names = read_class_names(path)

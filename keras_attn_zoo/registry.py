@@ -12,6 +12,7 @@ import functools
 import math
 import types
 
+from keras_attn_zoo.loading import load_pretrained, weights_num_classes
 from keras_attn_zoo.models import (
     densenet_bc, inception_v4, resnet, resnet_cifar, resnet_multitask_abn, resnext_cifar, vgg_bn,
     wide_resnet,
@@ -19,6 +20,7 @@ from keras_attn_zoo.models import (
 from keras_attn_zoo.models.common import ATTENTIONS
 from keras_attn_zoo.models.resnet import DEPTHS as RESNET_DEPTHS
 from keras_attn_zoo.models.vgg import VGG16_STAGES, VGG19_STAGES
+from keras_attn_zoo.weights import published_tags, resolve
 
 PAPERS = {
     "fanet": 'Liu et al., "A Novel Block-wise Attention Method: Focus-and-Association Networks" (FANet)',
@@ -582,8 +584,6 @@ def list_models(pattern=None, pretrained=False):
     if pattern is not None:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern.lower())]
     if pretrained:
-        from keras_attn_zoo.weights import published_tags
-
         names = [n for n in names if published_tags(n)]
     return names
 
@@ -643,18 +643,16 @@ def load_with_report(name, weights=None, num_classes=None, input_shape=None, new
         not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
     ):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
-    from keras_attn_zoo.weights import resolve
-
-    path = resolve(spec.name, weights)
+    how_to = spec.weight_sources.get(weights) if isinstance(weights, str) else None
+    path = resolve(spec.name, weights, how_to)
     if num_classes is not None:
         kwargs["classes"] = num_classes
     if input_shape is not None:
         kwargs["input_shape"] = input_shape
     model = spec.build(name=spec.name, **kwargs)
     if path is not None:
-        from keras_attn_zoo.weights import load_pretrained
-
-        return model, load_pretrained(model, spec, path, weights, kwargs, new_head=new_head)
+        classes = weights_num_classes(spec.name, weights, path)
+        return model, load_pretrained(model, spec, path, classes, kwargs, new_head=new_head)
     return model, []
 
 
@@ -671,8 +669,6 @@ def model_info(name):
     architecture with its reported top-1 error and parameter count.
     """
     spec = get_spec(name)
-    from keras_attn_zoo.weights import published_tags
-
     return {
         "name": spec.name,
         "description": spec.description,

@@ -1,5 +1,8 @@
-"""Finding, fetching, loading and publishing weight files: never a silent fall-back to random
-weights.
+"""The weight files: their records, the manifest, and finding, fetching and verifying them.
+
+This is the file layer: it knows files, rows and hashes, and nothing about models or the
+registry (loading a file into a model is ``keras_attn_zoo.loading``'s job, publishing a trained
+run ``keras_attn_zoo.training.publish``'s).
 
 The manifest ``weights/manifest.json`` has one row per published weight (its fields are listed
 in ``weights/README.md``). ``load(name, weights=TAG)`` finds the row for (model, tag) and
@@ -11,21 +14,21 @@ download. A file that is missing, truncated or altered is an error that names it
 to do.
 """
 
-import datetime
+import dataclasses
 import hashlib
 import http.client
 import json
 import os
 import re
-import shutil
 import sys
+import types
 import urllib.error
 import urllib.request
 import uuid
-import warnings
 from pathlib import Path
 
 from keras_attn_zoo import config
+from keras_attn_zoo.normalization import ChannelStats
 
 MANIFEST = Path(__file__).resolve().parent.parent / "weights" / "manifest.json"
 
@@ -44,35 +47,190 @@ def _manifest(path=None):
         return json.load(f)["weights"]
 
 
-def published_tags(name):
-    """Tags of the published weights of a registered model (e.g. ["cifar10"])."""
-    return sorted(row["tag"] for row in _manifest() if row["model"] == name)
+def _frozen(value=None):
+    return types.MappingProxyType(dict(value or {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightRecord:
+    """The facts recorded with one weight file: a manifest row (published weights) or the
+    training record that ``keras-attn-zoo train`` writes beside its file.
+
+    Every reader of those facts (loading, preprocessing, predict, explain, export, fine-tuning,
+    evaluation, the docs) reads them from this record; :meth:`from_row` is the one place that
+    reads a row. Facts a row does not state are None (or empty).
+
+    Attributes:
+        model: the registry name.
+        tag: the published tag ("cifar10"); None for a trained file.
+        file: the file's name.
+        sha256: its hex digest.
+        size: its size in bytes.
+        num_classes: the classifier's size.
+        class_names: the class names in label order (empty when unknown).
+        input_shape: (H, W, C) the weights were trained at.
+        normalization: the :class:`~keras_attn_zoo.normalization.ChannelStats` inputs were
+            normalised with.
+        eval_transform: the ``load_split`` arguments of the evaluation images ("image_size"...).
+        dataset: the data-set key ("cifar10").
+        accuracy: the measurement (top1, top5, top1_error, images, data, command, date).
+        training: how it was trained (recipe, epochs_completed, hardware, time_s...).
+        training_log: the per-epoch log, relative to the manifest's folder.
+        published: the date of publication.
+        url: where the file is downloaded from, if the row says.
+    """
+
+    model: str | None = None
+    tag: str | None = None
+    file: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    num_classes: int | None = None
+    class_names: tuple = ()
+    input_shape: tuple | None = None
+    normalization: ChannelStats | None = None
+    eval_transform: types.MappingProxyType = dataclasses.field(default_factory=_frozen)
+    dataset: str | None = None
+    accuracy: types.MappingProxyType = dataclasses.field(default_factory=_frozen)
+    training: types.MappingProxyType = dataclasses.field(default_factory=_frozen)
+    training_log: str | None = None
+    published: str | None = None
+    url: str | None = None
+
+    @classmethod
+    def from_row(cls, row):
+        """The record of a manifest row or a training record (a dict)."""
+        preprocessing = row.get("preprocessing") or {}
+        return cls(
+            model=row.get("model"),
+            tag=row.get("tag"),
+            file=row.get("file"),
+            sha256=row.get("sha256"),
+            size=row.get("size"),
+            num_classes=row.get("num_classes"),
+            class_names=tuple(row.get("class_names") or ()),
+            input_shape=tuple(row["input_shape"]) if row.get("input_shape") else None,
+            normalization=ChannelStats.from_dict(preprocessing) if "mean" in preprocessing else None,
+            eval_transform=_frozen({k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in preprocessing.get("eval", {}).items()}),
+            dataset=row.get("dataset"),
+            accuracy=_frozen(row.get("accuracy")),
+            training=_frozen(row.get("training")),
+            training_log=row.get("training_log"),
+            published=row.get("published"),
+            url=row.get("url"),
+        )
 
 
 def published_rows(manifest=None):
-    """All rows of a manifest (default: the repository's), sorted by model and tag."""
+    """All rows of a manifest (default: the repository's), sorted by model and tag: the raw
+    dicts, for code that writes the manifest; readers use :func:`published_weights`."""
     return sorted(_manifest(manifest), key=lambda r: (r["model"], r["tag"]))
 
 
-def manifest_row(name, tag):
-    """The manifest row of ``name``'s weights ``tag``; an unknown tag says what exists, and how
-    to make it when the registry knows (e.g. by converting the authors' checkpoint)."""
-    rows = [r for r in _manifest() if r["model"] == name and r["tag"] == tag]
-    if not rows:
-        from keras_attn_zoo.registry import get_spec
+def published_weights(name=None, manifest=None):
+    """The :class:`WeightRecord` of every published weight (of model ``name`` if given), sorted
+    by model and tag."""
+    return [WeightRecord.from_row(row) for row in published_rows(manifest)
+            if name is None or row["model"] == name]
 
-        howto = get_spec(name).weight_sources.get(tag)
-        if howto:
-            raise ValueError(
-                f"The {tag!r} weights of {name} are not on this machine ({local_weights(name, tag)}). {howto}"
-            )
-        available = ", ".join(repr(t) for t in published_tags(name)) or "none yet"
+
+def published_tags(name):
+    """Tags of the published weights of a registered model (e.g. ["cifar10"])."""
+    return [record.tag for record in published_weights(name)]
+
+
+def published_weight(name, tag, how_to=None):
+    """The :class:`WeightRecord` of ``name``'s published weights ``tag``.
+
+    Args:
+        name: a registered model name.
+        tag: a published tag.
+        how_to: how to make the weights ``tag`` when they are made rather than published (the
+            registry's ``weight_sources[tag]``, e.g. converting the authors' checkpoint), said in
+            the error when there is no such row.
+
+    Raises:
+        ValueError: for an unknown tag; it says which tags exist, or ``how_to``.
+    """
+    for record in published_weights(name):
+        if record.tag == tag:
+            return record
+    if how_to:
         raise ValueError(
-            f"No published weights {tag!r} for {name!r} (published tags: {available}). "
-            "Pass weights=None for a randomly initialised model, or the path of a "
-            ".weights.h5 file."
+            f"The {tag!r} weights of {name} are not on this machine ({local_weights(name, tag)}). {how_to}"
         )
-    return rows[0]
+    available = ", ".join(repr(t) for t in published_tags(name)) or "none yet"
+    raise ValueError(
+        f"No published weights {tag!r} for {name!r} (published tags: {available}). "
+        "Pass weights=None for a randomly initialised model, or the path of a "
+        ".weights.h5 file."
+    )
+
+
+def manifest_row(name, tag):
+    """The raw manifest row (a dict) of ``name``'s weights ``tag``, for code that rewrites rows;
+    readers use :func:`published_weight`, whose error an unknown tag raises here too."""
+    published_weight(name, tag)
+    return next(r for r in _manifest() if r["model"] == name and r["tag"] == tag)
+
+
+def record_path(weights_path):
+    """The training record written beside a weight file: ``x.weights.h5`` -> ``x.json``."""
+    path = os.fspath(weights_path)
+    stem = path[: -len(".weights.h5")] if path.endswith(".weights.h5") else os.path.splitext(path)[0]
+    return stem + ".json"
+
+
+def trained_record(weights_path):
+    """The :class:`WeightRecord` of the training record beside a trained ``.weights.h5``
+    file, or None when it has none."""
+    record = record_path(weights_path)
+    if not os.path.isfile(record):
+        return None
+    with open(record) as f:
+        return WeightRecord.from_row(json.load(f))
+
+
+def weight_record(name, weights):
+    """The :class:`WeightRecord` of what a ``weights=`` argument names: a published tag's
+    (an error for an unknown tag), or a trained file's training record (None if it has none)."""
+    if is_path(weights):
+        return trained_record(weights)
+    return published_weight(name, weights)
+
+
+def recorded_stats(name, weights):
+    """The normalisation that the weights ``weights`` of model ``name`` were trained with.
+
+    Args:
+        name: a registered model name.
+        weights: a published tag (read from the manifest row) or the path of a
+            ``.weights.h5`` file written by the trainer (read from the training record beside
+            it).
+
+    Returns:
+        A :class:`ChannelStats`: the record's (``weights.WeightRecord.normalization``).
+    """
+    if weights is None:
+        tags = published_tags(name)
+        hint = f" (published tags: {', '.join(tags)})" if tags else ""
+        raise ValueError(
+            f"Which weights of {name!r}? Pass weights= a published tag{hint} or a trained "
+            ".weights.h5 file, or pass mean= and std= explicitly: a normalisation is never guessed."
+        )
+    record = weight_record(name, weights)
+    if record is None:
+        raise FileNotFoundError(
+            f"{weights} has no training record {record_path(weights)} with its normalisation; "
+            "pass mean= and std= explicitly."
+        )
+    if record.normalization is None:
+        raise ValueError(
+            f"The weights {weights!r} of {name!r} record no normalisation; pass mean= and std= "
+            "explicitly."
+        )
+    return record.normalization
 
 
 def is_path(weights):
@@ -114,17 +272,19 @@ def _local_file(name, tag):
     digest_file = path.with_name(path.name + ".sha256")
     if not path.is_file() or not digest_file.is_file():
         return None
-    expected = digest_file.read_text().strip()
-    verify(path, {"sha256": expected}, "Delete it and create it again (e.g. run the converter).")
+    expected = WeightRecord(model=name, tag=tag, file=path.name, sha256=digest_file.read_text().strip())
+    verify(path, expected, "Delete it and create it again (e.g. run the converter).")
     return path
 
 
-def resolve(name, weights):
+def resolve(name, weights, how_to=None):
     """The local path of the weights a ``load()`` call asks for, or None for random init.
 
     Args:
         name: a registered model name.
         weights: None, the path of a ``.weights.h5`` file, or a published tag.
+        how_to: how to make the weights ``weights`` if they are made locally, not published
+            (see :func:`published_weight`).
 
     Returns:
         The path as a string (verified against the manifest for a tag), or None.
@@ -144,67 +304,69 @@ def resolve(name, weights):
         local = _local_file(name, weights)
         if local is not None:
             return str(local)
-    return str(fetch(manifest_row(name, weights)))
+    return str(fetch(published_weight(name, weights, how_to)))
 
 
-def fetch(row):
-    """The verified local file of a manifest row: cache, then ``weights/``, then download.
+def fetch(record):
+    """The verified local file of published weights: cache, then ``weights/``, then download.
 
     Args:
-        row: a manifest row.
+        record: a :class:`WeightRecord` of the manifest.
 
     Returns:
         A ``Path``.
     """
-    spec = f"{row['model']}:{row['tag']}"
-    cached, bundled = cache_dir() / row["file"], MANIFEST.parent / row["file"]
+    spec = f"{record.model}:{record.tag}"  # as `keras-attn-zoo download` takes it
+    cached, bundled = cache_dir() / record.file, MANIFEST.parent / record.file
     if cached.is_file():
-        verify(cached, row, f"Delete it and run `keras-attn-zoo download {spec}` to fetch it again.")
+        verify(cached, record, f"Delete it and run `keras-attn-zoo download {spec}` to fetch it again.")
         return cached
     if bundled.is_file():
-        verify(bundled, row, "Restore it from the repository (git checkout weights/) and try again.")
+        verify(bundled, record, "Restore it from the repository (git checkout weights/) and try again.")
         return bundled
     where = f"not in the cache ({cached}) nor in {bundled.parent}"
     if config.offline():
         raise FileNotFoundError(
-            f"The weights {spec} ({row['file']}) are {where}, and {config.OFFLINE_ENV} forbids "
+            f"The weights {spec} ({record.file}) are {where}, and {config.OFFLINE_ENV} forbids "
             f"downloading them. Run `keras-attn-zoo download {spec}` where there is a network, "
             f"or copy the file to {cached}."
         )
-    url = weights_url(row)
+    url = weights_url(record)
     if url is None:
         raise FileNotFoundError(
-            f"The weights {spec} ({row['file']}) are {where}, and no download location is known: "
-            f"set {config.WEIGHTS_URL_ENV} to a mirror that serves {row['file']}, or copy the "
+            f"The weights {spec} ({record.file}) are {where}, and no download location is known: "
+            f"set {config.WEIGHTS_URL_ENV} to a mirror that serves {record.file}, or copy the "
             f"file to {cached}."
         )
-    return download_file(url, cached, row.get("sha256"), row.get("size"))
+    return download_file(url, cached, record.sha256, record.size)
 
 
-def weights_url(row):
-    """Where a row's file is downloaded from: a mirror (env), the row's ``url``, or the default."""
+def weights_url(record):
+    """Where a record's file is downloaded from: a mirror (env), the row's ``url``, or the
+    default."""
     mirror = os.environ.get(config.WEIGHTS_URL_ENV)
     if mirror:
-        return f"{mirror.rstrip('/')}/{row['file']}"
-    if row.get("url"):
-        return row["url"]
+        return f"{mirror.rstrip('/')}/{record.file}"
+    if record.url:
+        return record.url
     if DEFAULT_BASE_URL:
-        return f"{DEFAULT_BASE_URL.rstrip('/')}/{row['file']}"
+        return f"{DEFAULT_BASE_URL.rstrip('/')}/{record.file}"
     return None
 
 
-def verify(path, row, fix):
-    """Check a file's size and sha256 against its manifest row; ``fix`` says what to do if not."""
+def verify(path, expected, fix):
+    """Check a file's size and sha256 against what its record says (``expected``: anything with
+    ``sha256`` and ``size`` attributes, size None when unknown); ``fix`` says what to do if not."""
     size = os.path.getsize(path)
-    if row.get("size") is not None and size != row["size"]:
-        kind = "truncated" if size < row["size"] else "damaged"
+    if expected.size is not None and size != expected.size:
+        kind = "truncated" if size < expected.size else "damaged"
         raise ValueError(
-            f"{path} is {kind}: it has {size:,} bytes, the manifest says {row['size']:,}. {fix}"
+            f"{path} is {kind}: it has {size:,} bytes, the manifest says {expected.size:,}. {fix}"
         )
     digest = sha256(path)
-    if digest != row["sha256"]:
+    if digest != expected.sha256:
         raise ValueError(
-            f"{path} is damaged: its sha256 is {digest}, the manifest says {row['sha256']}. {fix}"
+            f"{path} is damaged: its sha256 is {digest}, the manifest says {expected.sha256}. {fix}"
         )
 
 
@@ -268,15 +430,13 @@ def download(name, tag=None):
     """Make the published weights ``name:tag`` available locally (``keras-attn-zoo download``).
 
     Args:
-        name: a registered model name.
+        name: a registered model name (as the registry spells it: the command line normalises
+            what users type with ``registry.get_spec``).
         tag: a published tag. Defaults to the model's only one.
 
     Returns:
         The verified local path.
     """
-    from keras_attn_zoo.registry import get_spec
-
-    name = get_spec(name).name
     if tag is None:
         tags = published_tags(name)
         if len(tags) != 1:
@@ -285,7 +445,7 @@ def download(name, tag=None):
                 f"({', '.join(tags) or 'none yet'}): say which, as {name}:TAG."
             )
         tag = tags[0]
-    return fetch(manifest_row(name, tag))
+    return fetch(published_weight(name, tag))
 
 
 def sha256(path):
@@ -295,210 +455,6 @@ def sha256(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def load_weights_file(model, path):
-    """Load a ``.weights.h5`` file into ``model`` strictly: all of it or nothing.
-
-    Keras only warns when parts of a file do not match the model ("Skipping ...", leaving
-    those layers freshly initialised); here any such warning is an error, and on any error the
-    model's previous weights are restored, so a model is never half-loaded.
-    """
-    path = os.fspath(path)
-    if not path.endswith(".weights.h5"):
-        raise ValueError(f"Expected a Keras '.weights.h5' file, got {path!r}.")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Weights file not found: {path}")
-    before = model.get_weights()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            model.load_weights(path)
-        skipped = [str(w.message) for w in caught if "skipping" in str(w.message).lower()]
-        if skipped:
-            raise ValueError(f"{len(skipped)} part(s) of the file did not match, e.g. {skipped[0]}")
-    except (OSError, ValueError, KeyError) as e:
-        model.set_weights(before)
-        raise ValueError(
-            f"Could not load {path} into {model.name}: {e}. The file is damaged or was saved "
-            "from a different architecture or number of classes."
-        ) from e
-
-
-def file_num_classes(path):
-    """The classifier size stored in a zoo model's weight file, or None if it cannot be told.
-
-    A registry model has one top-level Dense layer, its classifier; Keras stores it as
-    ``layers/dense/vars/0`` (kernel: features x classes).
-    """
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            dense = [k for k in f.get("layers", {}) if re.fullmatch(r"dense(_\d+)?", k)]
-            if len(dense) == 1:
-                return int(f["layers"][dense[0]]["vars"]["0"].shape[-1])
-    except OSError:
-        return None
-    return None
-
-
-def load_pretrained(model, spec, path, weights, build_kwargs, new_head=False):
-    """Load weights into a registry model; all but the classifier when the heads differ.
-
-    Loading is strict (:func:`load_weights_file`) when the model's classifier matches the
-    file's. When the model has another number of classes, or no classifier
-    (``include_top=False``), the file is loaded strictly into a twin with the file's head and
-    every other layer is copied by name; the skipped layers are reported in a warning.
-
-    Args:
-        model: the freshly built model.
-        spec: its ``ModelSpec``.
-        path: the resolved ``.weights.h5`` path.
-        weights: what the caller asked for (a tag or a path).
-        build_kwargs: the extra builder arguments the model was built with.
-        new_head: leave the class-sized layers freshly initialised even when the model has the
-            file's number of classes (fine-tuning to other classes). Defaults to False.
-
-    Returns:
-        The names of the layers not loaded (empty for a strict load).
-    """
-    names = {layer.name for layer in model.layers}
-    has_top = spec.classifier in names
-    if is_path(weights) or weights not in published_tags(spec.name):  # a file, or made locally
-        file_classes = file_num_classes(path)
-    else:
-        file_classes = manifest_row(spec.name, weights).get("num_classes")
-    model_classes = model.get_layer(spec.classifier).units if has_top else None
-    if has_top and not new_head and (file_classes is None or file_classes == model_classes):
-        load_weights_file(model, path)
-        return []
-    if file_classes is None:
-        raise ValueError(
-            f"Cannot tell the number of classes of {path}, so it cannot be loaded into "
-            f"{model.name} without its classifier. Load it with its own num_classes first."
-        )
-    kwargs = {k: v for k, v in build_kwargs.items() if k not in ("include_top", "pooling", "classes", "input_shape")}
-    twin = spec.build(
-        classes=file_classes, input_shape=model.input_shape[1:], name=spec.name, **kwargs
-    )
-    load_weights_file(twin, path)
-    class_sized = set()
-    if has_top and file_classes == model_classes:  # new_head: which layers depend on the classes?
-        probe = spec.build(classes=file_classes + 1, input_shape=model.input_shape[1:], name=spec.name, **kwargs)
-        class_sized = {layer.name for layer in probe.layers
-                       if [w.shape for w in layer.weights] != [w.shape for w in twin.get_layer(layer.name).weights]}
-    skipped = [spec.classifier] if has_top else []
-    for layer in twin.layers:
-        if layer.name not in names:
-            if layer.weights:
-                skipped.append(layer.name)
-            continue
-        if layer.name == spec.classifier:
-            continue
-        if layer.name in class_sized:
-            skipped.append(layer.name)
-            continue
-        target = model.get_layer(layer.name)
-        values = layer.get_weights()
-        if [tuple(w.shape) for w in target.weights] != [v.shape for v in values]:
-            skipped.append(layer.name)  # class-sized, e.g. ABN's attention-branch convolutions
-            continue
-        target.set_weights(values)
-    if has_top and new_head:
-        message = (
-            f"Loaded {path} into {model.name} except {', '.join(repr(n) for n in skipped)}: "
-            f"new class-sized layers for the model's {model_classes} classes were asked for."
-        )
-    elif has_top:
-        message = (
-            f"Loaded {path} into {model.name} except {', '.join(repr(n) for n in skipped)}: the "
-            f"file has {file_classes} classes, the model {model_classes}, so those class-sized "
-            "layers keep their fresh initialisation."
-        )
-    else:
-        message = (
-            f"Loaded {path} into {model.name} except {', '.join(skipped)}, which the model "
-            "does not have (include_top=False)."
-        )
-    warnings.warn(message, stacklevel=3)
-    return skipped
-
-
-def publish(weights_file, tag, manifest=None, overwrite=False, url=None):
-    """Add trained weights to the manifest: copy the file, hash it, write its row.
-
-    Takes the output of ``keras-attn-zoo train`` (the ``.weights.h5`` file and the training
-    record ``.json`` beside it), checks that the file is the one trained and loads strictly
-    into its architecture, copies it into the manifest's folder as
-    ``<model>_<tag>.weights.h5`` (and the run's ``training_log.csv`` as
-    ``logs/<model>_<tag>.training_log.csv``) and writes the row (see ``weights/README.md``).
-
-    Args:
-        weights_file: the trained ``.weights.h5``.
-        tag: the tag users will load it by, e.g. "cifar10".
-        manifest: the manifest to write. Defaults to the repository's ``weights/manifest.json``.
-        overwrite: replace an existing row of the same model and tag. Defaults to False.
-        url: where the file will be downloadable from, if not from the default location.
-
-    Returns:
-        The manifest row (a dict).
-    """
-    from keras_attn_zoo.data.preprocessing import record_path
-    from keras_attn_zoo.registry import load
-
-    manifest = Path(manifest) if manifest is not None else MANIFEST
-    weights_file = Path(weights_file)
-    if not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag) or tag.endswith(".h5"):
-        raise ValueError(f"A tag is lower-case letters, digits, '_', '-' and '.', e.g. 'cifar10'; got {tag!r}.")
-    if not weights_file.is_file():
-        raise FileNotFoundError(f"Weights file not found: {weights_file}")
-    record_file = Path(record_path(weights_file))
-    if not record_file.is_file():
-        raise FileNotFoundError(
-            f"{weights_file} has no training record {record_file.name}: publish takes the output "
-            "of `keras-attn-zoo train`, which writes both."
-        )
-    record = json.loads(record_file.read_text())
-    digest = sha256(weights_file)
-    if digest != record["sha256"]:
-        raise ValueError(
-            f"{weights_file} has sha256 {digest}, its training record says {record['sha256']}: "
-            "the file changed after training, so the record does not describe it."
-        )
-    rows = _manifest(manifest)
-    model = record["model"]
-    if any(r["model"] == model and r["tag"] == tag for r in rows) and not overwrite:
-        raise ValueError(f"{manifest} already has {model}:{tag}; pass overwrite=True (--overwrite) to replace it.")
-    # The row must never point to a file that does not load into its architecture.
-    load(model, weights=str(weights_file), num_classes=record["num_classes"],
-         input_shape=tuple(record["input_shape"]))
-    file_name = f"{model}_{tag}.weights.h5"
-    dest = manifest.parent / file_name
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{file_name}.{uuid.uuid4().hex}.part")
-    shutil.copyfile(weights_file, tmp)
-    os.replace(tmp, dest)
-    log = weights_file.parent / "training_log.csv"  # the per-epoch history stays with the weights
-    log_name = f"logs/{model}_{tag}.training_log.csv"
-    if log.is_file():
-        (manifest.parent / "logs").mkdir(exist_ok=True)
-        shutil.copyfile(log, manifest.parent / log_name)
-    row = {
-        "model": model,
-        "tag": tag,
-        "file": file_name,
-        "sha256": digest,
-        "size": dest.stat().st_size,
-        **{k: record[k] for k in ("num_classes", "input_shape", "class_names", "preprocessing",
-                                  "dataset", "accuracy", "training")},
-        **({"training_log": log_name} if log.is_file() else {}),
-        "published": datetime.date.today().isoformat(),
-        **({"url": url} if url else {}),
-    }
-    rows = [r for r in rows if not (r["model"] == model and r["tag"] == tag)] + [row]
-    write_manifest(rows, manifest)
-    return row
 
 
 def write_manifest(rows, manifest=None):

@@ -22,18 +22,18 @@ WEIGHTS_START, WEIGHTS_END = "<!-- weights:start -->", "<!-- weights:end -->"
 def weights_table():
     """Markdown table of the published weights: our measured error beside the paper's."""
     from keras_attn_zoo.training.evaluate import paper_errors
-    from keras_attn_zoo.weights import published_rows
+    from keras_attn_zoo.weights import published_weights
 
     lines = [
         "| model | weights | measured on | our top-1 error | paper's top-1 error | recipe | hardware, time |",
         "| --- | --- | --- | ---: | --- | --- | --- |",
     ]
-    for row in published_rows():
-        acc, training = row["accuracy"], row["training"]
-        paper_text = paper_errors(row["model"], row["dataset"])
+    for record in published_weights():
+        acc, training = record.accuracy, record.training
+        paper_text = paper_errors(record.model, record.dataset)
         recipe = training["recipe"]
         lines.append(
-            f"| `{row['model']}` | {row['tag']} | {acc['data']} | {acc['top1_error']:.2f}% | {paper_text} "
+            f"| `{record.model}` | {record.tag} | {acc['data']} | {acc['top1_error']:.2f}% | {paper_text} "
             f"| {recipe['name']}, {recipe['epochs']} epochs, batch {recipe['batch_size']} "
             f"| {training['hardware']}, {training['time_s'] / 60:.0f} min |"
         )

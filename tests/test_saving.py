@@ -44,7 +44,7 @@ def test_wrong_or_damaged_weights_fail_loudly(tmp_path):
 
 
 def test_a_failed_load_leaves_the_model_as_it_was(tmp_path):
-    from keras_attn_zoo.weights import load_weights_file
+    from keras_attn_zoo.loading import load_weights_file
 
     path = tmp_path / "se.weights.h5"
     zoo.load("se_resnet20").save_weights(path)

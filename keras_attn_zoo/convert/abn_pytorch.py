@@ -27,6 +27,8 @@ import warnings
 
 import numpy as np
 
+from keras_attn_zoo.registry import get_spec
+
 # The authors' names for the attention-branch heads (the same in every family).
 ABN_HEADS = {
     "abn_bn": "bn_att",
@@ -206,8 +208,6 @@ def convert_abn_checkpoint(checkpoint, model_name, output=None, num_classes=None
     Returns:
         The Keras model with the converted weights.
     """
-    from keras_attn_zoo.registry import get_spec
-
     spec = get_spec(model_name)
     if spec.family not in RULES or not spec.name.startswith("abn_") or spec.name.endswith("multitask"):
         supported = ", ".join(sorted(RULES))

@@ -22,14 +22,8 @@ from keras_attn_zoo.data.preprocessing import (
     preprocess_input,
     recorded_stats,
 )
-from keras_attn_zoo.data.sources import (
-    ArraySplit,
-    FileSplit,
-    Split,
-    decode_image,
-    extract_archive,
-    load_split,
-)
+from keras_attn_zoo.data.sources import FileSplit, decode_image, extract_archive, load_split
+from keras_attn_zoo.data.splits import ArraySplit, Split
 
 __all__ = [
     "AUGMENTATIONS",

@@ -9,50 +9,13 @@ writes them into the training record and the manifest row of the weights, from w
 recorded statistics needs them passed explicitly.
 """
 
-import dataclasses
-import json
-import os
-
 import numpy as np
 
 import keras
 
-DECIMALS = 6
-
-
-@dataclasses.dataclass(frozen=True)
-class ChannelStats:
-    """Per-channel mean and standard deviation of images scaled to [0, 1].
-
-    Args:
-        mean: one value per channel, e.g. (0.4914, 0.4822, 0.4465).
-        std: one positive value per channel.
-    """
-
-    mean: tuple
-    std: tuple
-
-    def __post_init__(self):
-        mean = tuple(round(float(m), DECIMALS) for m in self.mean)
-        std = tuple(round(float(s), DECIMALS) for s in self.std)
-        if len(mean) != len(std) or not mean:
-            raise ValueError(f"mean and std need one value per channel, got {mean} and {std}.")
-        if min(std) <= 0:
-            raise ValueError(f"std must be positive, got {std}.")
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "std", std)
-
-    def to_dict(self):
-        """The manifest / training-record form: ``{"scale": 255, "mean": [...], "std": [...]}``."""
-        return {"scale": 255, "mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, config):
-        """Inverse of :meth:`to_dict`; a scale other than 255 is an error."""
-        if config.get("scale", 255) != 255:
-            raise ValueError(f"Only inputs in [0, 255] (scale 255) are supported, got {config!r}.")
-        return cls(tuple(config["mean"]), tuple(config["std"]))
-
+from keras_attn_zoo import weights as weights_lib
+from keras_attn_zoo.normalization import ChannelStats
+from keras_attn_zoo.weights import recorded_stats  # noqa: F401 (public here too)
 
 # The statistics every ImageNet-trained model of the field uses (torchvision, timm, ABN).
 IMAGENET_STATS = ChannelStats((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -100,46 +63,6 @@ def normalization_layer(stats, name="normalize"):
     return keras.layers.Normalization(mean=mean, variance=variance, name=name)
 
 
-def record_path(weights_path):
-    """The training record written beside a weight file: ``x.weights.h5`` -> ``x.json``."""
-    path = os.fspath(weights_path)
-    stem = path[: -len(".weights.h5")] if path.endswith(".weights.h5") else os.path.splitext(path)[0]
-    return stem + ".json"
-
-
-def recorded_stats(name, weights):
-    """The normalisation that the weights ``weights`` of model ``name`` were trained with.
-
-    Args:
-        name: a registered model name.
-        weights: a published tag (read from the manifest row) or the path of a
-            ``.weights.h5`` file written by the trainer (read from the training record beside
-            it).
-
-    Returns:
-        A :class:`ChannelStats`.
-    """
-    from keras_attn_zoo import weights as weights_lib
-
-    if weights is None:
-        tags = weights_lib.published_tags(name)
-        hint = f" (published tags: {', '.join(tags)})" if tags else ""
-        raise ValueError(
-            f"Which weights of {name!r}? Pass weights= a published tag{hint} or a trained "
-            ".weights.h5 file, or pass mean= and std= explicitly: a normalisation is never guessed."
-        )
-    if weights_lib.is_path(weights):
-        record = record_path(weights)
-        if not os.path.isfile(record):
-            raise FileNotFoundError(
-                f"{weights} has no training record {record} with its normalisation; pass mean= "
-                "and std= explicitly."
-            )
-        with open(record) as f:
-            return ChannelStats.from_dict(json.load(f)["preprocessing"])
-    return ChannelStats.from_dict(weights_lib.manifest_row(name, weights)["preprocessing"])
-
-
 def preprocess_input(name_or_model, images, weights=None, mean=None, std=None):
     """Normalise [0, 255] RGB images the way a model's weights were trained.
 
@@ -167,9 +90,7 @@ def preprocess_input(name_or_model, images, weights=None, mean=None, std=None):
         stats = ChannelStats(tuple(mean), tuple(std))
     else:
         if weights is None:
-            from keras_attn_zoo.weights import published_tags
-
-            tags = published_tags(name)
+            tags = weights_lib.published_tags(name)
             weights = tags[0] if len(tags) == 1 else None
         stats = recorded_stats(name, weights)
     channels = np.shape(images)[-1]

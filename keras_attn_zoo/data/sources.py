@@ -21,11 +21,8 @@ are ``keras.utils.PyDataset`` objects, so they feed ``fit`` on every backend wit
 only tensorflow-datasets' streaming splits use ``tf.data``.
 """
 
-import abc
 import dataclasses
 import hashlib
-import io
-import math
 import os
 import shutil
 import tarfile
@@ -39,6 +36,10 @@ import numpy as np
 import keras
 
 from keras_attn_zoo import config
+from keras_attn_zoo.data.splits import ArraySplit, Batches, Split
+from keras_attn_zoo.data.tfds import TFDS_NAMES, tfds_split
+from keras_attn_zoo.images import decode_pixels
+from keras_attn_zoo.weights import sha256
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -60,98 +61,6 @@ KNOWN_ARCHIVES = {
     ),
 }
 LOCAL_NAMES = {"cifar10-jpeg": "cifar10-jpeg.tar.gz"}
-
-# tensorflow-datasets names -> (data-set key of the registry / manifest, description).
-TFDS_NAMES = {
-    "cifar10": ("cifar10", "CIFAR-10"),
-    "cifar100": ("cifar100", "CIFAR-100"),
-    "svhn_cropped": ("svhn", "SVHN (cropped digits)"),
-    "imagenet2012": ("imagenet", "ImageNet 2012"),
-}
-TFDS_SPLITS = {"imagenet2012": {"test": "validation"}}  # ImageNet's labelled held-out split
-
-
-class Split(abc.ABC):
-    """One split of a labelled image data set.
-
-    Attributes:
-        dataset: the data-set key the registry's paper results use ("cifar10", "imagenet"...),
-            or None for custom data.
-        split: "train", "test"...
-        source: what the data is, e.g. "CIFAR-10 (JPEG copy, quality 75)".
-        description: the source, split and size, for records and results tables, e.g.
-            "CIFAR-10 (JPEG copy, quality 75), test split, 10,000 images".
-        class_names: class names in label order.
-        image_shape: (H, W, C) of the images it yields.
-        num_examples: number of images.
-    """
-
-    image_shape = ()
-
-    @property
-    def num_classes(self):
-        return len(self.class_names)
-
-    @property
-    def description(self):
-        return f"{self.source}, {self.split} split, {self.num_examples:,} images"
-
-    @property
-    @abc.abstractmethod
-    def num_examples(self):
-        """Number of images."""
-
-    @abc.abstractmethod
-    def batches(self, batch_size, shuffle=False, seed=0, drop_remainder=False):
-        """Batches of (uint8 images, int32 labels) for ``fit`` / ``evaluate`` / ``predict``.
-
-        Args:
-            batch_size: global batch size.
-            shuffle: reshuffle every epoch (seeded). Defaults to False.
-            seed: shuffling seed. Defaults to 0.
-            drop_remainder: drop a last, smaller batch. Defaults to False.
-
-        Returns:
-            A ``keras.utils.PyDataset`` (or a ``tf.data.Dataset`` for streaming
-            tensorflow-datasets splits).
-        """
-
-    @abc.abstractmethod
-    def sample_images(self, count, seed=0):
-        """Up to ``count`` images (uint8 array), drawn at random with a seed, for statistics."""
-
-
-@dataclasses.dataclass
-class ArraySplit(Split):
-    """A split held in memory as uint8 images ``x`` (N, H, W, C) and int labels ``y``."""
-
-    x: np.ndarray
-    y: np.ndarray
-    class_names: tuple
-    split: str
-    source: str
-    dataset: str = None
-
-    def __post_init__(self):
-        if not len(self.x):
-            raise ValueError(f"The {self.split} split of {self.source} has no images.")
-        if len(self.x) != len(self.y):
-            raise ValueError(f"Need as many labels as images, got {len(self.y)} labels for {len(self.x)} images.")
-        self.y = np.asarray(self.y, "int32")
-        self.image_shape = tuple(self.x.shape[1:])
-
-    @property
-    def num_examples(self):
-        return len(self.x)
-
-    def batches(self, batch_size, shuffle=False, seed=0, drop_remainder=False):
-        return _Batches(len(self.x), lambda idx: (self.x[idx], self.y[idx]), batch_size, shuffle, seed, drop_remainder)
-
-    def sample_images(self, count, seed=0):
-        if count >= len(self.x):
-            return self.x
-        return self.x[np.sort(np.random.default_rng(seed).choice(len(self.x), count, replace=False))]
-
 
 @dataclasses.dataclass
 class FileSplit(Split):
@@ -185,48 +94,12 @@ class FileSplit(Split):
         return images, self.labels[idx]
 
     def batches(self, batch_size, shuffle=False, seed=0, drop_remainder=False):
-        return _Batches(len(self.files), self._load, batch_size, shuffle, seed, drop_remainder, workers=self.workers)
+        return Batches(len(self.files), self._load, batch_size, shuffle, seed, drop_remainder, workers=self.workers)
 
     def sample_images(self, count, seed=0):
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(len(self.files), min(count, len(self.files)), replace=False))
         return self._load(idx)[0]
-
-
-class _Batches(keras.utils.PyDataset):
-    """Seeded, per-epoch reshuffled batches of a split (epoch e uses the order of seed + e)."""
-
-    def __init__(self, size, load, batch_size, shuffle, seed, drop_remainder, workers=1):
-        super().__init__(workers=workers, use_multiprocessing=False)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        self.size, self.load, self.batch_size = size, load, batch_size
-        self.shuffle, self.seed, self.drop_remainder = shuffle, seed, drop_remainder
-        self.epoch = 0
-        self.order = self._order()
-
-    def _order(self):
-        if not self.shuffle:
-            return np.arange(self.size)
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
-
-    def __len__(self):
-        count = self.size // self.batch_size if self.drop_remainder else math.ceil(self.size / self.batch_size)
-        if count < 1:
-            raise ValueError(f"{self.size} images give no full batch of {self.batch_size}.")
-        return count
-
-    def __getitem__(self, index):
-        idx = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
-        return self.load(idx)
-
-    def set_epoch(self, epoch):
-        """Continue with the order of ``epoch`` (when training resumes from a checkpoint)."""
-        self.epoch = epoch
-        self.order = self._order()
-
-    def on_epoch_end(self):
-        self.set_epoch(self.epoch + 1)
 
 
 def decode_image(source, image_size=None, resize_shorter=None, name=None):
@@ -251,7 +124,6 @@ def decode_image(source, image_size=None, resize_shorter=None, name=None):
     """
     from PIL import Image
 
-    from keras_attn_zoo.images import decode_pixels
 
     im = decode_pixels(source, "RGB", name=name)
     if resize_shorter:
@@ -492,8 +364,6 @@ def _archive_identity(path):
     """(data-set key, description) of a known archive (checked by size and sha256), or Nones."""
     known = KNOWN_ARCHIVES.get(Path(path).name)
     if known and os.path.getsize(path) == known[0]:
-        from keras_attn_zoo.weights import sha256
-
         if sha256(path) == known[1]:
             return known[2], known[3]
     return None, None
@@ -580,8 +450,6 @@ def load_split(
         return _folder_split(path, split, f"image folder {path.name}", None, **options)
     name = source[5:] if source.startswith("tfds:") else source
     if source.startswith("tfds:") or name in TFDS_NAMES:
-        from keras_attn_zoo.data.tfds import tfds_split
-
         return tfds_split(name, split, image_size=size, resize_shorter=resize_shorter,
                           limit=limit, seed=seed, data_dir=data_dir, manual_dir=manual_dir,
                           in_memory=in_memory, download=download)

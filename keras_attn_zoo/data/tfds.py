@@ -6,7 +6,16 @@ import math
 
 import numpy as np
 
-from keras_attn_zoo.data.sources import TFDS_NAMES, TFDS_SPLITS, ArraySplit, Split
+from keras_attn_zoo.data.splits import ArraySplit, Split
+
+# tensorflow-datasets names -> (data-set key of the registry / manifest, description).
+TFDS_NAMES = {
+    "cifar10": ("cifar10", "CIFAR-10"),
+    "cifar100": ("cifar100", "CIFAR-100"),
+    "svhn_cropped": ("svhn", "SVHN (cropped digits)"),
+    "imagenet2012": ("imagenet", "ImageNet 2012"),
+}
+TFDS_SPLITS = {"imagenet2012": {"test": "validation"}}  # ImageNet's labelled held-out split
 
 
 def import_tfds():

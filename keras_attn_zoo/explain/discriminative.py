@@ -15,6 +15,10 @@ from pathlib import Path
 import numpy as np
 from keras import ops
 
+from keras_attn_zoo.explain.outputs import functional
+from keras_attn_zoo.explain.plots import DPI, PANEL_INCHES, _as_uint8, overlay, require_matplotlib
+from keras_attn_zoo.training.dat import dat_model
+
 
 @dataclasses.dataclass
 class DiscriminativeAttention:
@@ -61,8 +65,6 @@ def discriminative_attention(model, images, class_index=None, inner_layer=None, 
     Returns:
         A :class:`DiscriminativeAttention`.
     """
-    from keras_attn_zoo.explain.outputs import functional
-    from keras_attn_zoo.training.dat import dat_model
 
     model = functional(model)
     wrapper = dat_model(model, objective={"inner_layer": inner_layer, "last_layer": last_layer,
@@ -111,7 +113,6 @@ def save_discriminative_attention(path, image, result, index=0, class_names=None
     Returns:
         The ``Path`` written.
     """
-    from keras_attn_zoo.explain.plots import DPI, PANEL_INCHES, _as_uint8, overlay, require_matplotlib
 
     _, Figure = require_matplotlib()
     image = _as_uint8(image)

@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_attn_zoo.explain.outputs import functional, run
 from keras_attn_zoo.layers import FocusAssociation, PayaModule, SqueezeExcite
+from keras_attn_zoo.models.paya import paya_layers, paya_outputs_model
 
 
 def fa_layers(model):
@@ -91,7 +92,6 @@ def paya_attention(model, images, batch_size=32):
     Returns:
         A :class:`PayaAttention`.
     """
-    from keras_attn_zoo.models.paya import paya_layers, paya_outputs_model
 
     out = run(paya_outputs_model(model), images, batch_size)
     gated = [layer.name for layer in paya_layers(model)] + ["predictions"]  # the gates' order

@@ -16,6 +16,7 @@ from keras import ops
 from keras_attn_zoo.autodiff import Probe as _Probe
 from keras_attn_zoo.autodiff import gradient
 from keras_attn_zoo.explain.outputs import functional
+from keras_attn_zoo.registry import get_spec
 
 
 _PROBES = weakref.WeakKeyDictionary()  # model -> {(layer, classifier): (probe model, probe)}
@@ -23,8 +24,6 @@ _PROBES = weakref.WeakKeyDictionary()  # model -> {(layer, classifier): (probe m
 
 def registry_layers(model):
     """``(gradcam_layer, classifier)`` from the registry when ``model`` is a registered model."""
-    from keras_attn_zoo.registry import get_spec
-
     try:
         spec = get_spec(model.name)
     except ValueError:

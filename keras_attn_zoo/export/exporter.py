@@ -27,6 +27,7 @@ import numpy as np
 
 from keras_attn_zoo.explain.outputs import run, with_outputs
 from keras_attn_zoo.export import parity
+from keras_attn_zoo.images import model_image_size, preprocess, read_images
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
@@ -134,8 +135,6 @@ def _sample_inputs(image_shape, representative_images, num_samples, max_calibrat
         if x.shape[1:] != tuple(image_shape):
             raise ValueError(f"representative_images have shape {x.shape}; the model takes (n, *{image_shape}).")
     else:
-        from keras_attn_zoo.images import preprocess, read_images
-
         pixels, read, failed = read_images(representative_images, image_shape[:2], image_shape[2])
         if not read:
             reasons = f" ({failed[0][1]})" if failed else ""
@@ -243,8 +242,6 @@ def _quiet_tensorflow():
 
 def _export(model, path, format, quantize, representative_images, batch_size, outputs,
             num_samples, max_calibration_images, normalization=None):
-    from keras_attn_zoo.images import model_image_size
-
     image_shape = model_image_size(model)
     net = with_outputs(model, outputs)
     calibration, x, samples = _sample_inputs(

@@ -5,6 +5,8 @@ import dataclasses
 import keras
 
 from keras_attn_zoo.layers import FocusAssociation, SqueezeExcite
+from keras_attn_zoo.models.abn import abn_model
+from keras_attn_zoo.models.paya import paya_model
 
 @dataclasses.dataclass(frozen=True)
 class Mechanism:
@@ -91,8 +93,10 @@ class Attention:
         return FAChain(self.fa, *self.fa_ratios)
 
 
-def parse_attention(attention, se_ratio, fa_ratios=(4, 4), allowed=tuple(ATTENTIONS), include_top=True):
-    """Validate the ``attention`` argument of a family builder against what it supports."""
+def parse_attention(attention, se_ratio, fa_ratios=(4, 4), *, allowed, include_top=True):
+    """Validate the ``attention`` argument of a family builder against the names it supports
+    (``allowed``: every family lists its own, so a new mechanism is never accepted silently by
+    a family that cannot place it)."""
     if attention not in allowed:
         names = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"attention must be one of {names} for this family; got {attention!r}.")
@@ -216,21 +220,12 @@ def conv_bn(x, filters, kernel_size, name, strides=1, padding="same", groups=1, 
     return x
 
 
-def finish(inputs, outputs, name, weights, abn_logits=None, paya_outputs=None):
-    """Build the functional model (an ``ABNModel`` when there is an attention branch, a
-    ``PAYAModel`` given ``paya_outputs``) and load a local weights file if one is given."""
+def finish(inputs, outputs, name, abn_logits=None, paya_outputs=None):
+    """The functional model (an ``ABNModel`` when there is an attention branch, a ``PAYAModel``
+    given ``paya_outputs``). Builders load no weights: ``keras_attn_zoo.load(name, weights=...)``
+    does."""
     if paya_outputs is not None:
-        from keras_attn_zoo.models.paya import paya_model
-
-        model = paya_model(inputs, paya_outputs, name)
-    elif abn_logits is not None:
-        from keras_attn_zoo.models.abn import abn_model
-
-        model = abn_model(inputs, outputs, abn_logits, name)
-    else:
-        model = keras.Model(inputs, outputs, name=name)
-    if weights is not None:
-        from keras_attn_zoo.weights import load_weights_file
-
-        load_weights_file(model, weights)
-    return model
+        return paya_model(inputs, paya_outputs, name)
+    if abn_logits is not None:
+        return abn_model(inputs, outputs, abn_logits, name)
+    return keras.Model(inputs, outputs, name=name)

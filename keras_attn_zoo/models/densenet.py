@@ -32,7 +32,6 @@ def densenet_bc(
     dropout=0.0,
     bn_epsilon=1e-5,
     include_top=True,
-    weights=None,
     input_tensor=None,
     input_shape=None,
     pooling=None,
@@ -55,7 +54,7 @@ def densenet_bc(
         compression: transition compression. Defaults to 0.5.
         dropout: dropout after each 3x3 conv. Defaults to 0.
         bn_epsilon: BatchNorm epsilon. Defaults to 1e-5 (the PyTorch checkpoints').
-        include_top, weights, input_tensor, input_shape, pooling, classes,
+        include_top, input_tensor, input_shape, pooling, classes,
         classifier_activation: as in ``keras.applications``; input at least 8x8.
         name: model name. Defaults to e.g. "abn_densenet_bc100_12".
 
@@ -90,4 +89,4 @@ def densenet_bc(
     x = keras.layers.ReLU(name="head_relu")(x)
     x = head(x, include_top, pooling, classes, classifier_activation)
     default_name = f"{attention + '_' if attention else ''}densenet_bc{depth}_{growth_rate}"
-    return finish(inputs, x, name or default_name, weights, abn_logits)
+    return finish(inputs, x, name or default_name, abn_logits)

@@ -94,7 +94,6 @@ def inception_v4(
     *,
     small_images=True,
     include_top=True,
-    weights=None,
     input_tensor=None,
     input_shape=None,
     pooling=None,
@@ -121,7 +120,7 @@ def inception_v4(
     Args:
         attention: None, "se", "fa" or "fa_se". Defaults to None.
         small_images: FANet's small-image changes. Defaults to True.
-        include_top, weights, input_tensor, input_shape, pooling, classes,
+        include_top, input_tensor, input_shape, pooling, classes,
         classifier_activation: as in ``keras.applications``. Defaults to 32x32x3 with
             ``small_images``, else 299x299x3; at least 75x75 after padding.
         se_ratio: SE reduction ratio. Defaults to 8.
@@ -135,7 +134,7 @@ def inception_v4(
     >>> inception_v4("se").get_layer("stage2_block7_se").name
     'stage2_block7_se'
     """
-    att = parse_attention(attention, se_ratio, fa_ratios)
+    att = parse_attention(attention, se_ratio, fa_ratios, allowed=(None, "se", "fa", "fa_se"))
     check_classes(classes, include_top)
     default_shape = (32, 32, 3) if small_images else (299, 299, 3)
     min_size = 1 if small_images else 75
@@ -173,4 +172,4 @@ def inception_v4(
     x = head(x, include_top, pooling, classes, classifier_activation)
     suffix = "_small" if small_images else ""
     default_name = f"{attention + '_' if attention else ''}inception_v4{suffix}"
-    return finish(inputs, x, name or default_name, weights)
+    return finish(inputs, x, name or default_name)

@@ -43,7 +43,6 @@ def resnet(
     *,
     bn_epsilon=1e-5,
     include_top=True,
-    weights=None,
     input_tensor=None,
     input_shape=None,
     pooling=None,
@@ -64,7 +63,7 @@ def resnet(
         depth: 18, 34, 50, 101 or 152. Defaults to 50.
         attention: None, "se", "abn" or "abn_se". Defaults to None.
         bn_epsilon: BatchNorm epsilon. Defaults to 1e-5 (the PyTorch checkpoints').
-        include_top, weights, input_tensor, input_shape, pooling, classes,
+        include_top, input_tensor, input_shape, pooling, classes,
         classifier_activation: as in ``keras.applications``. Defaults to 224x224x3 and 1000
             classes; inputs at least 32x32.
         se_ratio: SE reduction ratio. Defaults to 16.
@@ -93,7 +92,7 @@ def resnet(
     default_name = f"{attention + '_' if attention else ''}resnet{depth}"
     if attention == "abn_se":
         default_name = f"abn_se_resnet{depth}"
-    return finish(inputs, x, name or default_name, weights, abn_logits)
+    return finish(inputs, x, name or default_name, abn_logits)
 
 
 def resnet_multitask_abn(
@@ -101,7 +100,6 @@ def resnet_multitask_abn(
     classes=40,
     *,
     bn_epsilon=1e-5,
-    weights=None,
     input_tensor=None,
     input_shape=None,
     name=None,
@@ -121,7 +119,7 @@ def resnet_multitask_abn(
         depth: ImageNet ResNet depth. Defaults to 101.
         classes: number of binary attributes (tasks) T. Defaults to 40 (CelebA).
         bn_epsilon: BatchNorm epsilon. Defaults to 1e-5.
-        weights, input_tensor, input_shape: as in ``keras.applications``. Defaults to
+        input_tensor, input_shape: as in ``keras.applications``. Defaults to
             224x224x3 (14x14 maps).
         name: model name. Defaults to "abn_resnet101_multitask".
 
@@ -133,7 +131,7 @@ def resnet_multitask_abn(
     if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
         raise ValueError(f"classes (the number of tasks) must be a positive integer, got {classes!r}.")
     tasks = classes
-    att = parse_attention(None, 16)
+    att = parse_attention(None, 16, allowed=(None,))
     inputs = model_input(input_shape, input_tensor, (224, 224, 3), 32, "ImageNet ResNet")
     g = resnet_stages(stem(inputs, bn_epsilon), depth, att, bn_epsilon, stages=(1, 2, 3))
     a = resnet_stages(g, depth, att, bn_epsilon, (4,), "abn", 1)

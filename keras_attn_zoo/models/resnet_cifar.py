@@ -57,7 +57,6 @@ def resnet_cifar(
     shortcut="conv3x3",
     bn_epsilon=1e-3,
     include_top=True,
-    weights=None,
     input_tensor=None,
     input_shape=None,
     pooling=None,
@@ -94,7 +93,6 @@ def resnet_cifar(
             reproduces FANet's counts) or "conv1x1" (the ABN code's). Defaults to "conv3x3".
         bn_epsilon: BatchNorm epsilon (1e-5 matches PyTorch checkpoints). Defaults to 1e-3.
         include_top: end in the classifier ``predictions``. Defaults to True.
-        weights: None or the path of a ``.weights.h5`` file. Defaults to None.
         input_tensor: optional Keras tensor to build the model on.
         input_shape: (H, W, C). Defaults to (32, 32, 3); at least 8x8, or None for any size.
         pooling: with ``include_top=False``: None, "avg" or "max". Defaults to None.
@@ -169,6 +167,6 @@ def resnet_cifar(
             x, stage_features, classes, attention_depth, attention_heads, reg_weight, gate,
             classifier_activation, auxiliary_weight,
         )
-        return finish(inputs, x, name or default_name, weights, paya_outputs=outputs)
+        return finish(inputs, x, name or default_name, paya_outputs=outputs)
     x = head(x, include_top, pooling, classes, classifier_activation)
-    return finish(inputs, x, name or default_name, weights, abn_logits)
+    return finish(inputs, x, name or default_name, abn_logits)

@@ -32,7 +32,6 @@ def resnext_cifar(
     *,
     bn_epsilon=1e-3,
     include_top=True,
-    weights=None,
     input_tensor=None,
     input_shape=None,
     pooling=None,
@@ -59,7 +58,7 @@ def resnext_cifar(
         base_width: width of one group in the first stage. Defaults to 64.
         attention: None, "se", "fa", "fa_se" or "abn". Defaults to None.
         bn_epsilon: BatchNorm epsilon (1e-5 matches PyTorch checkpoints). Defaults to 1e-3.
-        include_top, weights, input_tensor, input_shape, pooling, classes,
+        include_top, input_tensor, input_shape, pooling, classes,
         classifier_activation: as in ``keras.applications``; input at least 8x8.
         se_ratio: SE reduction ratio. Defaults to 8.
         fa_ratios: FA (r1, r2). Defaults to (4, 4).
@@ -115,4 +114,4 @@ def resnext_cifar(
         x = stages(stage_in, u, f"stage{s}_fa")
     x = head(x, include_top, pooling, classes, classifier_activation)
     default_name = f"{attention + '_' if attention else ''}resnext{depth}_{cardinality}x{base_width}d"
-    return finish(inputs, x, name or default_name, weights, abn_logits)
+    return finish(inputs, x, name or default_name, abn_logits)

@@ -35,7 +35,6 @@ def vgg_bn(
     attention=None,
     *,
     include_top=True,
-    weights=None,
     input_tensor=None,
     input_shape=None,
     pooling=None,
@@ -69,7 +68,7 @@ def vgg_bn(
     Args:
         stages: (filters, convs) per block. Defaults to VGG-19's.
         attention: None, "se", "fa", "fa_se" or "abn". Defaults to None.
-        include_top, weights, input_tensor, input_shape, pooling, classes,
+        include_top, input_tensor, input_shape, pooling, classes,
         classifier_activation: as in ``keras.applications``; input at least 32x32.
         se_ratio: SE reduction ratio. Defaults to 4.
         fa_ratios: FA (r1, r2). Defaults to (4, 4).
@@ -115,4 +114,4 @@ def vgg_bn(
         x = head(x, include_top, pooling, classes, classifier_activation, top_pool="max")
     depth = sum(c for _, c in stages) + 3
     default_name = f"{attention + '_' if attention else ''}vgg{depth}_bn"
-    return finish(inputs, x, name or default_name, weights, abn_logits)
+    return finish(inputs, x, name or default_name, abn_logits)

@@ -38,7 +38,6 @@ def wide_resnet(
     spatial_dropout=False,
     bn_epsilon=1e-5,
     include_top=True,
-    weights=None,
     input_tensor=None,
     input_shape=None,
     pooling=None,
@@ -70,7 +69,7 @@ def wide_resnet(
         spatial_dropout: drop whole channels (``SpatialDropout2D``, PyTorch's ``Dropout2d`` as
             the PAYA authors' code) instead of single activations. Defaults to False.
         bn_epsilon: BatchNorm epsilon. Defaults to 1e-5 (the PyTorch checkpoints').
-        include_top, weights, input_tensor, input_shape, pooling, classes,
+        include_top, input_tensor, input_shape, pooling, classes,
         classifier_activation: as in ``keras.applications``; input at least 8x8.
         attention_depth: PAYA: the number of modules, 1 to 3 (the last groups). Defaults to 3.
         attention_heads: PAYA: heads per module. Defaults to 4.
@@ -127,6 +126,6 @@ def wide_resnet(
             x, stage_features, classes, attention_depth, attention_heads, reg_weight, gate,
             classifier_activation, auxiliary_weight,
         )
-        return finish(inputs, x, name or default_name, weights, paya_outputs=outputs)
+        return finish(inputs, x, name or default_name, paya_outputs=outputs)
     x = head(x, include_top, pooling, classes, classifier_activation)
-    return finish(inputs, x, name or default_name, weights, abn_logits)
+    return finish(inputs, x, name or default_name, abn_logits)

@@ -46,6 +46,7 @@ from keras import ops
 
 from keras_attn_zoo import losses
 from keras_attn_zoo.autodiff import Probe, check_backend, linearize
+from keras_attn_zoo.registry import get_spec
 
 TERMS = ("l_cls", "siou_inner", "siou_last", "l_ac")
 INNER_PROBE = "dat_inner_probe"
@@ -164,7 +165,6 @@ def objective_record(objective):
 def resolve_dat_layers(model, inner=None, last=None):
     """The inner and last layer names: the given ones, else the registry's ``dat_layers``;
     errors if they are missing, equal, or not single 4D outputs."""
-    from keras_attn_zoo.registry import get_spec
 
     if inner is None or last is None:
         try:
@@ -199,7 +199,6 @@ def resolve_dat_layers(model, inner=None, last=None):
 
 
 def _classifier(model):
-    from keras_attn_zoo.registry import get_spec
 
     try:
         name = get_spec(model.name).classifier

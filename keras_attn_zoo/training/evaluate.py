@@ -5,66 +5,28 @@ The paper's numbers come from the registry's ``PaperResult`` rows, ours from the
 results page is generated from those two, never typed.
 """
 
+import datetime
+import re
 from pathlib import Path
 
+from keras_attn_zoo import weights as weights_lib
 from keras_attn_zoo.data import load_split, recorded_stats
+from keras_attn_zoo.registry import PAPERS, get_spec, load
+from keras_attn_zoo.training.trainer import evaluate_split
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
 
 
-def evaluate_split(model, split, stats, batch_size=256, verbose="auto"):
-    """Top-1 and top-5 accuracy of a model on a split.
-
-    Give it a model with logits (``classifier_activation=None``): softmax scores that saturate
-    to exactly 0 tie, and Keras counts tied classes as inside the top 5.
-
-    Args:
-        model: a registry model.
-        split: a ``keras_attn_zoo.data.Split``.
-        stats: the ``ChannelStats`` the weights were trained with.
-        batch_size: evaluation batch size. Defaults to 256.
-        verbose: 1 for a progress bar, 2 for one line, 0 for silence; "auto" is a progress bar
-            on a terminal, one line otherwise. Defaults to "auto".
-
-    Returns:
-        ``{"top1", "top5", "top1_error" (%), "split", "images", "data"}``.
-    """
-    from keras_attn_zoo.training.trainer import compile_for_evaluation, training_model, verbosity
-
-    if model.output_shape[-1] != split.num_classes:
-        raise ValueError(
-            f"{model.name} has {model.output_shape[-1]} classes, {split.description} has {split.num_classes}."
+def _weights_record(name, weights):
+    """The :class:`~keras_attn_zoo.weights.WeightRecord` of the weights: their classes, input
+    shape, class names, normalisation and evaluation transform."""
+    record = weights_lib.weight_record(name, weights)
+    if record is None:
+        raise FileNotFoundError(
+            f"{weights} has no training record {weights_lib.record_path(weights)}; evaluate needs "
+            "its number of classes and normalisation (files written by `keras-attn-zoo train` have one)."
         )
-    wrapper = training_model(model, stats, "none")
-    compile_for_evaluation(wrapper, model)
-    results = wrapper.evaluate(split.batches(batch_size), return_dict=True, verbose=verbosity(verbose))
-    top1 = float(results["accuracy"])
-    return {
-        "top1": round(top1, 6),
-        "top5": round(float(results["top5"]), 6),
-        "top1_error": round(100 * (1 - top1), 4),
-        "split": split.split,
-        "images": split.num_examples,
-        "data": split.description,
-    }
-
-
-def _weights_facts(name, weights):
-    """num_classes, input shape, class names and eval transform recorded with the weights."""
-    import json
-
-    from keras_attn_zoo.data.preprocessing import record_path
-    from keras_attn_zoo.weights import is_path, manifest_row
-
-    if is_path(weights):
-        record = record_path(weights)
-        if not Path(record).is_file():
-            raise FileNotFoundError(
-                f"{weights} has no training record {record}; evaluate needs its number of "
-                "classes and normalisation (files written by `keras-attn-zoo train` have one)."
-            )
-        return json.loads(Path(record).read_text())
-    return manifest_row(name, weights)
+    return record
 
 
 def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, data_dir=None,
@@ -85,23 +47,20 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
     Returns:
         ``{"top1", "top5", "top1_error", "split", "images", "data"}``.
     """
-    from keras_attn_zoo.registry import get_spec, load
-
     name = get_spec(name).name
-    facts = _weights_facts(name, weights)
+    record = _weights_record(name, weights)
     stats = recorded_stats(name, weights)
-    transform = {k: tuple(v) if isinstance(v, list) else v for k, v in facts["preprocessing"].get("eval", {}).items()}
-    transform.setdefault("image_size", tuple(facts["input_shape"][:2]))
+    transform = {"image_size": record.input_shape[:2], **record.eval_transform}
     data_split = load_split(data, split, limit=limit, seed=seed, data_dir=data_dir,
                             manual_dir=manual_dir, **transform)
-    if facts.get("class_names") and list(data_split.class_names) != list(facts["class_names"]):
+    if record.class_names and tuple(data_split.class_names) != record.class_names:
         raise ValueError(
             f"The classes of {data_split.description} ({', '.join(data_split.class_names[:5])}...) "
-            f"are not those the weights were trained on ({', '.join(facts['class_names'][:5])}...)."
+            f"are not those the weights were trained on ({', '.join(record.class_names[:5])}...)."
         )
     # Logits, not softmax scores: saturated scores tie, and ties count as hits in top-k.
-    model = load(name, weights=weights, num_classes=facts["num_classes"],
-                 input_shape=tuple(facts["input_shape"]), classifier_activation=None)
+    model = load(name, weights=weights, num_classes=record.num_classes,
+                 input_shape=record.input_shape, classifier_activation=None)
     return evaluate_split(model, data_split, stats, batch_size=batch_size, verbose=verbose)
 
 
@@ -118,21 +77,18 @@ def verify_published(data, *, manifest=None, limit=None, batch_size=256, data_di
         A list of ``{"model", "tag", "recorded", "measured", "match"}``: top-1 as recorded and as
         measured now; ``match`` when they agree to the 4 decimals the results page prints.
     """
-    from keras_attn_zoo import weights as weights_lib
-
-    rows = weights_lib.published_rows(manifest)
     dataset = load_split(data, "test", limit=1, data_dir=data_dir).dataset
     checked = []
-    for row in sorted(rows, key=lambda r: (r["model"], r["tag"])):
-        if row.get("dataset") != dataset:
+    for record in weights_lib.published_weights(manifest=manifest):
+        if record.dataset != dataset:
             continue
-        measured = evaluate(row["model"], row["tag"], data, row["accuracy"].get("split", "test"),
+        measured = evaluate(record.model, record.tag, data, record.accuracy.get("split", "test"),
                             batch_size=batch_size, limit=limit, data_dir=data_dir, verbose=verbose)
-        recorded = row["accuracy"]["top1"]
-        checked.append({"model": row["model"], "tag": row["tag"], "recorded": recorded,
+        recorded = record.accuracy["top1"]
+        checked.append({"model": record.model, "tag": record.tag, "recorded": recorded,
                         "measured": measured["top1"], "images": measured["images"],
                         "match": abs(measured["top1"] - recorded) < 5e-5
-                        and measured["images"] == row["accuracy"]["images"]})
+                        and measured["images"] == record.accuracy["images"]})
     if not checked:
         raise ValueError(f"No published weights were measured on the data set of {data}.")
     return checked
@@ -144,10 +100,6 @@ def record_accuracy(name, tag, accuracy, command, manifest=None):
     Returns:
         The updated row.
     """
-    import datetime
-
-    from keras_attn_zoo import weights as weights_lib
-
     manifest = Path(manifest) if manifest is not None else weights_lib.MANIFEST
     rows = weights_lib.published_rows(manifest)
     matches = [r for r in rows if r["model"] == name and r["tag"] == tag]
@@ -161,10 +113,6 @@ def record_accuracy(name, tag, accuracy, command, manifest=None):
 
 def paper_errors(name, dataset):
     """The paper's reported top-1 errors for the same architecture and data set."""
-    import re
-
-    from keras_attn_zoo.registry import PAPERS, get_spec
-
     def short(paper):
         found = re.search(r"\(([^()]+)\)$", PAPERS[paper])
         return found.group(1) if found else paper
@@ -177,7 +125,7 @@ def results_markdown(rows):
     """The results page for manifest rows: our error beside the paper's, data and recipe.
 
     Args:
-        rows: manifest rows.
+        rows: manifest rows (``weights.published_rows``).
 
     Returns:
         Markdown text.
@@ -193,8 +141,8 @@ def results_markdown(rows):
         "| model | weights | our top-1 error | paper's top-1 error | measured on | recipe | trained on |",
         "| --- | --- | ---: | --- | --- | --- | --- |",
     ]
-    for row in sorted(rows, key=lambda r: (r["model"], r["tag"])):
-        acc, training = row["accuracy"], row.get("training", {})
+    for record in sorted(map(weights_lib.WeightRecord.from_row, rows), key=lambda r: (r.model, r.tag)):
+        acc, training = record.accuracy, record.training
         recipe = training.get("recipe", {})
         recipe_text = (
             f"{recipe.get('name', '?')}: epochs {training.get('epochs_completed', recipe.get('epochs', '?'))}, "
@@ -203,8 +151,8 @@ def results_markdown(rows):
         )
         trained = f"{training.get('hardware', '?')}; {training.get('time_s', 0) / 60:.1f} min"
         lines.append(
-            f"| `{row['model']}` | {row['tag']} | {acc['top1_error']:.2f}% | "
-            f"{paper_errors(row['model'], row.get('dataset'))} | {acc['data']} | {recipe_text} | {trained} |"
+            f"| `{record.model}` | {record.tag} | {acc['top1_error']:.2f}% | "
+            f"{paper_errors(record.model, record.dataset)} | {acc['data']} | {recipe_text} | {trained} |"
         )
     if not rows:
         lines.append("| (no weights are published yet) | | | | | | |")
@@ -217,8 +165,6 @@ def write_results(path=None, manifest=None):
     Returns:
         The path written.
     """
-    from keras_attn_zoo import weights as weights_lib
-
     path = Path(path) if path is not None else RESULTS
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(results_markdown(weights_lib.published_rows(manifest)))

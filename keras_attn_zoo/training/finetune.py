@@ -43,8 +43,10 @@ from pathlib import Path
 import keras
 
 from keras_attn_zoo.data import load_split, recorded_stats
+from keras_attn_zoo.loading import load_weights_file, weights_num_classes
 from keras_attn_zoo.modelfile import save_model
 from keras_attn_zoo.models.paya import PAYAModel, paya_layers, reset_gate, reuse_attention
+from keras_attn_zoo.registry import get_spec, list_models, load_with_report
 from keras_attn_zoo.training.checkpoints import (
     START_OVER,
     Checkpoints,
@@ -57,6 +59,7 @@ from keras_attn_zoo.training.checkpoints import (
     trim_log,
     write_json,
 )
+from keras_attn_zoo.training.dat import objective_config, objective_record
 from keras_attn_zoo.training.trainer import (
     LOG_FILE,
     BestWeights,
@@ -67,6 +70,7 @@ from keras_attn_zoo.training.trainer import (
     utc_now,
     verbosity,
 )
+from keras_attn_zoo.weights import resolve
 
 RECORD = "finetune.json"
 PHASES = ("frozen", "unfrozen")  # their checkpoints: backup/frozen, backup/unfrozen
@@ -150,13 +154,9 @@ def fine_tune(
     Returns:
         A :class:`FineTuneResult`.
     """
-    from keras_attn_zoo.registry import get_spec
-
     spec = get_spec(name)
     name = spec.name
     if weights is None:
-        from keras_attn_zoo.registry import list_models
-
         raise ValueError("fine_tune starts from pretrained weights: pass weights= a published tag or a "
                          f"trained .weights.h5 (published: {', '.join(list_models(pretrained=True))}).")
     for arg, value in (("epochs", epochs), ("freeze_epochs", freeze_epochs)):
@@ -164,8 +164,6 @@ def fine_tune(
             raise ValueError(f"{arg} must be a non-negative integer, got {value!r}.")
     if epochs + freeze_epochs == 0:
         raise ValueError("Nothing to train: epochs and freeze_epochs are both 0.")
-    from keras_attn_zoo.training.dat import objective_config, objective_record
-
     objective_config(objective)  # bad settings fail before anything is loaded
     stats = recorded_stats(name, weights)
     side = image_size or spec.input_shape[0]
@@ -179,15 +177,14 @@ def fine_tune(
         return _fine_tune(spec, name, data, weights, stats, out, model_path, paths, model_shape, epochs=epochs,
                           freeze_epochs=freeze_epochs, batch_size=batch_size, learning_rate=learning_rate,
                           fine_tune_learning_rate=fine_tune_learning_rate, validation_split=validation_split,
-                          augmentation=augmentation, limit=limit, seed=seed, overwrite=overwrite, verbose=verbose)
+                          augmentation=augmentation, limit=limit, seed=seed, overwrite=overwrite, verbose=verbose,
+                          objective=objective)
 
 
 def _fine_tune(spec, name, data, weights, stats, out, model_path, paths, model_shape, *, epochs, freeze_epochs,
                batch_size, learning_rate, fine_tune_learning_rate, validation_split, augmentation, limit, seed,
-               overwrite, verbose):
+               overwrite, verbose, objective):
     """:func:`fine_tune`'s work, holding the output folder's lock."""
-    from keras_attn_zoo.registry import load_with_report
-
     if overwrite:  # start over: only this run's files (out may hold others), finished or not
         remove_paths(*paths.values(), model_path)
     elif paths["record"].exists():
@@ -300,13 +297,8 @@ def _fine_tune(spec, name, data, weights, stats, out, model_path, paths, model_s
 def _paya_new_layers(model, spec, weights, model_shape, new_layers):
     """PAYA: the modules (new: their output heads are class-sized) keep the pretrained masks'
     and head gates' convolutions; the global gate is new too. Returns the new layers' names."""
-    from keras_attn_zoo.weights import file_num_classes, is_path, load_weights_file, manifest_row, published_tags, resolve
-
     path = resolve(spec.name, weights)
-    if is_path(weights) or weights not in published_tags(spec.name):
-        file_classes = file_num_classes(path)
-    else:
-        file_classes = manifest_row(spec.name, weights)["num_classes"]
+    file_classes = weights_num_classes(spec.name, weights, path)
     pretrained = spec.build(classes=file_classes, input_shape=model_shape, name=spec.name)
     load_weights_file(pretrained, path)
     modules = [layer.name for layer in paya_layers(model) if layer.name in new_layers]

@@ -40,6 +40,7 @@ from keras_attn_zoo.data import (
 )
 from keras_attn_zoo.models.abn import ABNModel, abn_training_outputs
 from keras_attn_zoo.models.paya import PAYAModel, paya_training_outputs
+from keras_attn_zoo.registry import get_spec, load
 from keras_attn_zoo.training.checkpoints import (
     START_OVER,
     Checkpoints,
@@ -57,6 +58,7 @@ from keras_attn_zoo.training.dat import dat_model, objective_config, objective_r
 from keras_attn_zoo.training.distribute import get_distribution
 from keras_attn_zoo.training.optimizers import CoupledSGD
 from keras_attn_zoo.training.recipes import get_recipe, learning_rate_schedule
+from keras_attn_zoo.weights import sha256
 
 MIXED_PRECISION = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 STATS_SAMPLE = 50_000  # images used to measure mean / std of streamed data sets
@@ -196,6 +198,41 @@ def verbosity(verbose):
     return verbose
 
 
+def evaluate_split(model, split, stats, batch_size=256, verbose="auto"):
+    """Top-1 and top-5 accuracy of a model on a split.
+
+    Give it a model with logits (``classifier_activation=None``): softmax scores that saturate
+    to exactly 0 tie, and Keras counts tied classes as inside the top 5.
+
+    Args:
+        model: a registry model.
+        split: a ``keras_attn_zoo.data.Split``.
+        stats: the ``ChannelStats`` the weights were trained with.
+        batch_size: evaluation batch size. Defaults to 256.
+        verbose: 1 for a progress bar, 2 for one line, 0 for silence; "auto" is a progress bar
+            on a terminal, one line otherwise. Defaults to "auto".
+
+    Returns:
+        ``{"top1", "top5", "top1_error" (%), "split", "images", "data"}``.
+    """
+    if model.output_shape[-1] != split.num_classes:
+        raise ValueError(
+            f"{model.name} has {model.output_shape[-1]} classes, {split.description} has {split.num_classes}."
+        )
+    wrapper = training_model(model, stats, "none")
+    compile_for_evaluation(wrapper, model)
+    results = wrapper.evaluate(split.batches(batch_size), return_dict=True, verbose=verbosity(verbose))
+    top1 = float(results["accuracy"])
+    return {
+        "top1": round(top1, 6),
+        "top5": round(float(results["top5"]), 6),
+        "top1_error": round(100 * (1 - top1), 4),
+        "split": split.split,
+        "images": split.num_examples,
+        "data": split.description,
+    }
+
+
 def train(
     name,
     data,
@@ -264,8 +301,6 @@ def train(
     >>> record = train("resnet20", "cifar10-jpeg", epochs=1, data_dir="/data")
     >>> record["accuracy"]["top1"]
     """
-    from keras_attn_zoo.registry import get_spec
-
     spec = get_spec(name)
     name = spec.name
     recipe = get_recipe(recipe, **recipe_overrides)
@@ -285,15 +320,12 @@ def train(
         return _train(spec, name, data, recipe, out, paths, limit=limit, eval_limit=eval_limit,
                       image_size=image_size, data_dir=data_dir, manual_dir=manual_dir, strategy=strategy,
                       tpu=tpu, mixed_precision=mixed_precision, seed=seed, init_weights=init_weights,
-                      overwrite=overwrite, verbose=verbose, command=command)
+                      overwrite=overwrite, verbose=verbose, command=command, objective=objective)
 
 
 def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_size, data_dir, manual_dir,
-           strategy, tpu, mixed_precision, seed, init_weights, overwrite, verbose, command):
+           strategy, tpu, mixed_precision, seed, init_weights, overwrite, verbose, command, objective):
     """:func:`train`'s work, holding the output folder's lock."""
-    from keras_attn_zoo.registry import load
-    from keras_attn_zoo.training.evaluate import evaluate_split
-
     if overwrite:  # start over: a finished run, or an unfinished one's resume state
         remove_paths(*(paths[key] for key in ("weights", "record", "best", "log", "backup", "tensorboard")))
     elif paths["record"].exists():
@@ -397,8 +429,6 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     accuracy = evaluate_split(evaluated, test_split, stats, batch_size=recipe.batch_size, verbose=verbose)
     log_rows = _read_log(paths["log"])
     command = command or f"keras_attn_zoo.training.train({name!r}, {os.fspath(data)!r}, {recipe.name!r}, ...)"
-    from keras_attn_zoo.weights import sha256
-
     record = {
         "model": name,
         "file": paths["weights"].name,
