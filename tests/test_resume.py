@@ -22,7 +22,6 @@ from keras_attn_zoo.cli import main
 from keras_attn_zoo.training import train, trainer
 from keras_attn_zoo.training.checkpoints import LOCK_FILE, checkpoint_epoch
 
-evaluate_module = sys.modules["keras_attn_zoo.training.evaluate"]  # `evaluate` is also a function's name
 
 
 class Killed(BaseException):
@@ -63,7 +62,7 @@ def kill_at_evaluation(monkeypatch):
     def killed(*args, **kwargs):
         raise Killed()
 
-    monkeypatch.setattr(evaluate_module, "evaluate_split", killed)
+    monkeypatch.setattr(trainer, "evaluate_split", killed)  # the trainer measures its saved file with it
 
 
 def test_a_run_killed_after_its_last_epoch_finishes_without_retraining(pets, tmp_path, monkeypatch, capsys):
