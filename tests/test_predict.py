@@ -56,7 +56,7 @@ def test_decompression_bombs_are_refused_per_file_before_decoding(photos, tmp_pa
     quiet = bomb_png(photos / "quiet.png", 9_000, 9_000)
     assert quiet.stat().st_size < 100_000 and 9_000 * 9_000 > images.MAX_IMAGE_PIXELS
     with pytest.raises(ValueError, match=r"quiet.png declares 9000x9000 = 81,000,000 pixels, more than the "
-                                         r"limit of 64,000,000 \(keras_attn_zoo.images.MAX_IMAGE_PIXELS\): "
+                                         r"limit of 64,000,000 \(keras_attn_zoo.decoding.MAX_IMAGE_PIXELS\): "
                                          "refused before decoding"):
         read_image(quiet, (32, 32))
     with pytest.raises(ValueError, match="huge.png declares more pixels than Pillow decodes: refused before decoding"):

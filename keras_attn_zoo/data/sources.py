@@ -38,7 +38,7 @@ import keras
 from keras_attn_zoo import config
 from keras_attn_zoo.data.splits import ArraySplit, Batches, Split
 from keras_attn_zoo.data.tfds import TFDS_NAMES, tfds_split
-from keras_attn_zoo.images import decode_pixels
+from keras_attn_zoo.decoding import decode_pixels
 from keras_attn_zoo.weights import sha256
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
@@ -105,8 +105,8 @@ class FileSplit(Split):
 def decode_image(source, image_size=None, resize_shorter=None, name=None):
     """One image as an RGB uint8 array.
 
-    Decoded by :func:`keras_attn_zoo.images.decode_pixels`: an image whose header declares more
-    than ``keras_attn_zoo.images.MAX_IMAGE_PIXELS`` pixels is refused before decoding, and
+    Decoded by :func:`keras_attn_zoo.decoding.decode_pixels`: an image whose header declares more
+    than ``keras_attn_zoo.decoding.MAX_IMAGE_PIXELS`` pixels is refused before decoding, and
     16-bit images are scaled to 8 bits.
 
     Args:
