@@ -1,6 +1,8 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from keras_attn_zoo.cli import main
 
@@ -46,6 +48,7 @@ def test_info_reads_the_index_as_model_info_says(capsys):
 
 _NO_BACKEND = """
 import sys
+from pathlib import Path
 import keras_attn_zoo
 assert "keras" not in sys.modules, "import keras_attn_zoo imported keras"
 from keras_attn_zoo import cli
@@ -77,3 +80,27 @@ def test_the_backends_native_start_up_lines_are_dropped_and_nothing_else():
     )
     assert backend_chatter_filter(text, 3) == "/x/y.py:3: UserWarning: a Python warning\n"
     assert backend_chatter_filter(text, 1).endswith("a Python warning\nE0000 00:00:1796126380.580658    2941 cuda.cc:1] an error\n")
+
+
+_PREDICT_FIRST = """
+import sys
+from pathlib import Path
+from keras_attn_zoo import cli
+assert cli.main(["predict", "docs/images/cat.jpg", "--model", "fa_resnet20", "--weights", "cifar10"]) == 0
+skipped = [m for m in ("jax", "matplotlib") if m in sys.modules]
+assert not skipped, f"the backend's start-up imported {skipped}"
+assert cli.main(["explain", "docs/images/cat.jpg", "--model", "fa_resnet20", "--weights", "cifar10",
+                 "-o", sys.argv[1]]) == 0  # matplotlib imports again once the backend has started
+"""
+
+
+def test_predict_starts_the_backend_quietly_and_without_its_optional_extras(tmp_path):
+    """A fresh process, as a user runs it: no TensorFlow start-up lines on stderr, jax and matplotlib
+    not imported for predict (tf.lite and Keras would pull them in), explain still draws."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND")}
+    env["KERAS_HOME"] = str(tmp_path)  # no keras.json: the TensorFlow backend
+    result = subprocess.run([sys.executable, "-c", _PREDICT_FIRST, str(tmp_path / "cat.png")], capture_output=True,
+                            text=True, env=env, cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("docs/images/cat.jpg: cat ") and (tmp_path / "cat.png").is_file()
+    assert result.stderr == "", result.stderr[-3000:]
