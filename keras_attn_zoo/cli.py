@@ -1,38 +1,63 @@
 """The ``keras-attn-zoo`` command line."""
 
 import argparse
+import contextlib
+import fnmatch
+import importlib.abc
 import json
 import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
-import numpy as np
+# Only light modules at the top: ``--help``, ``list``, ``info`` and ``download`` answer without
+# importing Keras (and TensorFlow, ~5 s). Each command imports its own machinery inside its
+# handler, for start-up speed alone (there is no cycle to dodge: tests/test_architecture.py counts
+# those imports as edges). model_index and weights import neither Keras nor NumPy.
+from keras_attn_zoo.model_index import MODELS
+from keras_attn_zoo.weights import is_path, published_tags
 
-from keras_attn_zoo import benchmark, get_spec, list_models, load, model_info
-from keras_attn_zoo.benchmark import TRAINING_MODES
-from keras_attn_zoo.explain import explain, fa_gates
-from keras_attn_zoo.explain.discriminative import discriminative_attention, save_discriminative_attention
-from keras_attn_zoo.explain.plots import abn_map_of, require_matplotlib, save_explanation
-from keras_attn_zoo.export import export_model
-from keras_attn_zoo.images import model_image_size, normalization_for, preprocess, read_image
-from keras_attn_zoo.modelfile import load_model, metadata_stats
-from keras_attn_zoo.predict import class_names, predict_files
-from keras_attn_zoo.training import configure_cpu_devices, evaluate, fine_tune, train, write_results
-from keras_attn_zoo.training.distribute import STRATEGIES
-from keras_attn_zoo.training.evaluate import record_accuracy, verify_published
-from keras_attn_zoo.training.publish import publish
-from keras_attn_zoo.training.recipes import RECIPES, SCHEDULES
-from keras_attn_zoo.training.trainer import command_line
-from keras_attn_zoo.weights import download, is_path
+# Choices of the parser, copied from the modules that define them (each imports Keras) so that the
+# parser builds without them; tests/test_cli.py checks that they are equal.
+RECIPE_NAMES = ("abn_cifar", "cosine", "fanet_cifar", "imagenet", "onecycle", "paya_cifar")  # training.recipes.RECIPES
+SCHEDULES = ("step", "cosine", "onecycle", "constant")  # training.recipes.SCHEDULES
+STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu", "data_parallel")  # training.distribute
+TRAINING_MODES = ("model", "wrapper", "pipeline")  # benchmark.TRAINING_MODES
+
+# The commands that need no model, hence no Keras.
+LIGHT_COMMANDS = ("list", "info", "download")
+
+def _index_name(name):
+    """The registered name that ``name`` means, as ``registry.get_spec`` reads it (same message)."""
+    import difflib
+
+    key = name.strip().lower().replace("-", "_")
+    if key not in MODELS:
+        close = difflib.get_close_matches(key, MODELS, n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"Unknown model name {name!r}.{hint} `keras_attn_zoo.list_models()` lists all "
+            f"{len(MODELS)} names."
+        )
+    return key
 
 
 def _list(args):
-    for name in list_models(args.pattern, pretrained=args.pretrained):
-        print(f"{name:28s} {get_spec(name).description}")
+    # registry.list_models, read from the generated model index (no Keras)
+    names = sorted(MODELS)
+    if args.pattern is not None:
+        names = [n for n in names if fnmatch.fnmatchcase(n, args.pattern.lower())]
+    for name in names:
+        if not args.pretrained or published_tags(name):
+            print(f"{name:28s} {MODELS[name]['description']}")
 
 
 def _info(args):
-    info = model_info(args.name)
+    # registry.model_info, read from the generated model index (no Keras): the parameter count was
+    # recorded from a build by scripts/make_docs.py (checked against builds in tests/test_models.py)
+    name = _index_name(args.name)
+    info = {**MODELS[name], "weights": published_tags(name)}
     if args.json:
         print(json.dumps(info, indent=2))
         return
@@ -52,6 +77,11 @@ def _info(args):
 
 
 def _gates(args):
+    import numpy as np
+
+    from keras_attn_zoo.explain.gates import fa_gates
+    from keras_attn_zoo.registry import load
+
     model = load(args.model, weights=args.weights)
     source = args.weights or "none: random initialisation, so these gates mean nothing yet"
     print(f"{model.name}, weights: {source}; {args.batch} random inputs")
@@ -64,7 +94,13 @@ def _model(name_or_file, weights, class_names_file=None):
     """``(model, normalization, class names)`` for a registered model (with ``weights``) or a
     ``.keras`` file (with the class names and normalisation saved in it by ``finetune``); says
     loudly on stderr when the model is randomly initialised or its normalisation is unknown."""
+    from keras_attn_zoo.images import normalization_for
+    from keras_attn_zoo.predict import class_names
+    from keras_attn_zoo.registry import load
+
     if str(name_or_file).endswith(".keras"):
+        from keras_attn_zoo.modelfile import load_model, metadata_stats
+
         if weights is not None:
             raise ValueError("A .keras file holds its own weights; --weights is for registered names.")
         model, metadata = load_model(name_or_file)
@@ -85,6 +121,8 @@ def _model(name_or_file, weights, class_names_file=None):
 
 
 def _export(args):
+    from keras_attn_zoo.export import export_model
+
     model, normalization, _ = _model(args.model, args.weights)
     report = export_model(
         model, args.output, args.format, quantize=args.quantize,
@@ -97,6 +135,8 @@ def _export(args):
 
 
 def _predict(args):
+    from keras_attn_zoo.predict import predict_files
+
     model, normalization, names = _model(args.model, args.weights, args.class_names)
     predictions, failed = predict_files(model, args.images, args.top_k, names, args.batch_size, normalization,
                                         early_exit=args.early_exit)
@@ -110,6 +150,10 @@ def _predict(args):
 
 
 def _explain(args):
+    from keras_attn_zoo.explain import explain
+    from keras_attn_zoo.explain.plots import abn_map_of, require_matplotlib, save_explanation
+    from keras_attn_zoo.images import model_image_size, preprocess, read_image
+
     require_matplotlib()
     model, normalization, names = _model(args.model, args.weights, args.class_names)
     height, width, channels = model_image_size(model)
@@ -141,6 +185,8 @@ def _explain(args):
     print(f"wrote {path}")
 
 def _explain_dat(args, model, images, names):
+    from keras_attn_zoo.explain.discriminative import discriminative_attention, save_discriminative_attention
+    from keras_attn_zoo.images import read_image
 
     r = discriminative_attention(model, images, args.class_index, attention=args.dat_attention)
     t, c = int(r.target[0]), int(r.confusing[0])
@@ -158,6 +204,9 @@ def _split_name_tag(text):
 
 
 def _train(args):
+    from keras_attn_zoo.training import configure_cpu_devices, train
+    from keras_attn_zoo.training.trainer import command_line
+
     if args.cpu_devices:
         configure_cpu_devices(args.cpu_devices)
     milestones = [int(m) for m in args.milestones.split(",") if m] if args.milestones is not None else None
@@ -205,6 +254,8 @@ def _add_objective_arguments(p):
 
 
 def _finetune(args):
+    from keras_attn_zoo.training.finetune import fine_tune
+
     result = fine_tune(
         args.name, args.data, args.weights, output_dir=args.output, epochs=args.epochs,
         freeze_epochs=args.freeze_epochs, batch_size=args.batch_size, learning_rate=args.lr,
@@ -217,6 +268,10 @@ def _finetune(args):
 
 
 def _evaluate(args):
+    from keras_attn_zoo.training import evaluate, write_results
+    from keras_attn_zoo.training.evaluate import record_accuracy, verify_published
+    from keras_attn_zoo.training.trainer import command_line
+
     if args.all:
         if args.name or args.weights or args.record:
             raise ValueError("--all re-measures every published weight: give no NAME, --weights or --record.")
@@ -243,6 +298,9 @@ def _evaluate(args):
 
 
 def _publish(args):
+    from keras_attn_zoo.training import write_results
+    from keras_attn_zoo.training.publish import publish
+
     row = publish(args.weights_file, args.tag, manifest=args.manifest, overwrite=args.overwrite, url=args.url)
     print(f"published {row['model']}:{row['tag']} as {row['file']} ({row['size']:,} bytes, sha256 "
           f"{row['sha256']}), top-1 error {row['accuracy']['top1_error']:.2f}% on {row['accuracy']['data']}")
@@ -251,11 +309,16 @@ def _publish(args):
 
 
 def _download(args):
+    from keras_attn_zoo.weights import download
+
     name, tag = _split_name_tag(args.spec)
-    print(download(get_spec(name).name, tag))
+    print(download(_index_name(name), tag))
 
 
 def _benchmark(args):
+    from keras_attn_zoo import benchmark
+    from keras_attn_zoo.training.trainer import command_line
+
     rows = []
     for name in args.names:
         if "inference" in args.kinds:
@@ -296,7 +359,7 @@ def _add_train_parser(sub):
     p = sub.add_parser("train", help="train a model with a paper's recipe; writes a .weights.h5 and its record")
     p.add_argument("name")
     p.add_argument("--data", required=True, help="folder, archive, 'cifar10-jpeg' or a tensorflow-datasets name")
-    p.add_argument("--recipe", default="fanet_cifar", choices=sorted(RECIPES))
+    p.add_argument("--recipe", default="fanet_cifar", choices=RECIPE_NAMES)
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--batch-size", type=int, help="global batch size")
     p.add_argument("--lr", type=float, help="initial / peak learning rate")
@@ -450,19 +513,125 @@ def _check_weights_paths(args):
             raise ValueError(f"{flag} {value} is a folder: pass the .weights.h5 file in it, or a published tag.")
 
 
+# A native log line: severity, date, time, thread, file:line] message (abseil / glog format).
+_NATIVE_LOG_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ \]]+:\d+\] ")
+# how a dropped line's message goes on (cpu_feature_guard's second line, indented ones)
+_CONTINUATIONS = (" ", "\t", "To enable the following instructions")
+_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+def backend_chatter_filter(text, min_level):
+    """``text`` without the native log lines below ``min_level`` (TF_CPP_MIN_LOG_LEVEL: 1 drops
+    INFO, 2 also WARNING, 3 also ERROR), the indented or known lines that continue them, and
+    abseil's preamble about them; everything else (Python warnings, tracebacks) is kept."""
+    kept, dropping = [], False
+    for line in text.splitlines(keepends=True):
+        match = _NATIVE_LOG_LINE.match(line)
+        if match:
+            dropping = "IWEF".index(match[1]) < min_level
+        elif line.startswith(_ABSL_PREAMBLE):
+            dropping = min_level >= 1
+        elif not line.startswith(_CONTINUATIONS):
+            dropping = False
+        if not dropping:
+            kept.append(line)
+    return "".join(kept)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Hide the backend's native start-up lines (TensorFlow's oneDNN and CPU-feature notes, which
+    TensorFlow 2.21 writes through abseil before it reads TF_CPP_MIN_LOG_LEVEL): stderr's file
+    descriptor goes to a temporary file while the backend is imported, then what is not such a
+    line is written back (an import error's message included)."""
+    try:
+        level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    except ValueError:
+        level = 0
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr descriptor: nothing to hide
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode(errors="replace")
+            rest = backend_chatter_filter(text, level) if level > 0 else text
+            if rest:
+                sys.stderr.write(rest)
+                sys.stderr.flush()
+
+
+# Optional packages that TensorFlow's and Keras' own imports pull in when installed, and that no
+# command needs from them: tf.lite's jax.jit (for converting JAX functions) and Keras' image-
+# gallery plots (matplotlib.pyplot). Together about 1.5 s of the 4-5 s start-up on two cores.
+_BACKEND_EXTRAS = ("jax", "matplotlib")
+
+
+class _Refuse(importlib.abc.MetaPathFinder):
+    """Refuses to find ``names`` (importers that try them and go on without get an ImportError)."""
+
+    def __init__(self, names):
+        self.names = names
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"{fullname} is not imported while the backend starts", name=fullname)
+        return None
+
+
+def _keras_backend():
+    """The backend Keras will pick: $KERAS_BACKEND, else keras.json's, else TensorFlow (Keras' rule)."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    config = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "keras.json"
+    try:
+        return json.loads(config.read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+def import_backend():
+    """Import Keras and its backend once, as fast and as quietly as it allows: TensorFlow's native
+    start-up lines hidden (:func:`_quiet_native_stderr`), and on the TensorFlow backend the
+    optional extras its import would pull in skipped (``_BACKEND_EXTRAS``; importable again
+    afterwards, e.g. matplotlib for ``explain``)."""
+    if "keras" in sys.modules:
+        return
+    skip = [] if _keras_backend() != "tensorflow" else [m for m in _BACKEND_EXTRAS if m not in sys.modules]
+    refuse = _Refuse(skip)
+    sys.meta_path.insert(0, refuse)
+    try:
+        with _quiet_native_stderr():
+            import keras  # noqa: F401
+    finally:
+        sys.meta_path.remove(refuse)
+
+
 def main(argv=None):
+    # Before anything imports TensorFlow: its C++ start-up lines stay hidden unless the user asked
+    # for them by setting TF_CPP_MIN_LOG_LEVEL.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
         _check_weights_paths(args)
+        if args.command not in LIGHT_COMMANDS:
+            import_backend()
         args.func(args)
     except (ValueError, OSError, ImportError, FloatingPointError) as e:  # FloatingPointError: training diverged
         print(f"keras-attn-zoo: error: {e}", file=sys.stderr)
         return 2
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

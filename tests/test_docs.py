@@ -28,3 +28,10 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
     assert "grep -m1 '^pip install -e \"\\.\\[test\\]\"' README.md" in ci
     assert next(line for line in README.split("\n") if line.startswith(prefix)) == commands[1]
     assert 'rm -rf "$venv"' in ci and 'python3 -m venv "$venv"' in ci
+
+
+def test_the_command_lines_model_index_is_generated_from_the_registry():
+    """``keras-attn-zoo list`` / ``info`` read ``keras_attn_zoo/model_index.py`` (no Keras): it is
+    ``model_info`` of every name, with the README's counts (checked against builds in test_models)."""
+    docs = make_docs()
+    assert docs.MODEL_INDEX.read_text() == docs.model_index(readme_counts()), "run: python scripts/make_docs.py"

@@ -82,3 +82,30 @@ def test_layer_names_and_order_are_the_weight_format():
     assert [l.name for l in a.layers] == [l.name for l in b.layers]
     assert [type(l).__name__ for l in a.layers] == [type(l).__name__ for l in b.layers]
     assert keras.saving.get_registered_name(zoo.FocusAssociation) == "keras_attn_zoo>FocusAssociation"
+
+
+_LOAD_IN_A_FRESH_PROCESS = """
+import sys
+import keras_attn_zoo
+assert "keras" not in sys.modules  # the package alone imports no Keras...
+{register}
+import keras
+model = keras.saving.load_model(sys.argv[1])  # ...and once used, its layers and models are registered
+print(type(model).__name__, model.name)
+"""
+
+
+@pytest.mark.parametrize("register", ["import keras_attn_zoo.modelfile", "keras_attn_zoo.list_models()",
+                                      "keras_attn_zoo.FocusAssociation"])
+def test_a_saved_keras_file_loads_once_the_zoo_is_used(register, tmp_path):
+    """README: a saved .keras model loads with keras.saving.load_model after the first use of the
+    package (any public name) or after ``import keras_attn_zoo.modelfile``."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "abn.keras"
+    zoo.load("abn_resnet20").save(path)
+    result = subprocess.run([sys.executable, "-c", _LOAD_IN_A_FRESH_PROCESS.format(register=register), str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["ABNModel", "abn_resnet20"]
