@@ -82,3 +82,44 @@ def test_layer_names_and_order_are_the_weight_format():
     assert [l.name for l in a.layers] == [l.name for l in b.layers]
     assert [type(l).__name__ for l in a.layers] == [type(l).__name__ for l in b.layers]
     assert keras.saving.get_registered_name(zoo.FocusAssociation) == "keras_attn_zoo>FocusAssociation"
+
+
+@pytest.mark.parametrize("name,other", [("resnet20", "fa_resnet20"), ("se_resnet20", "fa_se_resnet20")])
+def test_a_file_with_more_than_the_model_is_refused(name, other, monkeypatch):
+    """Keras ignores a file's unused entries: FA-ResNet-20's file "loaded" into ResNet-20
+    (top-1 85.6% -> 59.9%). The real bundled files are refused, naming the FA layers, before
+    any weight changes; so is a load of all but the classifier."""
+    from keras_attn_zoo.loading import load_weights_file
+    from keras_attn_zoo.weights import MANIFEST
+
+    monkeypatch.setenv("KERAS_ATTN_ZOO_OFFLINE", "1")
+    path = MANIFEST.parent / f"{other}_cifar10.weights.h5"
+    model = zoo.load(name)
+    before = model.get_weights()
+    unused = ("8 entries of the file that the model does not use \\(48 variables\\): "
+              "layers/focus_association, layers/focus_association_1, .*nothing was loaded")
+    with pytest.raises(ValueError, match=f"Could not load .*{other}_cifar10.weights.h5 into {name}: {unused}"):
+        load_weights_file(model, path)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="that the model does not use .*layers/focus_association"):
+        zoo.load(name, weights=str(path))
+    for kwargs in ({"num_classes": 5}, {"include_top": False, "pooling": "avg"}):  # a new head
+        with pytest.raises(ValueError, match="that the model does not use .*layers/focus_association"):
+            zoo.load(name, weights=str(path), **kwargs)
+    with pytest.raises(ValueError, match="of the model that the file lacks .*layers/focus_association"):
+        zoo.load(other, weights=str(MANIFEST.parent / f"{name}_cifar10.weights.h5"))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "fa_resnet20"])
+def test_the_right_bundled_file_still_loads_exactly(name, monkeypatch):
+    from keras_attn_zoo.weights import MANIFEST
+
+    monkeypatch.setenv("KERAS_ATTN_ZOO_OFFLINE", "1")
+    x = sample_images(2)
+    loaded = zoo.load(name, weights="cifar10")
+    plain = zoo.load(name)
+    plain.load_weights(MANIFEST.parent / f"{name}_cifar10.weights.h5")  # Keras' own loading
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), plain.predict(x, verbose=0))
+    for a, b in zip(loaded.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
