@@ -45,11 +45,28 @@ TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 def _manifest(path=None):
+    """The raw rows of a manifest file (none when it does not exist), each checked by
+    :meth:`WeightRecord.from_row`; a file that is not valid JSON is an error naming it."""
     path = Path(path) if path is not None else MANIFEST
     if not path.exists():
         return []
     with open(path) as f:
-        return json.load(f)["weights"]
+        try:
+            content = json.load(f)
+        except json.JSONDecodeError as e:
+            restore = " (or restore it: git checkout weights/manifest.json)" if path == MANIFEST else ""
+            raise ValueError(
+                f"The manifest {path} is not valid JSON: {e.msg} at line {e.lineno}, column "
+                f"{e.colno}. Fix it{restore}."
+            ) from e
+    rows = content.get("weights") if isinstance(content, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError(
+            f'The manifest {path} must be {{"weights": [row, ...]}} with one object per row.'
+        )
+    for row in rows:
+        WeightRecord.from_row(row, manifest=path)
+    return rows
 
 
 def _frozen(value=None):
@@ -103,8 +120,17 @@ class WeightRecord:
     url: str | None = None
 
     @classmethod
-    def from_row(cls, row):
-        """The record of a manifest row or a training record (a dict)."""
+    def from_row(cls, row, manifest=None):
+        """The record of a manifest row or a training record (a dict).
+
+        Args:
+            row: the dict.
+            manifest: the manifest file ``row`` is read from, if it is a manifest row: then the
+                fields every published weight needs (:data:`REQUIRED_FIELDS`) must be there,
+                and an error names the file, the row (model:tag) and what is missing.
+        """
+        if manifest is not None:
+            _check_row(row, manifest)
         preprocessing = row.get("preprocessing") or {}
         return cls(
             model=row.get("model"),
@@ -125,6 +151,30 @@ class WeightRecord:
             published=row.get("published"),
             url=row.get("url"),
         )
+
+
+# The fields every manifest row needs: what finds the row, its file, and what verifies it.
+REQUIRED_FIELDS = ("model", "tag", "file", "sha256")
+
+
+def _check_row(row, manifest):
+    where = f"{row.get('model', '?')}:{row.get('tag', '?')}"
+    missing = [field for field in REQUIRED_FIELDS if row.get(field) in (None, "")]
+    if missing:
+        raise ValueError(
+            f"The manifest {manifest} has a row {where} without {', '.join(repr(f) for f in missing)} "
+            f"(every row needs {', '.join(REQUIRED_FIELDS)}). Fix the row, or publish the "
+            "weights again (keras-attn-zoo publish)."
+        )
+    if not (isinstance(row["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", row["sha256"])):
+        raise ValueError(
+            f"The manifest {manifest} has a row {where} whose 'sha256' is not 64 lowercase hex "
+            f"digits: {row['sha256']!r}."
+        )
+    size = row.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise ValueError(f"The manifest {manifest} has a row {where} whose 'size' is not a number "
+                         f"of bytes: {size!r}.")
 
 
 def published_rows(manifest=None):
