@@ -15,12 +15,23 @@ import h5py
 from keras_attn_zoo.weights import is_path, published_weights
 
 
+# The parts of a weights file that are the model's own: its layers and its variables. The rest
+# (``optimizer/...``, saved from a compiled model) is training state that loading a model into
+# another never needs, so it is not compared.
+MODEL_ENTRIES = ("layers", "vars")
+
+
 def variable_tree(path):
-    """The variables of a ``.weights.h5`` file: ``{"layers/conv2d/vars/0": shape, ...}``."""
+    """The model variables of a ``.weights.h5`` file: ``{"layers/conv2d/vars/0": shape, ...}``
+    (those under :data:`MODEL_ENTRIES`)."""
     tree = {}
+
+    def add(name, obj):
+        if isinstance(obj, h5py.Dataset) and name.split("/")[0] in MODEL_ENTRIES:
+            tree[name] = tuple(obj.shape)
+
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: tree.__setitem__(name, tuple(obj.shape))
-                     if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(add)
     return tree
 
 
