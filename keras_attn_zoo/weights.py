@@ -384,7 +384,12 @@ def fetch(record, replace_damaged=False):
     if bundled.is_file():
         verify(bundled, record, "Restore it from the repository (git checkout weights/) and try again.")
         if damaged is not None:
-            _copy_atomically(bundled, cached)
+            try:
+                _copy_atomically(bundled, cached)
+            except OSError as e:  # a read-only cache: the bundled copy serves all the same
+                print(f"{damaged}. Could not replace it ({e}); using the verified copy {bundled}.",
+                      file=sys.stderr)
+                return bundled
             print(f"{damaged}. Replaced it with the verified copy {bundled}.", file=sys.stderr)
             return cached
         return bundled
