@@ -352,6 +352,13 @@ def resolve(name, weights, how_to=None):
         )
     weights = os.fspath(weights)
     if is_path(weights):
+        if os.path.isdir(weights):
+            found = sorted(p.name for p in Path(weights).glob("*.weights.h5"))
+            hint = f" It holds {', '.join(found[:3])}{' ...' if len(found) > 3 else ''}." if found else ""
+            raise IsADirectoryError(
+                f"weights={weights!r} is a directory: pass the path of a .weights.h5 file (such as "
+                f"the one `keras-attn-zoo train` writes into its --output folder), or a published tag.{hint}"
+            )
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"Weights file not found: {weights}")
         return weights
