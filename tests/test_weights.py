@@ -335,3 +335,19 @@ def test_every_published_weight_is_pinned_here_with_its_training_log():
         assert len(lines) == 1 + row["training"]["epochs_completed"]
         last = dict(zip(lines[0].split(","), lines[-1].split(",")))
         assert round(float(last["val_accuracy"]), 4) == row["accuracy"]["top1"]
+
+
+def test_a_damaged_file_in_a_read_only_cache_falls_back_to_the_bundled_copy(published, monkeypatch, capsys):
+    repo_copy = published["repo"] / "resnet20_cifar10.weights.h5"
+    repo_copy.write_bytes(published["bytes"])
+    published["cached"].parent.mkdir(parents=True)
+    published["cached"].write_bytes(published["bytes"][:-1])
+
+    def read_only(source, dest):
+        raise PermissionError(13, "Permission denied", str(dest))
+
+    monkeypatch.setattr(weights, "_copy_atomically", read_only)
+    capsys.readouterr()
+    assert weights.resolve("resnet20", "cifar10") == str(repo_copy)
+    assert f"Could not replace it ([Errno 13] Permission denied" in capsys.readouterr().err
+    assert published["cached"].read_bytes() == published["bytes"][:-1]  # left as it was
