@@ -7,6 +7,7 @@ Part of the registry layer, beside ``registry.load``: it builds twins of a model
 
 import os
 import re
+import tempfile
 import warnings
 
 import h5py
@@ -14,18 +15,88 @@ import h5py
 from keras_attn_zoo.weights import is_path, published_weights
 
 
+# The parts of a weights file that are the model's own: its layers and its variables. The rest
+# (``optimizer/...``, saved from a compiled model) is training state that loading a model into
+# another never needs, so it is not compared.
+MODEL_ENTRIES = ("layers", "vars")
+
+
+def variable_tree(path):
+    """The model variables of a ``.weights.h5`` file: ``{"layers/conv2d/vars/0": shape, ...}``
+    (those under :data:`MODEL_ENTRIES`)."""
+    tree = {}
+
+    def add(name, obj):
+        if isinstance(obj, h5py.Dataset) and name.split("/")[0] in MODEL_ENTRIES:
+            tree[name] = tuple(obj.shape)
+
+    with h5py.File(path, "r") as f:
+        f.visititems(add)
+    return tree
+
+
+def model_variable_tree(model):
+    """The variables a ``.weights.h5`` file of ``model`` has, as :func:`variable_tree` reads
+    them: Keras' own layout, written to a temporary file and read back."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.weights.h5")
+        model.save_weights(path)
+        return variable_tree(path)
+
+
+def _entries(paths, what, limit=6):
+    """Variable paths grouped by their top-level entry ("layers/focus_association", Keras' name
+    in the file), as "N entries WHAT (V variables): a, b, ..."."""
+    groups = sorted({"/".join(p.split("/")[:2]) for p in paths})
+    shown = ", ".join(groups[:limit]) + (f" and {len(groups) - limit} more" if len(groups) > limit else "")
+    return f"{len(groups)} entr{'y' if len(groups) == 1 else 'ies'} {what} ({len(paths)} variables): {shown}"
+
+
+def tree_differences(file_tree, model_tree):
+    """What keeps a file of variables ``file_tree`` from loading exactly into a model whose own
+    file would be ``model_tree``: a list of sentences, empty when the two match."""
+    unused = sorted(set(file_tree) - set(model_tree))
+    missing = sorted(set(model_tree) - set(file_tree))
+    shapes = sorted(p for p in set(file_tree) & set(model_tree) if file_tree[p] != model_tree[p])
+    problems = []
+    if unused:
+        problems.append(_entries(unused, "of the file that the model does not use"))
+    if missing:
+        problems.append(_entries(missing, "of the model that the file lacks"))
+    if shapes:
+        shown = ", ".join(f"{p} is {file_tree[p]} in the file, {model_tree[p]} in the model" for p in shapes[:3])
+        more = f" and {len(shapes) - 3} more" if len(shapes) > 3 else ""
+        problems.append(f"{len(shapes)} variable(s) differ in shape: {shown}{more}")
+    return problems
+
+
 def load_weights_file(model, path):
     """Load a ``.weights.h5`` file into ``model`` strictly: all of it or nothing.
 
-    Keras only warns when parts of a file do not match the model ("Skipping ...", leaving
-    those layers freshly initialised); here any such warning is an error, and on any error the
-    model's previous weights are restored, so a model is never half-loaded.
+    The file's variable tree must be the model's exactly: an entry the model does not use (Keras
+    ignores those silently: the FA-ResNet-20 file "loads" into ResNet-20), one the model lacks,
+    or a variable of another shape is an error that names them, raised before any weight
+    changes. Keras' own warnings ("Skipping ...") are errors too, and on any error the model's
+    previous weights are restored, so a model is never half-loaded.
     """
     path = os.fspath(path)
     if not path.endswith(".weights.h5"):
         raise ValueError(f"Expected a Keras '.weights.h5' file, got {path!r}.")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory; expected a '.weights.h5' file.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Weights file not found: {path}")
+    try:
+        file_tree = variable_tree(path)
+    except OSError as e:
+        raise ValueError(f"Could not load {path} into {model.name}: it is not a readable HDF5 "
+                         f"file ({e}); the file is damaged or truncated.") from e
+    problems = tree_differences(file_tree, model_variable_tree(model))
+    if problems:
+        raise ValueError(
+            f"Could not load {path} into {model.name}: {'; '.join(problems)}. The file was saved "
+            "from a different architecture (or number of classes); nothing was loaded."
+        )
     before = model.get_weights()
     try:
         with warnings.catch_warnings(record=True) as caught:

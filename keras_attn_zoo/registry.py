@@ -10,6 +10,7 @@ import difflib
 import fnmatch
 import functools
 import math
+import numbers
 import types
 
 from keras_attn_zoo.loading import load_pretrained, weights_num_classes
@@ -599,8 +600,12 @@ def load(name, weights=None, num_classes=None, input_shape=None, **kwargs):
     Args:
         name: a registered name (``list_models()``), e.g. "fa_resnet56".
         weights: None (random initialisation), the path of a ``.weights.h5`` file, or the tag of
-            published weights (e.g. "cifar10"). Defaults to None.
-        num_classes: classifier size. Defaults to the model's (10 for the CIFAR models). With
+            published weights (e.g. "cifar10"). Defaults to None. The file must hold exactly
+            the model's variables (or, for another head, exactly those of the model it was
+            saved from): anything unused, missing or of another shape is an error.
+        num_classes: classifier size, any integer (NumPy's too). Defaults to the model's (10
+            for the CIFAR models). 1 only with ``classifier_activation="sigmoid"`` (one binary
+            output; not for ABN or PAYA models): a softmax over 1 class always says 1.0. With
             weights of another size (or ``include_top=False``), everything but the classifier
             is loaded and a warning names what was skipped.
         input_shape: (H, W, C). Defaults to the model's (32, 32, 3 for the CIFAR models).
@@ -639,10 +644,10 @@ def load_with_report(name, weights=None, num_classes=None, input_shape=None, new
         )
     if "classes" in kwargs:
         raise ValueError("Use num_classes=, not classes=, with load().")
-    if num_classes is not None and (
-        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
-    ):
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    if num_classes is not None:
+        if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+        num_classes = int(num_classes)  # np.int64(10) too
     how_to = spec.weight_sources.get(weights) if isinstance(weights, str) else None
     path = resolve(spec.name, weights, how_to)
     if num_classes is not None:

@@ -14,13 +14,18 @@ download. A file that is missing, truncated or altered is an error that names it
 to do.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import http.client
 import json
 import os
 import re
+import shutil
+import signal
 import sys
+import threading
+import time
 import types
 import urllib.error
 import urllib.request
@@ -40,11 +45,28 @@ TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 def _manifest(path=None):
+    """The raw rows of a manifest file (none when it does not exist), each checked by
+    :meth:`WeightRecord.from_row`; a file that is not valid JSON is an error naming it."""
     path = Path(path) if path is not None else MANIFEST
     if not path.exists():
         return []
     with open(path) as f:
-        return json.load(f)["weights"]
+        try:
+            content = json.load(f)
+        except json.JSONDecodeError as e:
+            restore = " (or restore it: git checkout weights/manifest.json)" if path == MANIFEST else ""
+            raise ValueError(
+                f"The manifest {path} is not valid JSON: {e.msg} at line {e.lineno}, column "
+                f"{e.colno}. Fix it{restore}."
+            ) from e
+    rows = content.get("weights") if isinstance(content, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError(
+            f'The manifest {path} must be {{"weights": [row, ...]}} with one object per row.'
+        )
+    for row in rows:
+        WeightRecord.from_row(row, manifest=path)
+    return rows
 
 
 def _frozen(value=None):
@@ -98,8 +120,17 @@ class WeightRecord:
     url: str | None = None
 
     @classmethod
-    def from_row(cls, row):
-        """The record of a manifest row or a training record (a dict)."""
+    def from_row(cls, row, manifest=None):
+        """The record of a manifest row or a training record (a dict).
+
+        Args:
+            row: the dict.
+            manifest: the manifest file ``row`` is read from, if it is a manifest row: then the
+                fields every published weight needs (:data:`REQUIRED_FIELDS`) must be there,
+                and an error names the file, the row (model:tag) and what is missing.
+        """
+        if manifest is not None:
+            _check_row(row, manifest)
         preprocessing = row.get("preprocessing") or {}
         return cls(
             model=row.get("model"),
@@ -120,6 +151,30 @@ class WeightRecord:
             published=row.get("published"),
             url=row.get("url"),
         )
+
+
+# The fields every manifest row needs: what finds the row, its file, and what verifies it.
+REQUIRED_FIELDS = ("model", "tag", "file", "sha256")
+
+
+def _check_row(row, manifest):
+    where = f"{row.get('model', '?')}:{row.get('tag', '?')}"
+    missing = [field for field in REQUIRED_FIELDS if row.get(field) in (None, "")]
+    if missing:
+        raise ValueError(
+            f"The manifest {manifest} has a row {where} without {', '.join(repr(f) for f in missing)} "
+            f"(every row needs {', '.join(REQUIRED_FIELDS)}). Fix the row, or publish the "
+            "weights again (keras-attn-zoo publish)."
+        )
+    if not (isinstance(row["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", row["sha256"])):
+        raise ValueError(
+            f"The manifest {manifest} has a row {where} whose 'sha256' is not 64 lowercase hex "
+            f"digits: {row['sha256']!r}."
+        )
+    size = row.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise ValueError(f"The manifest {manifest} has a row {where} whose 'size' is not a number "
+                         f"of bytes: {size!r}.")
 
 
 def published_rows(manifest=None):
@@ -297,6 +352,13 @@ def resolve(name, weights, how_to=None):
         )
     weights = os.fspath(weights)
     if is_path(weights):
+        if os.path.isdir(weights):
+            found = sorted(p.name for p in Path(weights).glob("*.weights.h5"))
+            hint = f" It holds {', '.join(found[:3])}{' ...' if len(found) > 3 else ''}." if found else ""
+            raise IsADirectoryError(
+                f"weights={weights!r} is a directory: pass the path of a .weights.h5 file (such as "
+                f"the one `keras-attn-zoo train` writes into its --output folder), or a published tag.{hint}"
+            )
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"Weights file not found: {weights}")
         return weights
@@ -307,24 +369,42 @@ def resolve(name, weights, how_to=None):
     return str(fetch(published_weight(name, weights, how_to)))
 
 
-def fetch(record):
+def fetch(record, replace_damaged=False):
     """The verified local file of published weights: cache, then ``weights/``, then download.
+
+    A damaged file in the cache (wrong size or sha256) is replaced by the verified copy in
+    ``weights/`` when there is one, with a message; without one it is an error, unless
+    ``replace_damaged`` (``keras-attn-zoo download``), which downloads the file again over it.
 
     Args:
         record: a :class:`WeightRecord` of the manifest.
+        replace_damaged: download a damaged cached file again. Defaults to False.
 
     Returns:
         A ``Path``.
     """
     spec = f"{record.model}:{record.tag}"  # as `keras-attn-zoo download` takes it
     cached, bundled = cache_dir() / record.file, MANIFEST.parent / record.file
-    if cached.is_file():
-        verify(cached, record, f"Delete it and run `keras-attn-zoo download {spec}` to fetch it again.")
+    damaged = file_problem(cached, record) if cached.is_file() else None
+    if cached.is_file() and damaged is None:
         return cached
     if bundled.is_file():
         verify(bundled, record, "Restore it from the repository (git checkout weights/) and try again.")
+        if damaged is not None:
+            try:
+                _copy_atomically(bundled, cached)
+            except OSError as e:  # a read-only cache: the bundled copy serves all the same
+                print(f"{damaged}. Could not replace it ({e}); using the verified copy {bundled}.",
+                      file=sys.stderr)
+                return bundled
+            print(f"{damaged}. Replaced it with the verified copy {bundled}.", file=sys.stderr)
+            return cached
         return bundled
+    if damaged is not None and not replace_damaged:
+        raise ValueError(f"{damaged}. Run `keras-attn-zoo download {spec}` to replace it.")
     where = f"not in the cache ({cached}) nor in {bundled.parent}"
+    if damaged is not None:
+        where = f"damaged in the cache ({damaged}) and not in {bundled.parent}"
     if config.offline():
         raise FileNotFoundError(
             f"The weights {spec} ({record.file}) are {where}, and {config.OFFLINE_ENV} forbids "
@@ -338,7 +418,19 @@ def fetch(record):
             f"set {config.WEIGHTS_URL_ENV} to a mirror that serves {record.file}, or copy the "
             f"file to {cached}."
         )
+    if damaged is not None:
+        print(f"{damaged}. Downloading it again.", file=sys.stderr)
     return download_file(url, cached, record.sha256, record.size)
+
+
+def _copy_atomically(source, dest):
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def weights_url(record):
@@ -354,39 +446,100 @@ def weights_url(record):
     return None
 
 
-def verify(path, expected, fix):
-    """Check a file's size and sha256 against what its record says (``expected``: anything with
-    ``sha256`` and ``size`` attributes, size None when unknown); ``fix`` says what to do if not."""
+def file_problem(path, expected):
+    """What is wrong with a file given its record (``expected``: anything with ``sha256`` and
+    ``size`` attributes, size None when unknown): a sentence, or None when it matches."""
     size = os.path.getsize(path)
     if expected.size is not None and size != expected.size:
         kind = "truncated" if size < expected.size else "damaged"
-        raise ValueError(
-            f"{path} is {kind}: it has {size:,} bytes, the manifest says {expected.size:,}. {fix}"
-        )
+        return f"{path} is {kind}: it has {size:,} bytes, the manifest says {expected.size:,}"
     digest = sha256(path)
     if digest != expected.sha256:
-        raise ValueError(
-            f"{path} is damaged: its sha256 is {digest}, the manifest says {expected.sha256}. {fix}"
-        )
+        return f"{path} is damaged: its sha256 is {digest}, the manifest says {expected.sha256}"
+    return None
 
 
-def download_file(url, dest, expected_sha256, expected_size=None):
+def verify(path, expected, fix):
+    """Check a file's size and sha256 against its record (see :func:`file_problem`); ``fix``
+    says what to do if they differ."""
+    problem = file_problem(path, expected)
+    if problem:
+        raise ValueError(f"{problem}. {fix}")
+
+
+class DownloadDeadlineError(TimeoutError):
+    """A download took longer than its overall deadline."""
+
+
+class _Progress:
+    """A plain progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, total, stream=None):
+        self.stream = stream or sys.stderr
+        self.total, self.shown_at = total, 0.0
+        self.active = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def update(self, count, final=False):
+        now = time.monotonic()
+        if not self.active or (not final and now - self.shown_at < 0.1):
+            return
+        self.shown_at = now
+        if self.total:
+            done = min(count / self.total, 1.0)
+            bar = "#" * int(30 * done) + "." * (30 - int(30 * done))
+            line = f"[{bar}] {count / 1e6:.1f} / {self.total / 1e6:.1f} MB {done:4.0%}"
+        else:
+            line = f"{count / 1e6:.1f} MB"
+        self.stream.write(f"\r{line}" + ("\n" if final else ""))
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def _sigterm_raises(message):
+    """While active, SIGTERM (``kill``) raises SystemExit(143) instead of ending the process at
+    once, so that ``finally`` blocks run. Only where SIGTERM has its default action and in the
+    main thread (a handler of the program's own is left alone)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def handler(signum, frame):
+        print(message, file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def download_file(url, dest, expected_sha256, expected_size=None, deadline_s=None):
     """Download ``url`` to ``dest`` atomically, verifying its size and sha256.
 
-    The bytes go to a temporary file beside ``dest``, which replaces ``dest`` only when complete
-    and verified; on any failure it is removed and nothing is left at ``dest``.
+    The bytes go to a temporary ``.part`` file beside ``dest``, which replaces ``dest`` only
+    when complete and verified; on any failure (an error, the deadline, more bytes than
+    expected, SIGTERM, Ctrl-C) it is removed and ``dest`` is left as it was. A progress bar is
+    drawn on stderr when it is a terminal.
 
     Args:
         url: http(s) or file URL.
         dest: final path.
         expected_sha256: hex digest the file must have.
-        expected_size: bytes the file must have, if known.
+        expected_size: bytes the file must have, if known; reading stops as soon as the server
+            sends more.
+        deadline_s: seconds the whole download may take. Defaults to
+            ``$KERAS_ATTN_ZOO_DOWNLOAD_DEADLINE`` (1800).
 
     Returns:
         ``dest`` as a ``Path``.
     """
     if config.offline():
         raise OSError(f"{config.OFFLINE_ENV} forbids downloading {url}.")
+    deadline_s = config.download_deadline() if deadline_s is None else deadline_s
+    if not isinstance(deadline_s, (int, float)) or isinstance(deadline_s, bool) or not deadline_s > 0:
+        raise ValueError(f"deadline_s must be a positive number of seconds, got {deadline_s!r}.")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
@@ -394,18 +547,44 @@ def download_file(url, dest, expected_sha256, expected_size=None):
     print(f"Downloading {url} to {dest}", file=sys.stderr)
     cut = (f"The download of {url} was cut short (truncated after {{:,}} of {{}} bytes). Try "
            f"again, or fetch the file by hand into {dest}.")
+    late = (f"The download of {url} did not finish within its deadline of {deadline_s:g} s "
+            f"({{:,}} bytes received); nothing was saved. Try again on a faster connection, "
+            f"raise {config.DOWNLOAD_DEADLINE_ENV} (seconds), or fetch the file by hand into {dest}.")
+    too_big = (f"The server sent more than the manifest's {{:,}} bytes for {url} ({{}}): it is "
+               "not the published file (a wrong or tampered mirror?). Reading stopped; nothing "
+               "was saved.")
+    end = time.monotonic() + deadline_s
+    progress = _Progress(expected_size)
     try:
-        try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as f:
-                declared = response.headers.get("Content-Length")
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    f.write(chunk)
-                    digest.update(chunk)
-                    count += len(chunk)
-        except http.client.IncompleteRead as e:
-            raise ValueError(cut.format(count + len(e.partial), e.expected + count + len(e.partial))) from e
-        except (urllib.error.URLError, OSError) as e:
-            raise OSError(f"Could not download {url}: {e}. Check the network or the mirror URL.") from e
+        with _sigterm_raises(f"Interrupted: removed the partial download of {url}."):
+            try:
+                timeout = min(DOWNLOAD_TIMEOUT_S, deadline_s)
+                with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
+                    declared = response.headers.get("Content-Length")
+                    if expected_size is not None and declared is not None and int(declared) > expected_size:
+                        raise ValueError(too_big.format(expected_size, f"it announced {int(declared):,}"))
+                    read = getattr(response, "read1", None) or response.read
+                    while True:
+                        if time.monotonic() > end:
+                            raise DownloadDeadlineError(late.format(count))
+                        chunk = read(1 << 16)
+                        if not chunk:
+                            break
+                        count += len(chunk)
+                        if expected_size is not None and count > expected_size:
+                            raise ValueError(too_big.format(expected_size, f"at least {count:,}"))
+                        f.write(chunk)
+                        digest.update(chunk)
+                        progress.update(count)
+                progress.update(count, final=True)
+            except DownloadDeadlineError:
+                raise
+            except http.client.IncompleteRead as e:
+                raise ValueError(cut.format(count + len(e.partial), e.expected + count + len(e.partial))) from e
+            except (urllib.error.URLError, OSError) as e:
+                if time.monotonic() > end:  # the last read's timeout ran past the deadline
+                    raise DownloadDeadlineError(late.format(count)) from e
+                raise OSError(f"Could not download {url}: {e}. Check the network or the mirror URL.") from e
         if declared is not None and count < int(declared):
             raise ValueError(cut.format(count, f"{int(declared):,}"))
         if expected_size is not None and count != expected_size:
@@ -421,8 +600,7 @@ def download_file(url, dest, expected_sha256, expected_size=None):
             )
         os.replace(tmp, dest)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -445,7 +623,7 @@ def download(name, tag=None):
                 f"({', '.join(tags) or 'none yet'}): say which, as {name}:TAG."
             )
         tag = tags[0]
-    return fetch(published_weight(name, tag))
+    return fetch(published_weight(name, tag), replace_damaged=True)
 
 
 def sha256(path):

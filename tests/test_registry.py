@@ -97,3 +97,49 @@ def test_load_settings_for_the_papers_data_sets():
     logits = zoo.load("resnet20", classifier_activation=None)
     out = logits.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0)
     assert not np.isclose(out.sum(), 1.0) or out.std() > 0  # raw logits, not a softmax
+
+
+def test_one_softmax_class_is_refused_and_one_sigmoid_output_is_a_binary_classifier(monkeypatch):
+    from helpers import sample_images
+
+    for name in ("resnet20", "vgg19_bn"):
+        with pytest.raises(ValueError, match="1 class with classifier_activation='softmax' would output 1.0 "
+                                             "for every image: use 2 classes, or .*classifier_activation='sigmoid'"):
+            zoo.load(name, num_classes=1)
+    with pytest.raises(ValueError, match="ABN and PAYA need a softmax over at least 2"):
+        zoo.load("abn_resnet20", num_classes=1, classifier_activation="sigmoid")
+    with pytest.raises(ValueError, match="ABN and PAYA need a softmax over at least 2"):
+        zoo.load("paya_resnet20", num_classes=1, classifier_activation="sigmoid")
+    monkeypatch.setenv("KERAS_ATTN_ZOO_OFFLINE", "1")
+    with pytest.warns(UserWarning, match="except 'predictions': the file has 10 classes, the model 1"):
+        binary = zoo.load("fa_resnet20", weights="cifar10", num_classes=1, classifier_activation="sigmoid")
+    scores = binary.predict(sample_images(4), verbose=0)
+    assert scores.shape == (4, 1) and ((scores > 0) & (scores < 1)).all() and scores.std() > 0
+    binary.compile(optimizer="sgd", loss="binary_crossentropy")  # it trains as a binary classifier
+    assert np.isfinite(binary.train_on_batch(sample_images(4), np.array([[0], [1], [0], [1]])))
+
+
+def test_numpy_integers_are_counts(monkeypatch):
+    from helpers import sample_images
+    from keras_attn_zoo.models import resnet_cifar
+
+    model = zoo.load("resnet20", num_classes=np.int64(10))
+    assert model.output_shape == (None, 10) and type(model.get_layer("predictions").units) is int
+    assert resnet_cifar(20, classes=np.int32(3)).output_shape == (None, 3)
+    monkeypatch.setenv("KERAS_ATTN_ZOO_OFFLINE", "1")
+    strict = zoo.load("resnet20", weights="cifar10", num_classes=np.int64(10))  # the file's: strict
+    plain = zoo.load("resnet20", weights="cifar10")
+    x = sample_images(2)
+    np.testing.assert_array_equal(strict.predict(x, verbose=0), plain.predict(x, verbose=0))
+    for bad in (True, 2.0, np.float64(3), "10", 0, np.int64(-1)):
+        with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+            zoo.load("resnet20", num_classes=bad)
+
+
+def test_a_directory_as_weights_says_what_is_expected(tmp_path):
+    with pytest.raises(IsADirectoryError, match=f"weights='{tmp_path}' is a directory: pass the path of a "
+                                                "\\.weights\\.h5 file .*or a published tag\\.$"):
+        zoo.load("resnet20", weights=str(tmp_path))
+    zoo.load("resnet20").save_weights(tmp_path / "resnet20.weights.h5")
+    with pytest.raises(IsADirectoryError, match="is a directory: .* It holds resnet20.weights.h5\\."):
+        zoo.load("resnet20", weights=tmp_path)

@@ -109,3 +109,57 @@ def test_a_saved_keras_file_loads_once_the_zoo_is_used(register, tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["ABNModel", "abn_resnet20"]
+
+
+@pytest.mark.parametrize("name,other", [("resnet20", "fa_resnet20"), ("se_resnet20", "fa_se_resnet20")])
+def test_a_file_with_more_than_the_model_is_refused(name, other, monkeypatch):
+    """Keras ignores a file's unused entries: FA-ResNet-20's file "loaded" into ResNet-20
+    (top-1 85.6% -> 59.9%). The real bundled files are refused, naming the FA layers, before
+    any weight changes; so is a load of all but the classifier."""
+    from keras_attn_zoo.loading import load_weights_file
+    from keras_attn_zoo.weights import MANIFEST
+
+    monkeypatch.setenv("KERAS_ATTN_ZOO_OFFLINE", "1")
+    path = MANIFEST.parent / f"{other}_cifar10.weights.h5"
+    model = zoo.load(name)
+    before = model.get_weights()
+    unused = ("8 entries of the file that the model does not use \\(48 variables\\): "
+              "layers/focus_association, layers/focus_association_1, .*nothing was loaded")
+    with pytest.raises(ValueError, match=f"Could not load .*{other}_cifar10.weights.h5 into {name}: {unused}"):
+        load_weights_file(model, path)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="that the model does not use .*layers/focus_association"):
+        zoo.load(name, weights=str(path))
+    for kwargs in ({"num_classes": 5}, {"include_top": False, "pooling": "avg"}):  # a new head
+        with pytest.raises(ValueError, match="that the model does not use .*layers/focus_association"):
+            zoo.load(name, weights=str(path), **kwargs)
+    with pytest.raises(ValueError, match="of the model that the file lacks .*layers/focus_association"):
+        zoo.load(other, weights=str(MANIFEST.parent / f"{name}_cifar10.weights.h5"))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "fa_resnet20"])
+def test_the_right_bundled_file_still_loads_exactly(name, monkeypatch):
+    from keras_attn_zoo.weights import MANIFEST
+
+    monkeypatch.setenv("KERAS_ATTN_ZOO_OFFLINE", "1")
+    x = sample_images(2)
+    loaded = zoo.load(name, weights="cifar10")
+    plain = zoo.load(name)
+    plain.load_weights(MANIFEST.parent / f"{name}_cifar10.weights.h5")  # Keras' own loading
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), plain.predict(x, verbose=0))
+    for a, b in zip(loaded.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_file_saved_from_a_trained_model_loads_its_optimizer_state_aside(tmp_path):
+    """A compiled, trained model's file also holds ``optimizer/...``: training state, not part
+    of the model, so it is not compared (nor loaded into an uncompiled model)."""
+    model = zoo.load("resnet20")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.train_on_batch(sample_images(2), np.array([0, 1]))
+    path = tmp_path / "trained.weights.h5"
+    model.save_weights(path)
+    x = sample_images(2)
+    again = zoo.load("resnet20", weights=str(path))
+    np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))

@@ -32,3 +32,51 @@ def test_a_training_record_reads_into_the_same_type(tmp_path):
     assert (record.model, record.tag, record.num_classes) == ("resnet20", None, 3)
     assert record.class_names == ("a", "b", "c") and record.input_shape == (16, 16, 3)
     assert record.normalization == stats and dict(record.eval_transform) == {"image_size": (16, 16)}
+
+
+def _row(**fields):
+    return {"model": "resnet20", "tag": "cifar10", "file": "resnet20_cifar10.weights.h5",
+            "sha256": "ab" * 32, "size": 10, "num_classes": 10, **fields}
+
+
+def test_a_manifest_row_without_a_required_field_names_the_file_row_and_field(tmp_path, monkeypatch):
+    import pytest
+
+    import keras_attn_zoo as zoo
+
+    manifest = tmp_path / "manifest.json"
+    monkeypatch.setattr(weights, "MANIFEST", manifest)
+    row = _row()
+    del row["sha256"]
+    manifest.write_text(json.dumps({"weights": [_row(model="se_resnet20"), row]}))
+    before = manifest.read_bytes()
+    message = (f"The manifest {manifest} has a row resnet20:cifar10 without 'sha256' "
+               "\\(every row needs model, tag, file, sha256\\)")
+    with pytest.raises(ValueError, match=message):
+        zoo.load("resnet20", weights="cifar10")
+    with pytest.raises(ValueError, match=message):
+        weights.published_weights()
+    with pytest.raises(ValueError, match=f"{manifest} has a row \\?:cifar10 without 'model'"):
+        weights.WeightRecord.from_row({k: v for k, v in _row().items() if k != "model"}, manifest=manifest)
+    with pytest.raises(ValueError, match="'sha256' is not 64 lowercase hex digits: 'abc'"):
+        weights.WeightRecord.from_row(_row(sha256="abc"), manifest=manifest)
+    with pytest.raises(ValueError, match="'size' is not a number of bytes: '10'"):
+        weights.WeightRecord.from_row(_row(size="10"), manifest=manifest)
+    assert weights.WeightRecord.from_row({"model": "resnet20"}).sha256 is None  # a training record
+    assert manifest.read_bytes() == before  # nothing rewritten
+
+
+def test_a_broken_manifest_is_named_with_the_json_error_position(tmp_path, monkeypatch):
+    import pytest
+
+    import keras_attn_zoo as zoo
+
+    manifest = tmp_path / "manifest.json"
+    monkeypatch.setattr(weights, "MANIFEST", manifest)
+    manifest.write_text('{"weights": [\n  {"model": "resnet20",}\n]}')
+    with pytest.raises(ValueError, match=f"The manifest {manifest} is not valid JSON: Expecting property name "
+                                         "enclosed in double quotes at line 2, column 24. Fix it \\(or restore it: git checkout weights/manifest.json\\)"):
+        zoo.load("resnet20", weights="cifar10")
+    manifest.write_text('[{"model": "resnet20"}]')
+    with pytest.raises(ValueError, match='must be \\{"weights": \\[row, ...\\]\\}'):
+        weights.published_weights()

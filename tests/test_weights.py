@@ -2,8 +2,14 @@
 checks, offline mode, and loading all but the classifier for another number of classes."""
 
 import http.server
+import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -24,10 +30,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
+        if mode != "endless":
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body[: len(body) // 2] if mode == "cut" else body)
         self.close_connection = True
+        try:
+            if mode == "endless":  # no Content-Length, and more bytes than any manifest says
+                while True:
+                    self.wfile.write(body)
+            elif mode == "slow":  # 1 KB every 20 ms
+                for start in range(0, len(body), 1024):
+                    self.wfile.write(body[start:start + 1024])
+                    self.wfile.flush()
+                    time.sleep(0.02)
+            else:
+                self.wfile.write(body[: len(body) // 2] if mode == "cut" else body)
+        except OSError:  # the client stopped reading
+            pass
 
     def log_message(self, *args):
         pass
@@ -141,9 +160,9 @@ def test_resolution_order_is_cache_then_repository(published, server):
     published["cached"].parent.mkdir(parents=True)
     published["cached"].write_bytes(published["bytes"])
     assert weights.resolve("resnet20", "cifar10") == str(published["cached"])
-    published["cached"].write_bytes(published["bytes"][:-10])
-    with pytest.raises(ValueError, match="resnet20_cifar10.weights.h5 is truncated: .*Delete it and run `keras-attn-zoo download resnet20:cifar10`"):
-        weights.resolve("resnet20", "cifar10")
+    published["cached"].write_bytes(published["bytes"][:-10])  # damaged in the cache: replaced
+    assert weights.resolve("resnet20", "cifar10") == str(published["cached"])
+    assert published["cached"].read_bytes() == published["bytes"]
     tampered = bytearray(published["bytes"])
     tampered[-1] ^= 1
     published["cached"].unlink()
@@ -151,6 +170,109 @@ def test_resolution_order_is_cache_then_repository(published, server):
     with pytest.raises(ValueError, match="is damaged: its sha256 .*git checkout weights/"):
         weights.resolve("resnet20", "cifar10")
     assert server.requests == []
+
+
+def test_a_damaged_cached_file_is_replaced_by_the_verified_bundled_copy(published, capsys):
+    repo_copy = published["repo"] / "resnet20_cifar10.weights.h5"
+    repo_copy.write_bytes(published["bytes"])
+    published["cached"].parent.mkdir(parents=True)
+    tampered = bytearray(published["bytes"])
+    tampered[100] ^= 1
+    published["cached"].write_bytes(bytes(tampered))
+    capsys.readouterr()
+    assert weights.resolve("resnet20", "cifar10") == str(published["cached"])
+    err = capsys.readouterr().err
+    assert "resnet20_cifar10.weights.h5 is damaged: its sha256 is" in err
+    assert f"Replaced it with the verified copy {repo_copy}" in err
+    assert published["cached"].read_bytes() == published["bytes"]
+    assert repo_copy.read_bytes() == published["bytes"]  # the bundled copy is untouched
+    assert _leftovers(published["cached"].parent) == ["resnet20_cifar10.weights.h5"]
+
+
+def test_download_replaces_a_damaged_cached_file(published, server, monkeypatch, capsys):
+    published["cached"].parent.mkdir(parents=True)
+    published["cached"].write_bytes(published["bytes"][:-10])
+    with pytest.raises(ValueError, match="is truncated: .*Run `keras-attn-zoo download resnet20:cifar10` to replace it"):
+        weights.resolve("resnet20", "cifar10")  # no bundled copy: load says how to fix it
+    server.routes["/resnet20_cifar10.weights.h5"] = (published["bytes"], "ok")
+    monkeypatch.setenv("KERAS_ATTN_ZOO_WEIGHTS_URL", server.url)
+    capsys.readouterr()
+    assert weights.download("resnet20", "cifar10") == published["cached"]
+    err = capsys.readouterr().err
+    assert "resnet20_cifar10.weights.h5 is truncated: it has" in err and "Downloading it again" in err
+    assert published["cached"].read_bytes() == published["bytes"]
+    assert server.requests == ["/resnet20_cifar10.weights.h5"]
+
+
+def test_a_server_sending_more_than_the_manifest_says_is_stopped(published, server, monkeypatch):
+    """A server once sent 41 MB for a 1.4 MB file: refuse an announced size above the
+    manifest's at once, and stop reading an unannounced stream as soon as it passes it."""
+    monkeypatch.setenv("KERAS_ATTN_ZOO_WEIGHTS_URL", server.url)
+    server.routes["/resnet20_cifar10.weights.h5"] = (published["bytes"] * 30, "ok")
+    with pytest.raises(ValueError, match=f"more than the manifest's {published['row']['size']:,} bytes .*it announced .*nothing was saved"):
+        weights.download("resnet20", "cifar10")
+    server.routes["/resnet20_cifar10.weights.h5"] = (published["bytes"], "endless")  # never ends
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="more than the manifest's .* bytes .*at least .*Reading stopped"):
+        weights.download("resnet20", "cifar10")
+    assert time.monotonic() - start < 10
+    assert _leftovers(published["cached"].parent) == []
+
+
+def test_a_download_has_an_overall_deadline(published, server, monkeypatch):
+    server.routes["/slow.h5"] = (published["bytes"], "slow")  # about 25 s in all
+    row = published["row"]
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="did not finish within its deadline of 0.5 s .*bytes received.*KERAS_ATTN_ZOO_DOWNLOAD_DEADLINE"):
+        weights.download_file(server.url + "/slow.h5", published["cached"], row["sha256"], row["size"], deadline_s=0.5)
+    assert time.monotonic() - start < 5
+    monkeypatch.setenv("KERAS_ATTN_ZOO_DOWNLOAD_DEADLINE", "0.3")
+    with pytest.raises(TimeoutError, match="deadline of 0.3 s"):
+        weights.download_file(server.url + "/slow.h5", published["cached"], row["sha256"], row["size"])
+    monkeypatch.setenv("KERAS_ATTN_ZOO_DOWNLOAD_DEADLINE", "soon")
+    with pytest.raises(ValueError, match="KERAS_ATTN_ZOO_DOWNLOAD_DEADLINE must be a positive number of seconds, got 'soon'"):
+        weights.download_file(server.url + "/slow.h5", published["cached"], row["sha256"], row["size"])
+    assert _leftovers(published["cached"].parent) == []
+
+
+def test_a_progress_bar_on_terminals_only(published, server, monkeypatch, capsys):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    server.routes["/resnet20_cifar10.weights.h5"] = (published["bytes"], "ok")
+    row, url = published["row"], server.url + "/resnet20_cifar10.weights.h5"
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    weights.download_file(url, published["cached"], row["sha256"], row["size"])
+    mb = row["size"] / 1e6
+    assert f"\r[{'#' * 30}] {mb:.1f} / {mb:.1f} MB 100%\n" in terminal.getvalue()
+    monkeypatch.undo()
+    capsys.readouterr()
+    published["cached"].unlink()
+    weights.download_file(url, published["cached"], row["sha256"], row["size"])
+    assert capsys.readouterr().err.strip() == f"Downloading {url} to {published['cached']}"  # no bar
+
+
+def test_sigterm_mid_download_removes_the_part_file(published, server, tmp_path):
+    server.routes["/slow.h5"] = (published["bytes"], "slow")
+    dest, row = tmp_path / "dl" / "resnet20_cifar10.weights.h5", published["row"]
+    code = ("import sys; from keras_attn_zoo import weights; "
+            "weights.download_file(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))")
+    child = subprocess.Popen([sys.executable, "-c", code, server.url + "/slow.h5", str(dest), row["sha256"], str(row["size"])],
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        deadline = time.monotonic() + 120
+        while not [p for p in _leftovers(dest.parent) if p.endswith(".part") and (dest.parent / p).stat().st_size > 0]:
+            assert child.poll() is None and time.monotonic() < deadline, "the download never started"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == 128 + signal.SIGTERM
+    assert "Interrupted: removed the partial download" in err
+    assert _leftovers(dest.parent) == []
 
 
 def test_other_num_classes_loads_all_but_the_classifier(published):
@@ -213,3 +335,19 @@ def test_every_published_weight_is_pinned_here_with_its_training_log():
         assert len(lines) == 1 + row["training"]["epochs_completed"]
         last = dict(zip(lines[0].split(","), lines[-1].split(",")))
         assert round(float(last["val_accuracy"]), 4) == row["accuracy"]["top1"]
+
+
+def test_a_damaged_file_in_a_read_only_cache_falls_back_to_the_bundled_copy(published, monkeypatch, capsys):
+    repo_copy = published["repo"] / "resnet20_cifar10.weights.h5"
+    repo_copy.write_bytes(published["bytes"])
+    published["cached"].parent.mkdir(parents=True)
+    published["cached"].write_bytes(published["bytes"][:-1])
+
+    def read_only(source, dest):
+        raise PermissionError(13, "Permission denied", str(dest))
+
+    monkeypatch.setattr(weights, "_copy_atomically", read_only)
+    capsys.readouterr()
+    assert weights.resolve("resnet20", "cifar10") == str(repo_copy)
+    assert f"Could not replace it ([Errno 13] Permission denied" in capsys.readouterr().err
+    assert published["cached"].read_bytes() == published["bytes"][:-1]  # left as it was

@@ -1,6 +1,7 @@
 """What every family builder shares: the attention argument, the input, the FA chain, the head."""
 
 import dataclasses
+import numbers
 
 import keras
 
@@ -169,9 +170,35 @@ def model_input(input_shape, input_tensor, default_shape, min_size, family):
     return keras.Input(shape=shape, name="input")
 
 
-def check_classes(classes, include_top):
-    if include_top and (not isinstance(classes, int) or isinstance(classes, bool) or classes < 1):
+def is_count(value):
+    """Whether ``value`` is a whole number (a Python or NumPy integer, not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_classes(classes, include_top, classifier_activation="softmax", att=None):
+    """The number of classes as an ``int``, checked (when there is a classifier).
+
+    Any integer (``np.int64(10)`` too) is accepted. ``classes=1`` is refused with a softmax: its
+    single output is always 1.0. One sigmoid output (``classifier_activation="sigmoid"``) is a
+    binary classifier and is allowed, except with ABN or PAYA, whose branch and gates are
+    built on softmax over the classes.
+    """
+    if not include_top:
+        return int(classes) if is_count(classes) else classes
+    if not is_count(classes) or classes < 1:
         raise ValueError(f"classes must be a positive integer, got {classes!r}.")
+    classes = int(classes)
+    if classes == 1:
+        special = att is not None and (att.abn or att.paya)
+        if classifier_activation != "sigmoid" or special:
+            how = ("use 2 classes (ABN and PAYA need a softmax over at least 2)" if special else
+                   "use 2 classes, or for one binary output 1 class with "
+                   "classifier_activation='sigmoid'")
+            raise ValueError(
+                f"A classifier of 1 class with classifier_activation={classifier_activation!r} "
+                f"would output 1.0 for every image: {how}."
+            )
+    return classes
 
 
 def check_pooling(pooling):

@@ -70,7 +70,7 @@ def densenet_bc(
     if not 0 < compression <= 1:
         raise ValueError(f"compression must be in (0, 1], got {compression!r}.")
     att = parse_attention(attention, 16, allowed=(None, "abn"), include_top=include_top)
-    check_classes(classes, include_top)
+    classes = check_classes(classes, include_top, classifier_activation, att)
     inputs = model_input(input_shape, input_tensor, (32, 32, 3), 8, "DenseNet-BC")
     layers = (depth - 4) // 6
 

@@ -135,7 +135,7 @@ def inception_v4(
     'stage2_block7_se'
     """
     att = parse_attention(attention, se_ratio, fa_ratios, allowed=(None, "se", "fa", "fa_se"))
-    check_classes(classes, include_top)
+    classes = check_classes(classes, include_top, classifier_activation, att)
     default_shape = (32, 32, 3) if small_images else (299, 299, 3)
     min_size = 1 if small_images else 75
     inputs = model_input(input_shape, input_tensor, default_shape, min_size, "Inception-v4")

@@ -4,7 +4,9 @@ import keras
 
 from keras_attn_zoo.layers.attention_branch import AttentionMapWeighting, TaskwiseDense
 from keras_attn_zoo.models.abn import abn_model, attention_branch
-from keras_attn_zoo.models.common import check_classes, conv_bn, finish, head, model_input, parse_attention
+from keras_attn_zoo.models.common import (
+    check_classes, conv_bn, finish, head, is_count, model_input, parse_attention,
+)
 from keras_attn_zoo.models.resnet_cifar import basic_block, bottleneck_block
 
 # depth: (block, blocks per stage)
@@ -79,7 +81,7 @@ def resnet(
     if depth not in DEPTHS:
         raise ValueError(f"ImageNet ResNet depth must be one of {sorted(DEPTHS)}, got {depth!r}.")
     att = parse_attention(attention, se_ratio, allowed=(None, "se", "abn", "abn_se"), include_top=include_top)
-    check_classes(classes, include_top)
+    classes = check_classes(classes, include_top, classifier_activation, att)
     inputs = model_input(input_shape, input_tensor, (224, 224, 3), 32, "ImageNet ResNet")
     x = resnet_stages(stem(inputs, bn_epsilon), depth, att, bn_epsilon, stages=(1, 2, 3))
     abn_logits = None
@@ -128,9 +130,9 @@ def resnet_multitask_abn(
     """
     if depth not in DEPTHS:
         raise ValueError(f"ImageNet ResNet depth must be one of {sorted(DEPTHS)}, got {depth!r}.")
-    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+    if not is_count(classes) or classes < 1:
         raise ValueError(f"classes (the number of tasks) must be a positive integer, got {classes!r}.")
-    tasks = classes
+    tasks = int(classes)
     att = parse_attention(None, 16, allowed=(None,))
     inputs = model_input(input_shape, input_tensor, (224, 224, 3), 32, "ImageNet ResNet")
     g = resnet_stages(stem(inputs, bn_epsilon), depth, att, bn_epsilon, stages=(1, 2, 3))

@@ -131,7 +131,7 @@ def resnet_cifar(
         attention, se_ratio or paper_se_ratio(depth), fa_ratios,
         allowed=(None, "se", "fa", "fa_se", "abn", "paya"), include_top=include_top,
     )
-    check_classes(classes, include_top)
+    classes = check_classes(classes, include_top, classifier_activation, att)
     inputs = model_input(input_shape, input_tensor, (32, 32, 3), 8, "CIFAR ResNet")
     if stem_strides is None:
         side = inputs.shape[1]

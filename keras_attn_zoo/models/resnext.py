@@ -81,7 +81,7 @@ def resnext_cifar(
     att = parse_attention(
         attention, se_ratio, fa_ratios, allowed=(None, "se", "fa", "fa_se", "abn"), include_top=include_top
     )
-    check_classes(classes, include_top)
+    classes = check_classes(classes, include_top, classifier_activation, att)
     inputs = model_input(input_shape, input_tensor, (32, 32, 3), 8, "CIFAR ResNeXt")
     if stem_strides is None:
         side = inputs.shape[1]

@@ -90,7 +90,7 @@ def vgg_bn(
     )
     if classifier not in CLASSIFIERS:
         raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}.")
-    check_classes(classes, include_top)
+    classes = check_classes(classes, include_top, classifier_activation, att)
     default_shape = (224, 224, 3) if classifier == "imagenet" else (32, 32, 3)
     inputs = model_input(input_shape, input_tensor, default_shape, 2 ** len(stages), "VGG")
     if classifier == "imagenet" and include_top and None in inputs.shape[1:3]:

@@ -93,7 +93,7 @@ def wide_resnet(
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"WRN width must be a positive integer, got {width!r}.")
     att = parse_attention(attention, 16, allowed=(None, "abn", "paya"), include_top=include_top)
-    check_classes(classes, include_top)
+    classes = check_classes(classes, include_top, classifier_activation, att)
     inputs = model_input(input_shape, input_tensor, (32, 32, 3), 8, "Wide ResNet")
     n = (depth - 4) // 6
     filters = (16 * width, 32 * width, 64 * width)
