@@ -259,3 +259,22 @@ def test_bad_training_arguments_fail_before_any_work(tmp_path):
         train("resnet21", CIFAR10_ARCHIVE, output_dir=tmp_path)
     with pytest.raises(ValueError, match="Unknown recipe field"):
         train("resnet20", CIFAR10_ARCHIVE, output_dir=tmp_path, epoch=1)
+
+
+def test_recorded_commands_name_paths_as_typed_in_the_repository(tmp_path):
+    """Records hold the command as a user of the repository types it: this machine's absolute
+    paths (the data, the output folder) relative to the checkout, whatever the option style."""
+    from keras_attn_zoo.training.trainer import CHECKOUT, command_line
+
+    root = tmp_path / "repo"
+    argv = ["train", "resnet20", "--data", str(tmp_path / "shared" / "data" / "cifar10-jpeg.tar.gz"),
+            f"--output={root / 'runs' / 'r20'}", "--epochs", "40", "--recipe", "onecycle"]
+    assert command_line("keras-attn-zoo", argv, root=root) == (
+        "keras-attn-zoo train resnet20 --data ../shared/data/cifar10-jpeg.tar.gz --output=runs/r20 "
+        "--epochs 40 --recipe onecycle"
+    )
+    assert command_line("keras-attn-zoo", argv, root=None).split()[4] == str(tmp_path / "shared" / "data" / "cifar10-jpeg.tar.gz")
+    assert CHECKOUT is not None and (CHECKOUT / "setup.cfg").is_file()  # the tests run from a checkout
+    # relative paths, names and numbers are kept as typed
+    assert command_line("keras-attn-zoo", ["evaluate", "resnet20", "--data", "../x.tar.gz"]) == \
+        "keras-attn-zoo evaluate resnet20 --data ../x.tar.gz"

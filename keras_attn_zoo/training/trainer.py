@@ -540,6 +540,24 @@ def git_commit():
     return commit + ("-dirty" if dirty else "")
 
 
-def command_line(prog, argv):
-    """A shell-quoted command line for records."""
-    return " ".join(shlex.quote(a) for a in [prog, *argv])
+# The checkout this package runs from (None when installed elsewhere): records name paths
+# relative to it, as a user of the repository types them.
+CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT = CHECKOUT if (CHECKOUT / "setup.cfg").is_file() and (CHECKOUT / "keras_attn_zoo").is_dir() else None
+
+
+def _as_typed(argument, root):
+    """``argument`` with an absolute path (alone, or after ``--option=``) made relative to
+    ``root``; anything else unchanged."""
+    option, equals, value = argument.partition("=") if argument.startswith("--") else ("", "", argument)
+    if root is None or not os.path.isabs(value):
+        return argument
+    return f"{option}{equals}{os.path.relpath(value, root)}"
+
+
+def command_line(prog, argv, root=CHECKOUT):
+    """A shell-quoted command line for records, as a user of the repository would type it: an
+    absolute path (this machine's, such as ``/work/shared/data/...``) is written relative to the
+    checkout ``root`` (``../shared/data/...``). Defaults to the checkout this package runs from;
+    None keeps every argument as given."""
+    return " ".join(shlex.quote(_as_typed(a, root)) for a in [prog, *argv])
