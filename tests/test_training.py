@@ -20,7 +20,7 @@ from keras_attn_zoo.training import (
     learning_rate_schedule,
     train,
 )
-from keras_attn_zoo.training.trainer import git_commit
+from keras_attn_zoo.training.trainer import CHECKOUT, command_line, git_commit
 
 
 def test_recipes_are_the_papers_and_overridable():
@@ -114,7 +114,7 @@ def test_train_publish_evaluate_results(tmp_path, monkeypatch, capsys):
     assert record["model"] == "resnet20" and record["dataset"] == "cifar10" and record["num_classes"] == 10
     assert record["accuracy"]["data"] == "CIFAR-10 (JPEG copy, quality 75), test split, 200 images"
     assert record["training"]["data"] == "CIFAR-10 (JPEG copy, quality 75), train split, 256 images"
-    assert record["training"]["command"] == "keras-attn-zoo " + " ".join(argv)
+    assert record["training"]["command"] == command_line("keras-attn-zoo", argv)  # paths as typed in the checkout
     assert record["training"]["recipe"]["epochs"] == 1 and record["training"]["recipe"]["weight_decay"] == 5e-4
     assert record["training"]["epochs_completed"] == 1 and record["training"]["time_s"] > 0
     assert record["training"]["commit"] == git_commit() and "resumed_with_commit" not in record["training"]
@@ -264,8 +264,6 @@ def test_bad_training_arguments_fail_before_any_work(tmp_path):
 def test_recorded_commands_name_paths_as_typed_in_the_repository(tmp_path):
     """Records hold the command as a user of the repository types it: this machine's absolute
     paths (the data, the output folder) relative to the checkout, whatever the option style."""
-    from keras_attn_zoo.training.trainer import CHECKOUT, command_line
-
     root = tmp_path / "repo"
     argv = ["train", "resnet20", "--data", str(tmp_path / "shared" / "data" / "cifar10-jpeg.tar.gz"),
             f"--output={root / 'runs' / 'r20'}", "--epochs", "40", "--recipe", "onecycle"]
@@ -274,6 +272,7 @@ def test_recorded_commands_name_paths_as_typed_in_the_repository(tmp_path):
         "--epochs 40 --recipe onecycle"
     )
     assert command_line("keras-attn-zoo", argv, root=None).split()[4] == str(tmp_path / "shared" / "data" / "cifar10-jpeg.tar.gz")
+    assert command_line("keras-attn-zoo", ["--output", "/elsewhere/run"], root=root) == "keras-attn-zoo --output /elsewhere/run"
     assert CHECKOUT is not None and (CHECKOUT / "setup.cfg").is_file()  # the tests run from a checkout
     # relative paths, names and numbers are kept as typed
     assert command_line("keras-attn-zoo", ["evaluate", "resnet20", "--data", "../x.tar.gz"]) == \

@@ -547,17 +547,20 @@ CHECKOUT = CHECKOUT if (CHECKOUT / "setup.cfg").is_file() and (CHECKOUT / "keras
 
 
 def _as_typed(argument, root):
-    """``argument`` with an absolute path (alone, or after ``--option=``) made relative to
-    ``root``; anything else unchanged."""
+    """``argument`` with an absolute path (alone, or after ``--option=``) in ``root`` or beside
+    it (``../shared``, ``../runs``) made relative to ``root``; anything else unchanged."""
     option, equals, value = argument.partition("=") if argument.startswith("--") else ("", "", argument)
     if root is None or not os.path.isabs(value):
         return argument
-    return f"{option}{equals}{os.path.relpath(value, root)}"
+    relative = os.path.relpath(value, root)
+    if relative.startswith(os.path.join(os.pardir, os.pardir)):  # beyond the checkout's folder (/tmp/...)
+        return argument
+    return f"{option}{equals}{relative}"
 
 
 def command_line(prog, argv, root=CHECKOUT):
     """A shell-quoted command line for records, as a user of the repository would type it: an
-    absolute path (this machine's, such as ``/work/shared/data/...``) is written relative to the
-    checkout ``root`` (``../shared/data/...``). Defaults to the checkout this package runs from;
+    absolute path in or beside the checkout ``root`` (this machine's ``/work/shared/data/...``)
+    is written relative to it (``../shared/data/...``); others (``/tmp/...``) stay absolute. Defaults to the checkout this package runs from;
     None keeps every argument as given."""
     return " ".join(shlex.quote(_as_typed(a, root)) for a in [prog, *argv])
