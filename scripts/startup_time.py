@@ -1,7 +1,7 @@
 """Start-up time of the command line: wall time of a few commands, each the median of fresh runs.
 
     python scripts/startup_time.py                                  # this checkout
-    python scripts/startup_time.py --before /tmp/before --runs 5 \\
+    python scripts/startup_time.py --before ../before --runs 5 \\
         --output docs/benchmarks.md                                 # against another checkout
 
 Each command runs in a new process through the ``keras-attn-zoo`` entry point beside this Python
