@@ -29,6 +29,22 @@ def module_name(stage):
     return f"stage{stage}_paya"
 
 
+# The builders' PAYA arguments and their defaults (the authors' WARN settings; auxiliary: off).
+PAYA_DEFAULTS = {"attention_depth": 3, "attention_heads": 4, "reg_weight": 1e-3, "gate": "softmax",
+                 "auxiliary_weight": 0.0}
+
+
+def check_unused_paya_arguments(attention, options):
+    """Refuse PAYA arguments changed from their defaults on a model without PAYA modules (they
+    would be ignored without a word)."""
+    changed = sorted(key for key, value in options.items() if value != PAYA_DEFAULTS[key])
+    if changed:
+        raise ValueError(
+            f"{', '.join(changed)} only apply to attention='paya' models (PAYA attention modules); "
+            f"this model has attention={attention!r}. Use a paya_* name or attention='paya'."
+        )
+
+
 def check_paya_arguments(attention_depth, heads, reg_weight, gate, stages, auxiliary_weight=0.0):
     """Validate the builders' PAYA arguments; errors name the bad value."""
     if not isinstance(attention_depth, int) or isinstance(attention_depth, bool) or not 1 <= attention_depth <= stages:
