@@ -253,6 +253,7 @@ def train(
     verbose="auto",
     command=None,
     objective=None,
+    model_options=None,
     **recipe_overrides,
 ):
     """Train a registered model on a data set with a recipe and measure it on the test split.
@@ -286,6 +287,9 @@ def train(
             ``DATConfig``): the discriminative-attention objective, Eq. 9 of Wang et al.; the
             log then has a column per term and the record says which settings trained.
             Defaults to None.
+        model_options: further builder arguments, recorded with the run, e.g.
+            ``{"auxiliary_weight": 0.3}`` (a PAYA model's per-module cross-entropy, ours, not
+            the paper's). Defaults to None.
         **recipe_overrides: recipe fields: ``epochs``, ``batch_size``, ``learning_rate``,
             ``schedule``, ``milestones``, ``weight_decay``, ``momentum``, ``augmentation``...
 
@@ -305,6 +309,11 @@ def train(
     name = spec.name
     recipe = get_recipe(recipe, **recipe_overrides)
     objective_config(objective)  # bad settings fail before any data is read
+    model_options = dict(model_options or {})
+    if any(not isinstance(key, str) for key in model_options):
+        raise ValueError(f"model_options must map builder argument names to values, got {model_options!r}.")
+    if model_options:  # unknown, fixed or bad builder arguments fail before any data is read
+        load(name, **model_options)
     if mixed_precision not in (None, *MIXED_PRECISION):
         raise ValueError(f"mixed_precision must be None, 'float16' or 'bfloat16'; got {mixed_precision!r}.")
     out = Path(output_dir) if output_dir is not None else Path("runs") / name
@@ -320,11 +329,13 @@ def train(
         return _train(spec, name, data, recipe, out, paths, limit=limit, eval_limit=eval_limit,
                       image_size=image_size, data_dir=data_dir, manual_dir=manual_dir, strategy=strategy,
                       tpu=tpu, mixed_precision=mixed_precision, seed=seed, init_weights=init_weights,
-                      overwrite=overwrite, verbose=verbose, command=command, objective=objective)
+                      overwrite=overwrite, verbose=verbose, command=command, objective=objective,
+                      model_options=model_options)
 
 
 def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_size, data_dir, manual_dir,
-           strategy, tpu, mixed_precision, seed, init_weights, overwrite, verbose, command, objective):
+           strategy, tpu, mixed_precision, seed, init_weights, overwrite, verbose, command, objective,
+           model_options):
     """:func:`train`'s work, holding the output folder's lock."""
     if overwrite:  # start over: a finished run, or an unfinished one's resume state
         remove_paths(*(paths[key] for key in ("weights", "record", "best", "log", "backup", "tensorboard")))
@@ -372,7 +383,7 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     try:
         with distribution.scope():
             model = load(name, weights=init_weights, num_classes=train_split.num_classes,
-                         input_shape=model_shape, classifier_activation=None)
+                         input_shape=model_shape, classifier_activation=None, **model_options)
             wrapper = training_model(model, stats, recipe.augmentation, seed, objective)
             optimizer = CoupledSGD(
                 learning_rate_schedule(recipe, steps_per_epoch), momentum=recipe.momentum,
@@ -425,7 +436,7 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
 
     # Measure the saved file, not the in-memory model: what users load is what is reported.
     evaluated = load(name, weights=str(paths["weights"]), num_classes=train_split.num_classes,
-                     input_shape=model_shape, classifier_activation=None)
+                     input_shape=model_shape, classifier_activation=None, **model_options)
     accuracy = evaluate_split(evaluated, test_split, stats, batch_size=recipe.batch_size, verbose=verbose)
     log_rows = _read_log(paths["log"])
     command = command or f"keras_attn_zoo.training.train({name!r}, {os.fspath(data)!r}, {recipe.name!r}, ...)"
@@ -444,6 +455,7 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
             "data": train_split.description,
             "recipe": recipe.to_dict(),
             "objective": objective_record(getattr(wrapper, "dat_config", objective)),  # layers resolved
+            "model_options": model_options,
             "epochs_completed": checkpoints.epoch,
             "time_s": round(sum(float(r.get("epoch_seconds") or 0) for r in log_rows), 1),
             "wall_time_last_run_s": round(wall, 1),
