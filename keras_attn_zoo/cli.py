@@ -265,16 +265,28 @@ def _add_objective_arguments(p):
                         "inner_layer=NAME, theta=0.8, siou_inner_weight=1 ...")
 
 
+def _finetune_weights(args):
+    """``--weights`` (default cifar10; "none" is random initialisation) and ``--from-scratch``."""
+    weights = args.weights
+    if weights is not None and weights.lower() == "none":
+        weights = None
+    if args.from_scratch:
+        if weights is not None:
+            raise ValueError(f"--from-scratch trains from random initialisation: give no --weights ({args.weights}).")
+        return None
+    return "cifar10" if args.weights is None else weights
+
+
 def _finetune(args):
     from keras_attn_zoo.training.finetune import fine_tune
 
     result = fine_tune(
-        args.name, args.data, args.weights, output_dir=args.output, epochs=args.epochs,
+        args.name, args.data, _finetune_weights(args), output_dir=args.output, epochs=args.epochs,
         freeze_epochs=args.freeze_epochs, batch_size=args.batch_size, learning_rate=args.lr,
         fine_tune_learning_rate=args.fine_tune_lr, validation_split=args.validation_split,
         image_size=args.image_size, augmentation=args.augmentation, limit=args.limit, seed=args.seed,
         overwrite=args.overwrite, verbose="auto" if args.verbose is None else args.verbose,
-        objective=_objective(args),
+        objective=_objective(args), mean=args.mean, std=args.std,
     )
     print(f"predict with: keras-attn-zoo predict IMAGES --model {result.model_path}")
 
@@ -405,7 +417,13 @@ def _add_finetune_parser(sub):
                                         "writes a .keras with the class names")
     p.add_argument("name")
     p.add_argument("--data", required=True, help="a folder (or archive) of <class>/<image> or train/ and val/ splits")
-    p.add_argument("--weights", default="cifar10", help="a published tag or a trained .weights.h5 (default cifar10)")
+    p.add_argument("--weights", help="a published tag, a .weights.h5, or none: random initialisation (default cifar10)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="the same recipe from random initialisation (--weights none): the baseline")
+    p.add_argument("--mean", nargs="+", type=float, metavar="M",
+                   help="per-channel input mean on the [0, 1] scale, with --std, for --from-scratch or weights "
+                        "without a training record (default: measured on the training split)")
+    p.add_argument("--std", nargs="+", type=float, metavar="S", help="per-channel input std, with --mean")
     p.add_argument("--output", help="run folder (default runs/NAME_finetune); the same command resumes a killed run")
     p.add_argument("--epochs", type=int, default=10, help="epochs with the backbone unfrozen (0: head only)")
     p.add_argument("--freeze-epochs", type=int, default=5, help="epochs before that with the backbone frozen")

@@ -49,7 +49,8 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
     """
     name = get_spec(name).name
     record = _weights_record(name, weights)
-    stats = recorded_stats(name, weights)
+    stats = recorded_stats(name, weights, fix="evaluate reads it from there (the \"preprocessing\" mean and std "
+                                              "that `keras-attn-zoo train` records)")
     transform = {"image_size": record.input_shape[:2], **record.eval_transform}
     data_split = load_split(data, split, limit=limit, seed=seed, data_dir=data_dir,
                             manual_dir=manual_dir, **transform)
