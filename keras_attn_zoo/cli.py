@@ -307,6 +307,10 @@ def _evaluate(args):
         if not all(c["match"] for c in checked):
             raise ValueError("a published accuracy does not reproduce (MISMATCH above).")
         return
+    if args.name and args.name.endswith(".keras"):
+        return _evaluate_model_file(args)
+    if args.output:
+        raise ValueError("-o (the confusion-matrix PNG) is for a fine-tuned .keras file.")
     if not args.name or not args.weights:
         raise ValueError("evaluate needs NAME and --weights (or --all).")
     result = evaluate(args.name, args.weights, args.data, args.split, batch_size=args.batch_size,
@@ -319,6 +323,21 @@ def _evaluate(args):
         record_accuracy(args.name, args.weights, result, command_line("keras-attn-zoo", args.argv),
                         args.manifest)
         print(f"recorded in {args.manifest or 'weights/manifest.json'}; wrote {write_results(args.results, args.manifest)}")
+
+
+def _evaluate_model_file(args):
+    from keras_attn_zoo.training.evaluate import confusion_text, evaluate_model_file, save_confusion_matrix
+
+    if args.weights or args.record:
+        raise ValueError("A .keras file holds its own weights and is not published: give no --weights or --record.")
+    result = evaluate_model_file(args.name, args.data, args.split, batch_size=args.batch_size, limit=args.limit,
+                                 data_dir=args.data_dir)
+    correct = sum(row[i] for i, row in enumerate(result["confusion"]))
+    print(f"{args.name} on {result['data']}: top-1 {result['top1']:.4f} ({correct} of {result['images']} images)")
+    print(confusion_text(result))
+    if args.output:
+        title = f"{Path(args.name).name}\ntop-1 {result['top1']:.4f}, {result['split']} split, {result['images']} images"
+        print(f"wrote {save_confusion_matrix(args.output, result, title)}")
 
 
 def _publish(args):
@@ -443,13 +462,16 @@ def _add_finetune_parser(sub):
 
 
 def _add_weights_parsers(sub):
-    p = sub.add_parser("evaluate", help="top-1 / top-5 of weights on a data split")
-    p.add_argument("name", nargs="?")
+    p = sub.add_parser("evaluate", help="top-1 / top-5 of weights on a data split; top-1, per-class recall and "
+                                        "the confusion matrix of a fine-tuned .keras file")
+    p.add_argument("name", nargs="?", help="a registered name (with --weights) or a fine-tuned .keras file")
     p.add_argument("--weights", help="a published tag or a trained .weights.h5")
     p.add_argument("--all", action="store_true",
                    help="re-measure every published weight of the data's data set against its manifest row")
     p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", choices=("train", "val", "validation", "test"),
+                   help="test (a val/ folder if there is no test/), val or train")
+    p.add_argument("-o", "--output", help="with a .keras file: also draw the confusion matrix into this PNG")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="a seeded subset of this many images")
     p.add_argument("--data-dir")

@@ -65,6 +65,26 @@ def test_folder_with_split_folders_decodes_exact_pixels(tmp_path):
 
 
 @pytest.mark.multibackend
+def test_val_names_the_validation_folder_and_split_folders_says_which_exist(tmp_path):
+    from keras_attn_zoo.data import split_folders
+
+    write_folder(tmp_path / "pets" / "train", per_class=2)
+    val = write_folder(tmp_path / "pets" / "val", per_class=1)
+    assert split_folders(tmp_path / "pets") == {"train", "val"}
+    assert load_split(tmp_path / "pets", "test").x.shape[0] == 2  # no test/: val/ serves as test
+    test = write_folder(tmp_path / "pets" / "test", per_class=3)
+    assert split_folders(tmp_path / "pets") == {"train", "val", "test"}
+    for name in ("val", "validation"):
+        split = load_split(tmp_path / "pets", name)
+        assert split.split == "validation" and split.description == "image folder pets, validation split, 2 images"
+        np.testing.assert_array_equal(split.x[1], val[1, 0])
+    np.testing.assert_array_equal(load_split(tmp_path / "pets", "test").x[5], test[1, 2])
+    write_folder(tmp_path / "flat", per_class=2)
+    assert split_folders(tmp_path / "flat") == set() and split_folders("cifar10") == set()
+    with pytest.raises(ValueError, match=r"split must be one of \('train', 'test', 'validation', 'val'\), got 'dev'"):
+        load_split(tmp_path / "pets", "dev")
+
+
 def test_folder_without_splits_holds_out_a_seeded_stratified_test_set(tmp_path):
     write_folder(tmp_path / "flat", classes=("a", "b", "c"), per_class=10)
     train = load_split(tmp_path / "flat", "train", holdout=0.2)

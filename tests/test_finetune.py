@@ -78,6 +78,10 @@ def test_fine_tuned_model_learns_the_new_classes_and_is_saved_with_them(finetune
     assert [p["phase"] for p in record["phases"]] == ["frozen backbone", "unfrozen backbone"]
     assert record["val_accuracy"] == result.val_accuracy and 1 <= record["best_epoch"] <= 5
     assert len((out / "training_log.csv").read_text().splitlines()) == 1 + 5
+    with open(out / "training_log.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert record["last_epoch"] == 5 and record["last_val_accuracy"] == round(float(last["val_accuracy"]), 6)
+    assert record["test_accuracy"] is None and record["wall_time_s"] >= record["time_s"] > 0
     assert not (out / "backup").exists()
 
 
@@ -333,3 +337,61 @@ def test_a_weight_file_without_a_record_is_normalised_with_the_training_splits_s
         evaluate("resnet20", str(weights), three_classes)
     assert str(error.value) == (f"The weights {str(weights)!r} of 'resnet20' record no normalisation; evaluate reads it "
                                 'from there (the "preprocessing" mean and std that `keras-attn-zoo train` records).')
+
+
+def test_evaluate_measures_a_fine_tuned_file_on_its_validation_images(finetuned, three_classes, tmp_path, capsys):
+    """``evaluate FILE.keras --data FOLDER --split val``: the held-out images fine-tuning validated
+    on (its fraction and seed come from the file), top-1, per-class recall, confusion matrix, PNG."""
+    result, _ = finetuned
+    model, metadata = load_model(result.model_path)
+    val = load_split(three_classes, "test", image_size=(32, 32), holdout=0.2, seed=0)
+    predicted = model.predict(preprocess(val.x, metadata_stats(metadata)), verbose=0).argmax(-1)
+    matrix = np.zeros((3, 3), int)
+    np.add.at(matrix, (val.y, predicted), 1)
+    png = tmp_path / "confusion.png"
+    argv = ["evaluate", str(result.model_path), "--data", str(three_classes), "--split", "val", "-o", str(png)]
+    pytest.importorskip("matplotlib")
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"{result.model_path} on image folder {three_classes.name} (20% held out as test, seed 0), "
+                        f"validation split, 36 images: top-1 {result.val_accuracy:.4f} ({np.trace(matrix)} of 36 "
+                        "images)")
+    assert lines[1].startswith("per-class recall")
+    for i, cls in enumerate(CLASSES):
+        assert lines[2 + i].split() == [cls, f"{matrix[i, i] / matrix[i].sum():.4f}", f"({matrix[i, i]}/{matrix[i].sum()})"]
+    assert lines[5].startswith("confusion matrix (rows: true class") and lines[6].split() == list(CLASSES)
+    assert [[int(v) for v in line.split()[1:]] for line in lines[7:10]] == matrix.tolist()
+    assert lines[10] == f"wrote {png}" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    other = tmp_path / "other"
+    for cls in ("cat", "dog", "truck"):
+        shutil.copytree(three_classes / ("ship" if cls == "dog" else cls), other / cls)
+    assert main(["evaluate", str(result.model_path), "--data", str(other)]) == 2
+    assert (f"are not those {result.model_path} was trained on (cat, ship, truck)."
+            in capsys.readouterr().err)
+
+
+def test_a_test_folder_beside_val_is_measured_once_on_the_saved_model(three_classes, tmp_path, capsys):
+    data = tmp_path / "photos"
+    for cls in CLASSES:
+        files = sorted((three_classes / cls).iterdir())
+        for folder, part in (("train", files[:12]), ("val", files[12:18]), ("test", files[18:24])):
+            (data / folder / cls).mkdir(parents=True)
+            for path in part:
+                shutil.copy(path, data / folder / cls / path.name)
+    result = zoo.fine_tune("fa_resnet20", data, output_dir=tmp_path / "run", freeze_epochs=2, epochs=0,
+                           batch_size=16, verbose=0)
+    record = result.record
+    assert record["data"]["validation"] == "image folder photos, validation split, 18 images"
+    assert record["data"]["test"] == "image folder photos, test split, 18 images"
+    model, metadata = load_model(result.model_path)
+    test = load_split(data, "test", image_size=(32, 32))
+    predicted = model.predict(preprocess(test.x, metadata_stats(metadata)), verbose=0).argmax(-1)
+    assert record["test_accuracy"] == {"top1": round(float(np.mean(predicted == test.y)), 6), "images": 18,
+                                       "data": "image folder photos, test split, 18 images"}
+    out = capsys.readouterr().out
+    assert (f"best validation top-1 {record['val_accuracy']:.4f} at epoch {record['best_epoch']}, last epoch (2) "
+            f"{record['last_val_accuracy']:.4f}, on image folder photos, validation split, 18 images. The best epoch "
+            "is chosen on these same images, so its number is optimistic; on the held-out test images, never used "
+            f"to choose, top-1 {record['test_accuracy']['top1']:.4f}") in out
+    assert f"Total wall time {record['wall_time_s']:.0f} s" in out

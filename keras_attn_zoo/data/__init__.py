@@ -22,7 +22,7 @@ from keras_attn_zoo.data.preprocessing import (
     preprocess_input,
     recorded_stats,
 )
-from keras_attn_zoo.data.sources import FileSplit, decode_image, extract_archive, load_split
+from keras_attn_zoo.data.sources import FileSplit, decode_image, extract_archive, load_split, split_folders
 from keras_attn_zoo.data.splits import ArraySplit, Split
 
 __all__ = [
@@ -42,4 +42,5 @@ __all__ = [
     "normalization_layer",
     "preprocess_input",
     "recorded_stats",
+    "split_folders",
 ]

@@ -44,6 +44,7 @@ from keras_attn_zoo.weights import sha256
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val", "validation"), "validation": ("validation", "val")}
+SPLIT_ALIASES = {"val": "validation"}
 MAX_IN_MEMORY_BYTES = 4 << 30
 # Archives whose image members take more than this uncompressed are extracted to files instead
 # of being decoded from the archive into an array (their size as stored does not matter).
@@ -404,8 +405,10 @@ def load_split(
     Args:
         source: a folder, an archive file, "cifar10-jpeg", or a tensorflow-datasets name
             ("cifar10", "cifar100", "svhn_cropped", "imagenet2012", "tfds:<name>").
-        split: "train" or "test" ("val"/"validation" folders serve as "test"; ImageNet's
-            "validation" split serves as "test"). Defaults to "train".
+        split: "train", "test" ("val"/"validation" folders serve as "test" when there is no
+            test folder; ImageNet's "validation" split serves as "test") or "validation" ("val":
+            a val/ or validation/ folder). A folder without split folders gives its held-out
+            images for "test" and "validation" alike. Defaults to "train".
         image_size: (H, W) to bring images to. Defaults to their own size (all images of an
             in-memory split must then share one size).
         resize_shorter: resize the shorter side to this, then center-crop ``image_size``
@@ -429,8 +432,9 @@ def load_split(
     >>> test.description
     'CIFAR-10 (JPEG copy, quality 75), test split, 10,000 images'
     """
+    split = SPLIT_ALIASES.get(split, split)
     if split not in SPLIT_FOLDERS:
-        raise ValueError(f"split must be one of {tuple(SPLIT_FOLDERS)}, got {split!r}.")
+        raise ValueError(f"split must be one of {(*SPLIT_FOLDERS, *SPLIT_ALIASES)}, got {split!r}.")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}.")
     size = tuple(image_size) if image_size is not None else None
@@ -459,6 +463,19 @@ def load_split(
         f"Unknown data source {source!r}: not a folder or archive that exists, and not one of "
         f"{', '.join([*LOCAL_NAMES, *TFDS_NAMES])} or tfds:<name>."
     )
+
+
+def split_folders(source):
+    """The split folders (train, val, validation, test) of an image folder or archive: an empty set
+    for one of bare class folders (``load_split`` then holds images out) or another source."""
+    path = Path(os.fspath(source)).expanduser()
+    if path.is_dir():
+        names = _folder_names(path)
+    elif path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES):
+        names = _archive_index(path)
+    else:
+        return set()
+    return {folder for folder in index_images(names) if folder is not None}
 
 
 def _subset(count, limit, seed):

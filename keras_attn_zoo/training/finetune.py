@@ -32,11 +32,13 @@ best.keras`` prints your class names. ABN models train with both branches' losse
 with the authors' loss.
 
 A run writes into ``output_dir``: ``<name>_finetuned.keras``, ``finetune.json`` (the record:
-data, classes, reused / new layers, per-phase settings, validation accuracy, time),
+data, classes, reused / new layers, per-phase settings, validation accuracy of the best and of the
+last epoch, the held-out test accuracy when there is a ``test/`` folder beside ``val/``, time),
 ``training_log.csv``; a killed run started again with the same call resumes from its last
 finished epoch.
 """
 
+import csv
 import dataclasses
 import math
 import os
@@ -46,9 +48,11 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 import keras
 
-from keras_attn_zoo.data import ChannelStats, channel_stats, load_split
+from keras_attn_zoo.data import ChannelStats, channel_stats, load_split, split_folders
 from keras_attn_zoo.loading import load_weights_file, weights_num_classes
 from keras_attn_zoo.modelfile import save_model
 from keras_attn_zoo.models.paya import PAYAModel, paya_layers, reset_gate, reuse_attention
@@ -66,6 +70,7 @@ from keras_attn_zoo.training.checkpoints import (
     write_json,
 )
 from keras_attn_zoo.training.dat import objective_config, objective_record
+from keras_attn_zoo.training.evaluate import confusion_matrix
 from keras_attn_zoo.training.trainer import (
     LOG_FILE,
     STATS_SAMPLE,
@@ -141,7 +146,9 @@ def fine_tune(
     Args:
         name: a registered model name, e.g. "fa_resnet20".
         data: a folder (or archive) of ``<class>/<image>`` files (JPEG, PNG, any size), or with
-            ``train/<class>/`` and ``val/<class>/`` (or ``test/``) split folders.
+            ``train/<class>/`` and ``val/<class>/`` (or ``test/``) split folders; with ``val/``
+            and ``test/`` both, the best epoch is chosen on ``val/`` and ``test/`` is measured
+            once, at the end, on the saved model.
         weights: a published tag (``list_models(pretrained=True)``), a ``.weights.h5`` file
             (written by ``keras-attn-zoo train``, or any other with ``mean`` / ``std``), or None:
             the same recipe from random initialisation, every layer (BatchNormalization
@@ -219,11 +226,17 @@ def _fine_tune(spec, name, data, weights, known_stats, out, model_path, paths, m
         remove_paths(paths["log"], paths["best"], paths["best_state"], paths["backup"])
 
     keras.utils.set_random_seed(seed)
+    called = time.perf_counter()
     common = {"image_size": model_shape[:2], "holdout": validation_split, "seed": seed}
     train_split = load_split(data, "train", limit=limit, **common)
-    val_split = load_split(data, "test", **common)
-    if train_split.class_names != val_split.class_names:
-        raise ValueError(f"The training and validation images of {data} have different classes.")
+    folders = split_folders(data)
+    test_split = None
+    if "test" in folders and folders & {"val", "validation"}:  # the test images stay unseen until the end
+        val_split, test_split = load_split(data, "validation", **common), load_split(data, "test", **common)
+    else:
+        val_split = load_split(data, "test", **common)
+    if any(train_split.class_names != split.class_names for split in (val_split, test_split) if split is not None):
+        raise ValueError(f"The training, validation and test images of {data} have different classes.")
     if train_split.num_classes < 2:
         raise ValueError(f"{data} has {train_split.num_classes} class; fine-tuning needs at least 2 class folders.")
     classes = list(train_split.class_names)
@@ -287,6 +300,13 @@ def _fine_tune(spec, name, data, weights, known_stats, out, model_path, paths, m
     for layer in model.layers:  # the saved model is ready for further training
         layer.trainable = True
     best_epoch = read_json(paths["best_state"], "the best epoch", "epoch")
+    with open(paths["log"], newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    test = None
+    if test_split is not None:
+        matrix = confusion_matrix(model, test_split, stats, batch_size)
+        test = {"top1": round(float(np.trace(matrix) / matrix.sum()), 6), "images": int(matrix.sum()),
+                "data": test_split.description}
     record = {
         "model": name,
         "weights": None if weights is None else str(weights),
@@ -295,7 +315,9 @@ def _fine_tune(spec, name, data, weights, known_stats, out, model_path, paths, m
         "input_shape": list(model_shape),
         "preprocessing": stats.to_dict(),
         "preprocessing_source": stats_source,
-        "data": {"train": train_split.description, "validation": val_split.description},
+        "data": {"train": train_split.description, "validation": val_split.description,
+                 **({"test": test_split.description} if test_split is not None else {})},
+        "validation_split": validation_split,
         "reused_layers": reused,
         "new_layers": list(new_layers),
         "augmentation": augmentation,
@@ -304,19 +326,28 @@ def _fine_tune(spec, name, data, weights, known_stats, out, model_path, paths, m
         "objective": objective_record(objective),
         "best_epoch": best_epoch["epoch"],
         "val_accuracy": round(best_epoch["val_accuracy"], 6),
+        "last_epoch": freeze_epochs + epochs,
+        "last_val_accuracy": round(float(last["val_accuracy"]), 6),
+        "test_accuracy": test,
         "time_s": round(wall, 1),
         "hardware": hardware(),
         "software": f"keras {keras.__version__}, backend {keras.backend.backend()}",
         "seed": seed,
         "date": utc_now(),
     }
-    save_model(model, model_path, {key: record[key] for key in ("model", "weights", "class_names", "preprocessing", "input_shape")})
+    save_model(model, model_path, {key: record[key] for key in (
+        "model", "weights", "class_names", "preprocessing", "input_shape", "validation_split", "seed")})
+    record["wall_time_s"] = round(time.perf_counter() - called, 1)
     write_json(paths["record"], record)
     for key in ("best", "frozen", "best_state"):
         paths[key].unlink(missing_ok=True)
     shutil.rmtree(paths["backup"], ignore_errors=True)
-    print(f"Wrote {model_path}: best validation top-1 {record['val_accuracy']:.4f} at epoch {record['best_epoch']}"
-          f" ({val_split.description})")
+    print(f"Wrote {model_path}: best validation top-1 {record['val_accuracy']:.4f} at epoch {record['best_epoch']}, "
+          f"last epoch ({record['last_epoch']}) {record['last_val_accuracy']:.4f}, on {val_split.description}. The "
+          "best epoch is chosen on these same images, so its number is optimistic"
+          + (f"; on the held-out test images, never used to choose, top-1 {test['top1']:.4f} ({test['data']})."
+             if test else ": for an unbiased one, add a test/ folder beside train/ and val/ (measured once, at the end).")
+          + f" Total wall time {record['wall_time_s']:.0f} s (training {record['time_s']:.0f} s).")
     return FineTuneResult(model, model_path, classes, record["val_accuracy"], reused, list(new_layers), record)
 
 
