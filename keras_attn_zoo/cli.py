@@ -25,6 +25,7 @@ SCHEDULES = ("step", "cosine", "onecycle", "constant")  # training.recipes.SCHED
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu", "data_parallel")  # training.distribute
 TRAINING_MODES = ("model", "wrapper", "pipeline")  # benchmark.TRAINING_MODES
 AUGMENTATIONS = ("cifar", "cifar_reflect", "imagenet", "flip", "none")  # data.augment.AUGMENTATIONS
+PREDICTION_FORMATS = ("text", "csv", "json")  # predict.PREDICTION_FORMATS
 
 # The commands that need no model, hence no Keras.
 LIGHT_COMMANDS = ("list", "info", "download")
@@ -136,16 +137,14 @@ def _export(args):
 
 
 def _predict(args):
-    from keras_attn_zoo.predict import predict_files
+    from keras_attn_zoo.predict import format_predictions, predict_files
 
     model, normalization, names = _model(args.model, args.weights, args.class_names)
     predictions, failed = predict_files(model, args.images, args.top_k, names, args.batch_size, normalization,
                                         early_exit=args.early_exit)
     for _, message in failed:
         print(f"keras-attn-zoo: skipped: {message}", file=sys.stderr)
-    for p in predictions:
-        where = f" (exit: {p.exit})" if p.exit is not None else ""
-        print(f"{p.path}: " + ", ".join(f"{name} {score:.3f}" for name, score in p.top) + where)
+    print(format_predictions(predictions, failed, args.format), end="")
     if not predictions:
         raise ValueError(f"no readable image among {', '.join(args.images)}.")
 
@@ -530,6 +529,8 @@ def build_parser():
     p.add_argument("--model", required=True, help="a registered name or a .keras file")
     p.add_argument("--weights", default=None, help="a .weights.h5 path or a published tag")
     p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--format", default="text", choices=PREDICTION_FORMATS,
+                   help="text: 'path: class score, ...' lines; csv: path,rank,class,score rows; json: one document")
     p.add_argument("--class-names", default=None, help="a text file with one class name per line")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--early-exit", type=float, default=None, metavar="THRESHOLD",

@@ -116,6 +116,41 @@ def test_cli_predict_prints_the_top_classes_of_every_readable_file(photos, tmp_p
         np.testing.assert_allclose([float(v) for _, v in printed], s[best], atol=5e-4)
 
 
+def test_cli_predict_writes_csv_and_json_that_read_back_whatever_the_paths_hold(photos, tmp_path, capsys):
+    """Paths with ': ', commas and quotes (which break the text lines) round-trip through both."""
+    import csv
+    import io
+    import json
+
+    odd = tmp_path / "trip: day 1, beach"
+    odd.mkdir()
+    shutil.copy(photos / "cat.jpg", odd / 'a "cat": 1.jpg')
+    shutil.copy(photos / "ship.jpg", odd / "ship, at sea.jpg")
+    files = [odd / 'a "cat": 1.jpg', odd / "ship, at sea.jpg"]
+    model = zoo.load("fa_resnet20")
+    weights = tmp_path / "fa_resnet20.weights.h5"
+    model.save_weights(weights)
+    scores = model.predict(preprocess(read_images(files, (32, 32))[0]), verbose=0)
+    argv = ["predict", str(odd), str(photos / "broken.jpg"), "--model", "fa_resnet20", "--weights", str(weights),
+            "--top-k", "2"]
+
+    assert main([*argv, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["path"], r["rank"]) for r in rows] == [(str(f), rank) for f in files for rank in ("1", "2")]
+    for i, file_scores in enumerate(scores):
+        best = np.argsort(file_scores)[::-1][:2]
+        assert [r["class"] for r in rows[2 * i:2 * i + 2]] == [CIFAR10[k] for k in best]
+        assert [float(r["score"]) for r in rows[2 * i:2 * i + 2]] == pytest.approx(file_scores[best], abs=1e-6)
+
+    assert main([*argv, "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [p["path"] for p in document["predictions"]] == [str(f) for f in files]
+    assert [[t["class"] for t in p["top"]] for p in document["predictions"]] == [[r["class"] for r in rows[i:i + 2]]
+                                                                               for i in (0, 2)]
+    assert [s["path"] for s in document["skipped"]] == [str(photos / "broken.jpg")]
+    assert "not an image Pillow can read" in document["skipped"][0]["error"]
+
+
 def test_cli_predict_warns_about_random_weights_and_fails_when_nothing_is_readable(photos, capsys):
     assert main(["predict", str(photos / "cat.jpg"), "--model", "fa_resnet20", "--top-k", "1"]) == 0
     captured = capsys.readouterr()
