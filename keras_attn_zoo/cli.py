@@ -219,7 +219,7 @@ def _train(args):
         command=command_line("keras-attn-zoo", args.argv),
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         schedule=args.schedule, milestones=milestones, weight_decay=args.weight_decay,
-        augmentation=args.augmentation, objective=_objective(args),
+        augmentation=args.augmentation, objective=_objective(args), skip_bad_images=args.skip_bad_images,
         model_options=_key_values(args.model_arg, "--model-arg", "auxiliary_weight=0.3, attention_heads=2") or None,
     )
 
@@ -256,6 +256,12 @@ def _objective(args):
     return _key_values(args.dat, "--dat", "second_order=true, attention=pixel")
 
 
+def _add_skip_bad_images_argument(p):
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out (and list) the images that cannot be used: not images, truncated, corrupt or "
+                        "too large; without it they fail, all listed, before any work")
+
+
 def _add_objective_arguments(p):
     p.add_argument("--objective", choices=("cross_entropy", "dat"), default=None,
                    help="dat: add the discriminative-attention terms (soft IoU, consistency) to the loss")
@@ -285,7 +291,7 @@ def _finetune(args):
         fine_tune_learning_rate=args.fine_tune_lr, validation_split=args.validation_split,
         image_size=args.image_size, augmentation=args.augmentation, limit=args.limit, seed=args.seed,
         overwrite=args.overwrite, verbose="auto" if args.verbose is None else args.verbose,
-        objective=_objective(args), mean=args.mean, std=args.std,
+        objective=_objective(args), mean=args.mean, std=args.std, skip_bad_images=args.skip_bad_images,
     )
     print(f"predict with: keras-attn-zoo predict IMAGES --model {result.model_path}")
 
@@ -313,7 +319,8 @@ def _evaluate(args):
     if not args.name or not args.weights:
         raise ValueError("evaluate needs NAME and --weights (or --all).")
     result = evaluate(args.name, args.weights, args.data, args.split, batch_size=args.batch_size,
-                      limit=args.limit, data_dir=args.data_dir, manual_dir=args.manual_dir)
+                      limit=args.limit, data_dir=args.data_dir, manual_dir=args.manual_dir,
+                      skip_bad_images=args.skip_bad_images)
     print(f"{args.name} ({args.weights}) on {result['data']}: top-1 {result['top1']:.4f} "
           f"(error {result['top1_error']:.2f}%), top-5 {result['top5']:.4f}")
     if args.record:
@@ -330,7 +337,7 @@ def _evaluate_model_file(args):
     if args.weights or args.record:
         raise ValueError("A .keras file holds its own weights and is not published: give no --weights or --record.")
     result = evaluate_model_file(args.name, args.data, args.split, batch_size=args.batch_size, limit=args.limit,
-                                 data_dir=args.data_dir)
+                                 data_dir=args.data_dir, skip_bad_images=args.skip_bad_images)
     correct = sum(row[i] for i, row in enumerate(result["confusion"]))
     print(f"{args.name} on {result['data']}: top-1 {result['top1']:.4f} ({correct} of {result['images']} images)")
     print(confusion_text(result))
@@ -426,6 +433,7 @@ def _add_train_parser(sub):
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="a builder argument, repeatable, recorded with the run: e.g. auxiliary_weight=0.3 "
                         "(PAYA's per-module cross-entropy, ours, not the paper's), attention_heads=2")
+    _add_skip_bad_images_argument(p)
     _add_objective_arguments(p)
     p.set_defaults(func=_train)
 
@@ -456,6 +464,7 @@ def _add_finetune_parser(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in the output folder")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="1: progress bar, 2: a line per epoch")
+    _add_skip_bad_images_argument(p)
     _add_objective_arguments(p)
     p.set_defaults(func=_finetune)
 
@@ -477,6 +486,7 @@ def _add_weights_parsers(sub):
     p.add_argument("--manual-dir")
     p.add_argument("--record", action="store_true",
                    help="store the measurement in the manifest row and rewrite the results page")
+    _add_skip_bad_images_argument(p)
     p.add_argument("--manifest", help="manifest to record in (default weights/manifest.json)")
     p.add_argument("--results", help="results page to write (default docs/results.md)")
     p.set_defaults(func=_evaluate)

@@ -2,11 +2,12 @@
 export (``keras_attn_zoo.images``) and training data (``keras_attn_zoo.data``).
 
 :func:`decode_pixels` refuses, per file and before decoding, an image whose header declares
-more than :data:`MAX_IMAGE_PIXELS` pixels (a small, highly compressed file can declare a size
+more than :data:`MAX_IMAGE_PIXELS` pixels (:func:`check_header` does only that) (a small, highly compressed file can declare a size
 that takes gigabytes to decode), and scales 16-bit images to 8 bits. It imports nothing of the
 package, so every layer may use it.
 """
 
+import contextlib
 import io
 import warnings
 
@@ -23,6 +24,47 @@ MAX_IMAGE_PIXELS = 64_000_000
 # image reads almost all white). They are scaled from 16 bits to 8 instead ("I", as 16-bit
 # PGM and some TIFF files open, is taken as 16-bit too, values clipped to 0..65535).
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _name(source, name):
+    return name or (f"an image of {len(source):,} bytes" if isinstance(source, bytes) else str(source))
+
+
+@contextlib.contextmanager
+def _opened(source, name):
+    """The image opened (its header read, no pixel decoded) once its declared size is checked;
+    every error Pillow raises for a file it cannot read becomes a ValueError naming ``name``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # Pillow warns above 89 megapixels; the check below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ValueError(
+                    f"{name} declares {width}x{height} = {width * height:,} pixels, more than "
+                    f"the limit of {MAX_IMAGE_PIXELS:,} (keras_attn_zoo.decoding.MAX_IMAGE_PIXELS): "
+                    "refused before decoding (a decompression bomb, or an image to "
+                    "downscale first)."
+                )
+            yield image
+    except Image.DecompressionBombError as e:  # Pillow's own, higher limit, hit while opening
+        raise ValueError(f"{name} declares more pixels than Pillow decodes: refused before decoding ({e}).") from e
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{name} is not an image Pillow can read ({e}).") from e
+
+
+def check_header(source, name=None):
+    """Refuse, as :func:`decode_pixels` would, a file that is no image or declares too many
+    pixels, from its header alone (a truncated image is only found by decoding it).
+
+    Raises:
+        ValueError: naming the file.
+    """
+    with _opened(source, _name(source, name)):
+        pass
 
 
 def decode_pixels(source, mode="RGB", size=None, name=None):
@@ -42,33 +84,17 @@ def decode_pixels(source, mode="RGB", size=None, name=None):
         A loaded ``PIL.Image.Image`` of ``mode``.
 
     Raises:
-        ValueError: if it is not an image Pillow can read, or declares too many pixels.
+        ValueError: if it is not an image Pillow can read (truncated, corrupt), or declares too
+            many pixels.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    name = name or (f"an image of {len(source):,} bytes" if isinstance(source, bytes) else str(source))
-    try:
-        with warnings.catch_warnings():  # Pillow warns above 89 megapixels; the check below decides
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        with image:
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise ValueError(
-                    f"{name} declares {width}x{height} = {width * height:,} pixels, more than "
-                    f"the limit of {MAX_IMAGE_PIXELS:,} (keras_attn_zoo.decoding.MAX_IMAGE_PIXELS): "
-                    "refused before decoding (a decompression bomb, or an image to "
-                    "downscale first)."
-                )
-            if image.mode in SIXTEEN_BIT_MODES:
-                wide = np.clip(np.asarray(image), 0, 65535).astype("uint32")
-                image = Image.fromarray(((wide * 255 + 32767) // 65535).astype("uint8"), "L")
-            image = image.convert(mode)
-            if size is not None and image.size != tuple(size):
-                image = image.resize(tuple(size), Image.BILINEAR)
-            image.load()
-            return image
-    except Image.DecompressionBombError as e:  # Pillow's own, higher limit, hit while opening
-        raise ValueError(f"{name} declares more pixels than Pillow decodes: refused before decoding ({e}).") from e
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{name} is not an image Pillow can read ({e}).") from e
+    with _opened(source, _name(source, name)) as image:
+        if image.mode in SIXTEEN_BIT_MODES:
+            wide = np.clip(np.asarray(image), 0, 65535).astype("uint32")
+            image = Image.fromarray(((wide * 255 + 32767) // 65535).astype("uint8"), "L")
+        image = image.convert(mode)
+        if size is not None and image.size != tuple(size):
+            image = image.resize(tuple(size), Image.BILINEAR)
+        image.load()
+        return image

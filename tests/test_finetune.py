@@ -395,3 +395,30 @@ def test_a_test_folder_beside_val_is_measured_once_on_the_saved_model(three_clas
             "is chosen on these same images, so its number is optimistic; on the held-out test images, never used "
             f"to choose, top-1 {record['test_accuracy']['top1']:.4f}") in out
     assert f"Total wall time {record['wall_time_s']:.0f} s" in out
+
+
+def test_bad_images_in_the_photo_folder_are_listed_together_or_skipped(three_classes, tmp_path, capsys):
+    from helpers import bomb_png
+
+    data = tmp_path / "photos"
+    shutil.copytree(three_classes, data)
+    (data / "cat" / "notes.jpg").write_text("not an image")
+    jpeg = (data / "ship" / "0000.jpg").read_bytes()
+    (data / "ship" / "cut.jpg").write_bytes(jpeg[:-100])  # its last 100 bytes lost
+    bomb_png(data / "truck" / "big.png", 9_000, 9_000)
+    bad = [data / "cat" / "notes.jpg", data / "ship" / "cut.jpg", data / "truck" / "big.png"]
+    argv = ["finetune", "fa_resnet20", "--data", str(data), "--freeze-epochs", "1", "--epochs", "0", "--batch-size",
+            "32", "--output", str(tmp_path / "run"), "--verbose", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"keras-attn-zoo: error: {data}: 3 images cannot be used:\n" in err
+    assert all(f"  {path} " in err for path in bad) and f"{bad[1]} is not an image Pillow can read (image file is " \
+        "truncated" in err
+    assert "or pass skip_bad_images=True (--skip-bad-images) to leave them out." in err
+    assert not (tmp_path / "run").exists() or not (tmp_path / "run" / "training_log.csv").exists()
+
+    assert main([*argv, "--skip-bad-images"]) == 0
+    assert "left out" in capsys.readouterr().err
+    record = json.loads((tmp_path / "run" / "finetune.json").read_text())
+    assert sorted(m.split(" ")[0] for m in record["skipped_images"]) == [str(path) for path in bad]
+    assert record["data"]["train"].endswith("train split, 144 images")

@@ -36,7 +36,7 @@ def _weights_record(name, weights):
 
 
 def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, data_dir=None,
-             manual_dir=None, seed=0, verbose="auto"):
+             manual_dir=None, seed=0, verbose="auto", skip_bad_images=False):
     """Measure weights of a model on a data split, with the weights' own preprocessing.
 
     Args:
@@ -49,6 +49,7 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
         data_dir, manual_dir: as in ``load_split``.
         seed: seed of ``limit``. Defaults to 0.
         verbose: as in :func:`evaluate_split`. Defaults to "auto".
+        skip_bad_images: as in ``load_split``. Defaults to False.
 
     Returns:
         ``{"top1", "top5", "top1_error", "split", "images", "data"}``.
@@ -59,7 +60,7 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
                                               "that `keras-attn-zoo train` records)")
     transform = {"image_size": record.input_shape[:2], **record.eval_transform}
     data_split = load_split(data, split, limit=limit, seed=seed, data_dir=data_dir,
-                            manual_dir=manual_dir, **transform)
+                            manual_dir=manual_dir, skip_bad_images=skip_bad_images, **transform)
     if record.class_names and tuple(data_split.class_names) != record.class_names:
         raise ValueError(
             f"The classes of {data_split.description} ({', '.join(data_split.class_names[:5])}...) "
@@ -97,7 +98,8 @@ def confusion_matrix(model, split, stats, batch_size=256):
     return matrix
 
 
-def evaluate_model_file(path, data, split="test", *, batch_size=256, limit=None, data_dir=None):
+def evaluate_model_file(path, data, split="test", *, batch_size=256, limit=None, data_dir=None,
+                        skip_bad_images=False):
     """Measure a fine-tuned ``.keras`` file (``keras-attn-zoo finetune``) on an image folder.
 
     The file's own record gives the class names (the data's must be the same), the normalisation,
@@ -110,7 +112,7 @@ def evaluate_model_file(path, data, split="test", *, batch_size=256, limit=None,
         split: "train", "val" / "validation" or "test". Defaults to "test".
         batch_size: Defaults to 256.
         limit: measure on a seeded subset of this many images.
-        data_dir: as in ``load_split``.
+        data_dir, skip_bad_images: as in ``load_split``.
 
     Returns:
         ``{"top1", "images", "data", "split", "class_names", "recall" (per class), "confusion"
@@ -123,7 +125,8 @@ def evaluate_model_file(path, data, split="test", *, batch_size=256, limit=None,
                          "evaluate cannot know how its inputs were normalised.")
     image_size = tuple(model.input_shape[1:3])
     data_split = load_split(data, split, image_size=image_size, limit=limit, data_dir=data_dir,
-                            holdout=metadata.get("validation_split", 0.2), seed=metadata.get("seed", 0))
+                            holdout=metadata.get("validation_split", 0.2), seed=metadata.get("seed", 0),
+                            skip_bad_images=skip_bad_images)
     names = list(metadata.get("class_names") or data_split.class_names)
     if list(data_split.class_names) != names:
         raise ValueError(f"The classes of {data_split.description} ({', '.join(data_split.class_names)}) are not "

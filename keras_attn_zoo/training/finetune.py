@@ -52,7 +52,7 @@ import numpy as np
 
 import keras
 
-from keras_attn_zoo.data import ChannelStats, channel_stats, load_split, split_folders
+from keras_attn_zoo.data import ChannelStats, channel_stats, load_splits, split_folders
 from keras_attn_zoo.loading import load_weights_file, weights_num_classes
 from keras_attn_zoo.modelfile import save_model
 from keras_attn_zoo.models.paya import PAYAModel, paya_layers, reset_gate, reuse_attention
@@ -140,6 +140,7 @@ def fine_tune(
     objective=None,
     mean=None,
     std=None,
+    skip_bad_images=False,
 ):
     """Fine-tune registry model ``name`` from pretrained ``weights`` on the images in ``data``.
 
@@ -180,6 +181,10 @@ def fine_tune(
             with, for ``weights=None`` or a weight file without a training record; weights that
             record theirs refuse others. Defaults to None: the record's, else measured on the
             training split.
+        skip_bad_images: leave out (and name, on stderr and in the record) the images that cannot
+            be used: not images, truncated, corrupt or over
+            ``keras_attn_zoo.decoding.MAX_IMAGE_PIXELS``. Without it they fail before any
+            training, all of them named in one error. Defaults to False.
 
     Returns:
         A :class:`FineTuneResult`.
@@ -205,12 +210,12 @@ def fine_tune(
                           epochs=epochs, freeze_epochs=freeze_epochs, batch_size=batch_size, learning_rate=learning_rate,
                           fine_tune_learning_rate=fine_tune_learning_rate, validation_split=validation_split,
                           augmentation=augmentation, limit=limit, seed=seed, overwrite=overwrite, verbose=verbose,
-                          objective=objective)
+                          objective=objective, skip_bad_images=skip_bad_images)
 
 
 def _fine_tune(spec, name, data, weights, known_stats, out, model_path, paths, model_shape, *, epochs, freeze_epochs,
                batch_size, learning_rate, fine_tune_learning_rate, validation_split, augmentation, limit, seed,
-               overwrite, verbose, objective):
+               overwrite, verbose, objective, skip_bad_images):
     """:func:`fine_tune`'s work, holding the output folder's lock; ``known_stats`` is
     :func:`_normalization`'s answer."""
     if overwrite:  # start over: only this run's files (out may hold others), finished or not
@@ -228,13 +233,14 @@ def _fine_tune(spec, name, data, weights, known_stats, out, model_path, paths, m
     keras.utils.set_random_seed(seed)
     called = time.perf_counter()
     common = {"image_size": model_shape[:2], "holdout": validation_split, "seed": seed}
-    train_split = load_split(data, "train", limit=limit, **common)
     folders = split_folders(data)
-    test_split = None
+    requests = {"train": ("train", {"limit": limit})}
     if "test" in folders and folders & {"val", "validation"}:  # the test images stay unseen until the end
-        val_split, test_split = load_split(data, "validation", **common), load_split(data, "test", **common)
+        requests.update(val=("validation", {}), test=("test", {}))
     else:
-        val_split = load_split(data, "test", **common)
+        requests["val"] = ("test", {})
+    splits = load_splits(data, requests, skip_bad_images=skip_bad_images, **common)
+    train_split, val_split, test_split = splits["train"], splits["val"], splits.get("test")
     if any(train_split.class_names != split.class_names for split in (val_split, test_split) if split is not None):
         raise ValueError(f"The training, validation and test images of {data} have different classes.")
     if train_split.num_classes < 2:
@@ -317,6 +323,7 @@ def _fine_tune(spec, name, data, weights, known_stats, out, model_path, paths, m
         "preprocessing_source": stats_source,
         "data": {"train": train_split.description, "validation": val_split.description,
                  **({"test": test_split.description} if test_split is not None else {})},
+        "skipped_images": list(dict.fromkeys(m for split in splits.values() for m in split.skipped)),
         "validation_split": validation_split,
         "reused_layers": reused,
         "new_layers": list(new_layers),
