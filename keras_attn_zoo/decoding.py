@@ -2,9 +2,10 @@
 export (``keras_attn_zoo.images``) and training data (``keras_attn_zoo.data``).
 
 :func:`decode_pixels` refuses, per file and before decoding, an image whose header declares
-more than :data:`MAX_IMAGE_PIXELS` pixels (:func:`check_header` does only that) (a small, highly compressed file can declare a size
-that takes gigabytes to decode), and scales 16-bit images to 8 bits. It imports nothing of the
-package, so every layer may use it.
+more than :data:`MAX_IMAGE_PIXELS` pixels (a small, highly compressed file can declare a size
+that takes gigabytes to decode; :func:`check_header` does only that), applies the EXIF
+orientation, and scales 16-bit images to 8 bits. It imports nothing of the package, so every
+layer may use it.
 """
 
 import contextlib
@@ -71,8 +72,9 @@ def decode_pixels(source, mode="RGB", size=None, name=None):
     """Decode one image file into a Pillow image of ``mode``, refusing decompression bombs.
 
     The size the header declares is checked against :data:`MAX_IMAGE_PIXELS` before any pixel
-    is decoded; 16-bit grey images are scaled to 8 bits (not clipped, as Pillow's ``convert``
-    does).
+    is decoded; the EXIF orientation is applied (``PIL.ImageOps.exif_transpose``: a photo taken
+    with the phone held upright comes out upright, as image viewers show it); 16-bit grey images
+    are scaled to 8 bits (not clipped, as Pillow's ``convert`` does).
 
     Args:
         source: a path, or the file's bytes.
@@ -87,9 +89,10 @@ def decode_pixels(source, mode="RGB", size=None, name=None):
         ValueError: if it is not an image Pillow can read (truncated, corrupt), or declares too
             many pixels.
     """
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     with _opened(source, _name(source, name)) as image:
+        image = ImageOps.exif_transpose(image)  # a phone photo's EXIF orientation: upright, as viewers show it
         if image.mode in SIXTEEN_BIT_MODES:
             wide = np.clip(np.asarray(image), 0, 65535).astype("uint32")
             image = Image.fromarray(((wide * 255 + 32767) // 65535).astype("uint8"), "L")

@@ -92,6 +92,36 @@ def test_sixteen_bit_images_are_scaled_to_eight_bits(tmp_path):
     assert read_image(tmp_path / "deep.png").mean() == pytest.approx(127.5, abs=0.5)  # not all white
 
 
+def test_exif_orientation_is_applied_in_prediction_and_in_training_data(tmp_path):
+    """A phone photo stored sideways, 16 wide and 8 high, red left and blue right, with EXIF
+    orientation 6 ("rotate 90 degrees clockwise to view"): read 8 wide and 16 high, red on top."""
+    from keras_attn_zoo.data import load_split
+
+    stored = np.zeros((8, 16, 3), "uint8")
+    stored[:, :8, 0] = 255
+    stored[:, 8:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    root = tmp_path / "photos" / "train"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+    Image.fromarray(stored).save(root / "a" / "phone.jpg", quality=95, exif=exif.tobytes())
+    Image.fromarray(np.rot90(stored, -1).copy()).save(root / "b" / "upright.jpg", quality=95)
+    with Image.open(root / "a" / "phone.jpg") as raw:
+        assert raw.size == (16, 8) and raw.getexif()[0x0112] == 6
+        upright = np.asarray(raw.convert("RGB").transpose(Image.Transpose.ROTATE_270))
+
+    pixels = read_image(root / "a" / "phone.jpg")
+    assert pixels.shape == (16, 8, 3)
+    np.testing.assert_array_equal(pixels, upright)
+    assert pixels[:6, :, 0].min() > 200 and pixels[:6, :, 2].max() < 60  # red on top (rows off the JPEG-blurred edge)
+    assert pixels[10:, :, 2].min() > 200 and pixels[10:, :, 0].max() < 60  # blue below
+    np.testing.assert_array_equal(read_images([root / "a"], (16, 8))[0][0], upright)  # predict's path
+
+    split = load_split(tmp_path / "photos", "train", image_size=(16, 8))  # training's path
+    np.testing.assert_array_equal(split.x[0], upright)
+
+
 def test_cli_predict_prints_the_top_classes_of_every_readable_file(photos, tmp_path, capsys):
     model = zoo.load("fa_resnet20")
     weights = tmp_path / "fa_resnet20.weights.h5"
