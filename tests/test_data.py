@@ -6,6 +6,7 @@ import sys
 import tarfile
 import types
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -552,3 +553,28 @@ def test_channel_stats_numbers():
     assert mean == (0.5, 0.2) and std == (0.5, 0.2)
     with pytest.raises(ValueError, match="std must be positive"):
         channel_stats(images)
+
+
+def test_the_photo_like_folder_script_writes_upscaled_test_images_in_split_folders(tmp_path):
+    """scripts/cifar_photo_folder.py (the README's --image-size measurement): train/ and val/
+    class folders of the CIFAR-10 copy's test images, resized."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "cifar_photo_folder.py"
+    spec = importlib.util.spec_from_file_location("cifar_photo_folder", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "photos"
+    script.main([str(CIFAR10_ARCHIVE), str(out), "--classes", "cat", "ship", "--train", "3", "--val", "1",
+                 "--size", "40"])
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
+    assert names == [f"{s}/{c}/{i:04d}.jpg" for s, c, i in
+                     [("train", "cat", 0), ("train", "cat", 1), ("train", "cat", 2), ("train", "ship", 0),
+                      ("train", "ship", 1), ("train", "ship", 2), ("val", "cat", 3), ("val", "ship", 3)]]
+    with tarfile.open(CIFAR10_ARCHIVE) as tar:
+        original = Image.open(io.BytesIO(tar.extractfile("test/ship/0003.jpg").read())).convert("RGB")
+    written = np.asarray(Image.open(out / "val" / "ship" / "0003.jpg"), "float32")
+    assert written.shape == (40, 40, 3)
+    assert np.abs(written - np.asarray(original.resize((40, 40), Image.BILINEAR), "float32")).mean() < 4
+    with pytest.raises(SystemExit):
+        script.main([str(CIFAR10_ARCHIVE), str(out)])  # an existing folder is refused
