@@ -124,6 +124,7 @@ def evaluate_model_file(path, data, split="test", *, batch_size=256, limit=None,
         raise ValueError(f"{path} records no normalisation (it was not saved by keras-attn-zoo finetune): "
                          "evaluate cannot know how its inputs were normalised.")
     image_size = tuple(model.input_shape[1:3])
+    # files fine-tuned before the record held them: fine_tune's defaults (the description says which)
     data_split = load_split(data, split, image_size=image_size, limit=limit, data_dir=data_dir,
                             holdout=metadata.get("validation_split", 0.2), seed=metadata.get("seed", 0),
                             skip_bad_images=skip_bad_images)
