@@ -35,7 +35,7 @@ from keras_attn_zoo.data import (
     IMAGENET_STATS,
     augmentation_layers,
     channel_stats,
-    load_split,
+    load_splits,
     normalization_layer,
 )
 from keras_attn_zoo.models.abn import ABNModel, abn_training_outputs
@@ -254,6 +254,7 @@ def train(
     command=None,
     objective=None,
     model_options=None,
+    skip_bad_images=False,
     **recipe_overrides,
 ):
     """Train a registered model on a data set with a recipe and measure it on the test split.
@@ -290,6 +291,9 @@ def train(
         model_options: further builder arguments, recorded with the run, e.g.
             ``{"auxiliary_weight": 0.3}`` (a PAYA model's per-module cross-entropy, ours, not
             the paper's). Defaults to None.
+        skip_bad_images: leave out (and name, on stderr and in the record) the images of a
+            folder or archive that cannot be used; without it they fail before any training, all
+            of them named in one error. Defaults to False.
         **recipe_overrides: recipe fields: ``epochs``, ``batch_size``, ``learning_rate``,
             ``schedule``, ``milestones``, ``weight_decay``, ``momentum``, ``augmentation``...
 
@@ -330,12 +334,12 @@ def train(
                       image_size=image_size, data_dir=data_dir, manual_dir=manual_dir, strategy=strategy,
                       tpu=tpu, mixed_precision=mixed_precision, seed=seed, init_weights=init_weights,
                       overwrite=overwrite, verbose=verbose, command=command, objective=objective,
-                      model_options=model_options)
+                      model_options=model_options, skip_bad_images=skip_bad_images)
 
 
 def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_size, data_dir, manual_dir,
            strategy, tpu, mixed_precision, seed, init_weights, overwrite, verbose, command, objective,
-           model_options):
+           model_options, skip_bad_images):
     """:func:`train`'s work, holding the output folder's lock."""
     if overwrite:  # start over: a finished run, or an unfinished one's resume state
         remove_paths(*(paths[key] for key in ("weights", "record", "best", "log", "backup", "tensorboard")))
@@ -358,8 +362,10 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     model_shape = (side, side, spec.input_shape[-1])
     train_kwargs, test_kwargs = data_transforms(recipe.augmentation, model_shape[:2])
     common = {"seed": seed, "data_dir": data_dir, "manual_dir": manual_dir}
-    train_split = load_split(data, "train", limit=limit, **train_kwargs, **common)
-    test_split = load_split(data, "test", limit=eval_limit, **test_kwargs, **common)
+    splits = load_splits(data, {"train": ("train", {"limit": limit, **train_kwargs}),
+                                "test": ("test", {"limit": eval_limit, **test_kwargs})},
+                         skip_bad_images=skip_bad_images, **common)
+    train_split, test_split = splits["train"], splits["test"]
     if train_split.class_names != test_split.class_names:
         raise ValueError(f"The train and test splits of {data} have different classes.")
     if train_split.dataset == "imagenet":
@@ -453,6 +459,8 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
         "accuracy": {**accuracy, "command": command, "date": utc_now()},
         "training": {
             "data": train_split.description,
+            **({"skipped_images": list(dict.fromkeys([*train_split.skipped, *test_split.skipped]))}
+               if train_split.skipped or test_split.skipped else {}),
             "recipe": recipe.to_dict(),
             "objective": objective_record(getattr(wrapper, "dat_config", objective)),  # layers resolved
             "model_options": model_options,
