@@ -19,6 +19,7 @@ import keras
 
 import keras_attn_zoo as zoo
 from keras_attn_zoo import registry, weights
+from keras_attn_zoo.cli import main
 from keras_attn_zoo.convert import IMAGENET_STATS, convert_torchvision_checkpoint, load_state_dict
 from keras_attn_zoo.images import normalization_for
 from keras_attn_zoo.modelfile import load_model, metadata_stats
@@ -336,6 +337,10 @@ def test_fine_tuning_an_attention_model_from_torchvision_trains_its_fresh_layers
     checkpoint = save(reference, tmp_path / "resnet18.pth")
     with pytest.raises(ValueError, match="The checkpoint is a ResNet-18, but abn_resnet50 is a ResNet-50"):
         zoo.fine_tune("abn_resnet50", photos, weights=str(checkpoint), output_dir=tmp_path / "wrong")
+    assert main(["finetune", "abn_resnet50", "--data", str(photos), "--weights", str(checkpoint),
+                 "--output", str(tmp_path / "wrong")]) == 2
+    assert ("keras-attn-zoo: error: The checkpoint is a ResNet-18, but abn_resnet50 is a ResNet-50: convert it "
+            "into abn_resnet18, resnet18.") in capsys.readouterr().err
     assert not (tmp_path / "wrong").exists()
     settings = {"image_size": 32, "freeze_epochs": 1, "epochs": 0, "limit": 8, "batch_size": 4, "verbose": 0}
 
