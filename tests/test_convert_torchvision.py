@@ -23,6 +23,7 @@ from keras_attn_zoo.cli import main
 from keras_attn_zoo.convert import IMAGENET_STATS, convert_torchvision_checkpoint, load_state_dict
 from keras_attn_zoo.images import normalization_for
 from keras_attn_zoo.modelfile import load_model, metadata_stats
+from keras_attn_zoo.normalization import ChannelStats
 from keras_attn_zoo.registry import TORCHVISION_RESNETS, TORCHVISION_URL, load_with_report
 from keras_attn_zoo.training.finetune import _converted
 
@@ -353,6 +354,7 @@ def test_fine_tuning_an_attention_model_from_torchvision_trains_its_fresh_layers
     assert not (tmp_path / "pth" / "converted_checkpoint.weights.h5").exists()  # removed with the run's other files
     _, metadata = load_model(result.model_path)
     assert metadata_stats(metadata) == IMAGENET_STATS  # inputs normalised as torchvision's were
+    assert result.record["preprocessing_source"] == "torchvision's ImageNet mean and std, recorded by the converter"
     conv = result.model.get_layer("stage2_block1_1_conv").get_weights()[0]  # frozen phase: torchvision's
     np.testing.assert_array_equal(conv, reference.state_dict()["layer2.0.conv1.weight"].numpy().transpose(2, 3, 1, 0))
 
@@ -362,10 +364,27 @@ def test_fine_tuning_an_attention_model_from_torchvision_trains_its_fresh_layers
     written = converted_file.stat().st_mtime_ns
     assert _converted(registry.get_spec("abn_resnet18"), checkpoint, converted_file) == converted_file
     assert converted_file.stat().st_mtime_ns == written
+    other = ChannelStats((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))  # other statistics: converted again, recorded
+    assert _converted(registry.get_spec("abn_resnet18"), checkpoint, converted_file, stats=other) == converted_file
+    assert weights.trained_record(converted_file).normalization == other
+
+    # mean / std with a checkpoint: checked before anything runs, then recorded with the conversion
+    with pytest.raises(ValueError, match=r"mean and std need one value per input channel \(3\), got \[0.5, 0.5\]"):
+        zoo.fine_tune("abn_resnet18", photos, weights=str(checkpoint), mean=(0.5, 0.5), std=(0.2, 0.2),
+                      output_dir=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    given = zoo.fine_tune("abn_resnet18", photos, weights=str(checkpoint), mean=other.mean, std=other.std,
+                          output_dir=tmp_path / "given", **settings)
+    assert given.record["preprocessing"] == other.to_dict() and given.record["preprocessing_source"] == "given"
+    assert metadata_stats(load_model(given.model_path)[1]) == other
 
     assert _script().main([str(checkpoint), "--model", "abn_resnet18", "--tag", "torchvision"]) == 0
     with pytest.warns(UserWarning, match="untrained initial values"):
         converted = zoo.load("abn_resnet18", weights="torchvision", input_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match=r"were trained with mean \[0.485, 0.456, 0.406\] and std "
+                                         r"\[0.229, 0.224, 0.225\] \(their record\)"):
+        zoo.fine_tune("abn_resnet18", photos, weights="torchvision", mean=other.mean, std=other.std,
+                      output_dir=tmp_path / "tag")
     tagged = zoo.fine_tune("abn_resnet18", photos, weights="torchvision", output_dir=tmp_path / "tag", **settings)
     assert tagged.new_layers == result.new_layers and tagged.reused_layers == result.reused_layers
     assert json.loads((tmp_path / "tag" / "finetune.json").read_text())["preprocessing"] == IMAGENET_STATS.to_dict()

@@ -35,14 +35,12 @@ from pathlib import Path
 import numpy as np
 
 from keras_attn_zoo.convert.abn_pytorch import _keras_values, _resnet_rules, load_state_dict
+from keras_attn_zoo.data import IMAGENET_STATS  # torchvision's (ResNet50_Weights.IMAGENET1K_V2.transforms())
 from keras_attn_zoo.models.common import ATTENTIONS
 from keras_attn_zoo.models.resnet import DEPTHS, resnet
-from keras_attn_zoo.normalization import ChannelStats
 from keras_attn_zoo.registry import TORCHVISION_RESNETS, TORCHVISION_URL, get_spec, list_models
 from keras_attn_zoo.weights import install_local, save_with_record, sha256
 
-# torchvision's ImageNet normalisation (torchvision.models.ResNet50_Weights.IMAGENET1K_V2.transforms())
-IMAGENET_STATS = ChannelStats((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 # the files a checkpoint is read from (``load_state_dict``)
 CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar", ".npz", ".safetensors")
 

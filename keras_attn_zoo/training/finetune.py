@@ -55,9 +55,9 @@ import numpy as np
 import keras
 
 from keras_attn_zoo.convert import (
-    IMAGENET_STATS, checkpoint_architecture, convert_torchvision_checkpoint, is_checkpoint, load_state_dict, target_spec,
+    checkpoint_architecture, convert_torchvision_checkpoint, is_checkpoint, load_state_dict, target_spec,
 )
-from keras_attn_zoo.data import ChannelStats, channel_stats, load_splits, split_folders
+from keras_attn_zoo.data import IMAGENET_STATS, ChannelStats, channel_stats, load_splits, split_folders
 from keras_attn_zoo.loading import load_weights_file, weights_num_classes
 from keras_attn_zoo.modelfile import save_model
 from keras_attn_zoo.models.paya import PAYAModel, paya_layers, reset_gate, reuse_attention
