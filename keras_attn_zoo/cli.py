@@ -90,40 +90,31 @@ def _gates(args):
         print(f"{name:22s} mean k = {k.mean():.4f}  (min {k.min():.4f}, max {k.max():.4f})")
 
 
-def _model(name_or_file, weights, class_names_file=None):
-    """``(model, normalization, class names)`` for a registered model (with ``weights``) or a
-    ``.keras`` file (with the class names and normalisation saved in it by ``finetune``); says
-    loudly on stderr when the model is randomly initialised or its normalisation is unknown."""
-    from keras_attn_zoo.images import normalization_for
-    from keras_attn_zoo.predict import class_names
-    from keras_attn_zoo.registry import load
+def _model(args):
+    """``registry.load_for_inference`` for a command's ``--model``, ``--weights``, ``--class-names``,
+    ``--mean`` and ``--std``; what the user should know (random weights, numbered classes) goes to
+    stderr."""
+    from keras_attn_zoo.normalization import ChannelStats
+    from keras_attn_zoo.predict import read_class_names
+    from keras_attn_zoo.registry import load_for_inference
 
-    if str(name_or_file).endswith(".keras"):
-        from keras_attn_zoo.modelfile import load_model, metadata_stats
-
-        if weights is not None:
-            raise ValueError("A .keras file holds its own weights; --weights is for registered names.")
-        model, metadata = load_model(name_or_file)
-        normalization = metadata_stats(metadata)
-        if normalization is None:
-            print(f"WARNING: {name_or_file} records no normalisation (it was not saved by keras-attn-zoo "
-                  "finetune): inputs are only scaled to [0, 1].", file=sys.stderr)
-        return model, normalization, class_names(model, class_names_file, metadata.get("class_names"))
-
-    model = load(name_or_file, weights=weights)
-    if weights is None:
-        print(
-            f"WARNING: {model.name} is randomly initialised (no --weights given): its outputs "
-            "mean nothing yet.",
-            file=sys.stderr,
-        )
-    return model, normalization_for(model, weights), class_names(model, class_names_file)
+    mean, std = getattr(args, "mean", None), getattr(args, "std", None)
+    if (mean is None) != (std is None):
+        raise ValueError("--mean and --std go together: pass both (one value per channel, on the 0-1 scale).")
+    names_file = getattr(args, "class_names", None)
+    loaded = load_for_inference(
+        args.model, args.weights, class_names=read_class_names(names_file) if names_file else None,
+        normalization=ChannelStats(tuple(mean), tuple(std)) if mean is not None else None,
+    )
+    for note in loaded.notes:
+        print(f"WARNING: {note}", file=sys.stderr)
+    return loaded.model, loaded.normalization, loaded.class_names
 
 
 def _export(args):
     from keras_attn_zoo.export import export_model
 
-    model, normalization, _ = _model(args.model, args.weights)
+    model, normalization, _ = _model(args)
     report = export_model(
         model, args.output, args.format, quantize=args.quantize,
         representative_images=args.representative_images, batch_size=args.batch_size,
@@ -137,7 +128,7 @@ def _export(args):
 def _predict(args):
     from keras_attn_zoo.predict import predict_files
 
-    model, normalization, names = _model(args.model, args.weights, args.class_names)
+    model, normalization, names = _model(args)
     predictions, failed = predict_files(model, args.images, args.top_k, names, args.batch_size, normalization,
                                         early_exit=args.early_exit)
     for _, message in failed:
@@ -155,7 +146,7 @@ def _explain(args):
     from keras_attn_zoo.images import model_image_size, preprocess, read_image
 
     require_matplotlib()
-    model, normalization, names = _model(args.model, args.weights, args.class_names)
+    model, normalization, names = _model(args)
     height, width, channels = model_image_size(model)
     pixels = read_image(args.image, (height, width), channels)
     if args.dat:
@@ -439,6 +430,12 @@ def _add_weights_parsers(sub):
     p.set_defaults(func=_download)
 
 
+def _add_normalization_arguments(p):
+    p.add_argument("--mean", type=float, nargs="+", metavar="M",
+                   help="per-channel mean on the 0-1 scale, for weights that record no normalisation")
+    p.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel std, with --mean")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-attn-zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -468,6 +465,7 @@ def build_parser():
     p.add_argument("--outputs", nargs="+", default=[], metavar="LAYER[:INDEX]",
                    help="extra named outputs, e.g. '*_fa:1' for every FA gate")
     p.add_argument("-o", "--output", required=True, help="the file to write (a folder for savedmodel)")
+    _add_normalization_arguments(p)
     p.set_defaults(func=_export)
 
     p = sub.add_parser("predict", help="top-k classes of image files")
@@ -479,6 +477,7 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--early-exit", type=float, default=None, metavar="THRESHOLD",
                    help="PAYA models: leave at the first attention module whose own top score reaches THRESHOLD")
+    _add_normalization_arguments(p)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("explain", help="Grad-CAM, ABN attention map, FA gates and SE weights of one image, as a PNG")
@@ -494,6 +493,7 @@ def build_parser():
                         "most confusing class's attention maps at the inner and last layers, with their soft IoU")
     p.add_argument("--dat-attention", choices=("channel", "pixel"), default="channel",
                    help="with --dat: A_ch (channel-wise, default) or A_px (pixel-wise) maps")
+    _add_normalization_arguments(p)
     p.set_defaults(func=_explain)
 
     _add_train_parser(sub)

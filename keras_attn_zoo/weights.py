@@ -248,10 +248,14 @@ def trained_record(weights_path):
 
 
 def weight_record(name, weights):
-    """The :class:`WeightRecord` of what a ``weights=`` argument names: a published tag's
-    (an error for an unknown tag), or a trained file's training record (None if it has none)."""
+    """The :class:`WeightRecord` of what a ``weights=`` argument names: a published tag's, the
+    record beside weights made on this machine under a tag (a converted checkpoint,
+    :func:`local_weights`), or a trained file's training record; None for a file or local
+    weights without one. An unknown tag is an error (:func:`published_weight`'s)."""
     if is_path(weights):
         return trained_record(weights)
+    if weights not in published_tags(name) and local_weights(name, weights).is_file():
+        return trained_record(local_weights(name, weights))
     return published_weight(name, weights)
 
 

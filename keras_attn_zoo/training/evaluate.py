@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 from keras_attn_zoo import weights as weights_lib
-from keras_attn_zoo.data import load_split, recorded_stats
-from keras_attn_zoo.registry import PAPERS, get_spec, load
+from keras_attn_zoo.data import load_split
+from keras_attn_zoo.registry import PAPERS, get_spec, load_for_inference
 from keras_attn_zoo.training.trainer import evaluate_split
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
@@ -49,19 +49,17 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
     """
     name = get_spec(name).name
     record = _weights_record(name, weights)
-    stats = recorded_stats(name, weights)
     transform = {"image_size": record.input_shape[:2], **record.eval_transform}
     data_split = load_split(data, split, limit=limit, seed=seed, data_dir=data_dir,
                             manual_dir=manual_dir, **transform)
-    if record.class_names and tuple(data_split.class_names) != record.class_names:
+    # Logits, not softmax scores: saturated scores tie, and ties count as hits in top-k.
+    loaded = load_for_inference(name, weights, classifier_activation=None)
+    if loaded.class_names and tuple(data_split.class_names) != loaded.class_names:
         raise ValueError(
             f"The classes of {data_split.description} ({', '.join(data_split.class_names[:5])}...) "
-            f"are not those the weights were trained on ({', '.join(record.class_names[:5])}...)."
+            f"are not those the weights were trained on ({', '.join(loaded.class_names[:5])}...)."
         )
-    # Logits, not softmax scores: saturated scores tie, and ties count as hits in top-k.
-    model = load(name, weights=weights, num_classes=record.num_classes,
-                 input_shape=record.input_shape, classifier_activation=None)
-    return evaluate_split(model, data_split, stats, batch_size=batch_size, verbose=verbose)
+    return evaluate_split(loaded.model, data_split, loaded.normalization, batch_size=batch_size, verbose=verbose)
 
 
 def verify_published(data, *, manifest=None, limit=None, batch_size=256, data_dir=None, verbose=0):
