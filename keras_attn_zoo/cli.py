@@ -114,11 +114,12 @@ def _model(args):
 def _export(args):
     from keras_attn_zoo.export import export_model
 
-    model, normalization, _ = _model(args)
+    model, normalization, names = _model(args)
     report = export_model(
         model, args.output, args.format, quantize=args.quantize,
         representative_images=args.representative_images, batch_size=args.batch_size,
-        outputs=args.outputs, normalization=normalization,
+        outputs=args.outputs, normalization=normalization, class_names=names,
+        include_preprocessing=args.include_preprocessing,
     )
     print(report.summary())
     if not report.ok:
@@ -465,6 +466,8 @@ def build_parser():
     p.add_argument("--outputs", nargs="+", default=[], metavar="LAYER[:INDEX]",
                    help="extra named outputs, e.g. '*_fa:1' for every FA gate")
     p.add_argument("-o", "--output", required=True, help="the file to write (a folder for savedmodel)")
+    p.add_argument("--include-preprocessing", action="store_true",
+                   help="build the normalisation into the file: it then takes RGB pixels 0-255 as input 'pixels'")
     _add_normalization_arguments(p)
     p.set_defaults(func=_export)
 

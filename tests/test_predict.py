@@ -160,6 +160,8 @@ def test_weights_trained_on_five_classes_keep_their_classes_names_and_normalisat
     exported = tmp_path / "flowers.onnx"
     assert main(["export", "fa_resnet20", "--weights", str(weights), "--format", "onnx", "-o", str(exported)]) == 0
     assert "output predictions: (None, 5)" in capsys.readouterr().out
+    metadata = json.loads((tmp_path / "flowers.onnx.json").read_text())
+    assert metadata["class_names"] == FLOWERS and metadata["preprocessing"] == STATS.to_dict()
 
     data = tmp_path / "flowers"
     for split in ("train", "test"):
