@@ -259,7 +259,7 @@ def weight_record(name, weights):
     return published_weight(name, weights)
 
 
-def recorded_stats(name, weights):
+def recorded_stats(name, weights, fix=None):
     """The normalisation that the weights ``weights`` of model ``name`` were trained with.
 
     Args:
@@ -267,28 +267,25 @@ def recorded_stats(name, weights):
         weights: a published tag (read from the manifest row) or the path of a
             ``.weights.h5`` file written by the trainer (read from the training record beside
             it).
+        fix: what the caller lets a user do instead when nothing is recorded (its own options,
+            e.g. "pass mean= and std= explicitly"), added to the error. Defaults to None.
 
     Returns:
         A :class:`ChannelStats`: the record's (``weights.WeightRecord.normalization``).
     """
+    end = f"; {fix}." if fix else "."
     if weights is None:
         tags = published_tags(name)
         hint = f" (published tags: {', '.join(tags)})" if tags else ""
         raise ValueError(
             f"Which weights of {name!r}? Pass weights= a published tag{hint} or a trained "
-            ".weights.h5 file, or pass mean= and std= explicitly: a normalisation is never guessed."
+            f".weights.h5 file: a normalisation is never guessed{end}"
         )
     record = weight_record(name, weights)
     if record is None:
-        raise FileNotFoundError(
-            f"{weights} has no training record {record_path(weights)} with its normalisation; "
-            "pass mean= and std= explicitly."
-        )
+        raise FileNotFoundError(f"{weights} has no training record {record_path(weights)} with its normalisation{end}")
     if record.normalization is None:
-        raise ValueError(
-            f"The weights {weights!r} of {name!r} record no normalisation; pass mean= and std= "
-            "explicitly."
-        )
+        raise ValueError(f"The weights {weights!r} of {name!r} record no normalisation{end}")
     return record.normalization
 
 

@@ -35,7 +35,7 @@ from keras_attn_zoo.data import (
     IMAGENET_STATS,
     augmentation_layers,
     channel_stats,
-    load_split,
+    load_splits,
     normalization_layer,
 )
 from keras_attn_zoo.models.abn import ABNModel, abn_training_outputs
@@ -253,6 +253,8 @@ def train(
     verbose="auto",
     command=None,
     objective=None,
+    model_options=None,
+    skip_bad_images=False,
     **recipe_overrides,
 ):
     """Train a registered model on a data set with a recipe and measure it on the test split.
@@ -286,6 +288,12 @@ def train(
             ``DATConfig``): the discriminative-attention objective, Eq. 9 of Wang et al.; the
             log then has a column per term and the record says which settings trained.
             Defaults to None.
+        model_options: further builder arguments, recorded with the run, e.g.
+            ``{"auxiliary_weight": 0.3}`` (a PAYA model's per-module cross-entropy, ours, not
+            the paper's). Defaults to None.
+        skip_bad_images: leave out (and name, on stderr and in the record) the images of a
+            folder or archive that cannot be used; without it they fail before any training, all
+            of them named in one error. Defaults to False.
         **recipe_overrides: recipe fields: ``epochs``, ``batch_size``, ``learning_rate``,
             ``schedule``, ``milestones``, ``weight_decay``, ``momentum``, ``augmentation``...
 
@@ -305,6 +313,11 @@ def train(
     name = spec.name
     recipe = get_recipe(recipe, **recipe_overrides)
     objective_config(objective)  # bad settings fail before any data is read
+    model_options = dict(model_options or {})
+    if any(not isinstance(key, str) for key in model_options):
+        raise ValueError(f"model_options must map builder argument names to values, got {model_options!r}.")
+    if model_options:  # unknown, fixed or bad builder arguments fail before any data is read
+        load(name, **model_options)
     if mixed_precision not in (None, *MIXED_PRECISION):
         raise ValueError(f"mixed_precision must be None, 'float16' or 'bfloat16'; got {mixed_precision!r}.")
     out = Path(output_dir) if output_dir is not None else Path("runs") / name
@@ -320,11 +333,13 @@ def train(
         return _train(spec, name, data, recipe, out, paths, limit=limit, eval_limit=eval_limit,
                       image_size=image_size, data_dir=data_dir, manual_dir=manual_dir, strategy=strategy,
                       tpu=tpu, mixed_precision=mixed_precision, seed=seed, init_weights=init_weights,
-                      overwrite=overwrite, verbose=verbose, command=command, objective=objective)
+                      overwrite=overwrite, verbose=verbose, command=command, objective=objective,
+                      model_options=model_options, skip_bad_images=skip_bad_images)
 
 
 def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_size, data_dir, manual_dir,
-           strategy, tpu, mixed_precision, seed, init_weights, overwrite, verbose, command, objective):
+           strategy, tpu, mixed_precision, seed, init_weights, overwrite, verbose, command, objective,
+           model_options, skip_bad_images):
     """:func:`train`'s work, holding the output folder's lock."""
     if overwrite:  # start over: a finished run, or an unfinished one's resume state
         remove_paths(*(paths[key] for key in ("weights", "record", "best", "log", "backup", "tensorboard")))
@@ -347,8 +362,10 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     model_shape = (side, side, spec.input_shape[-1])
     train_kwargs, test_kwargs = data_transforms(recipe.augmentation, model_shape[:2])
     common = {"seed": seed, "data_dir": data_dir, "manual_dir": manual_dir}
-    train_split = load_split(data, "train", limit=limit, **train_kwargs, **common)
-    test_split = load_split(data, "test", limit=eval_limit, **test_kwargs, **common)
+    splits = load_splits(data, {"train": ("train", {"limit": limit, **train_kwargs}),
+                                "test": ("test", {"limit": eval_limit, **test_kwargs})},
+                         skip_bad_images=skip_bad_images, **common)
+    train_split, test_split = splits["train"], splits["test"]
     if train_split.class_names != test_split.class_names:
         raise ValueError(f"The train and test splits of {data} have different classes.")
     if train_split.dataset == "imagenet":
@@ -372,7 +389,7 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     try:
         with distribution.scope():
             model = load(name, weights=init_weights, num_classes=train_split.num_classes,
-                         input_shape=model_shape, classifier_activation=None)
+                         input_shape=model_shape, classifier_activation=None, **model_options)
             wrapper = training_model(model, stats, recipe.augmentation, seed, objective)
             optimizer = CoupledSGD(
                 learning_rate_schedule(recipe, steps_per_epoch), momentum=recipe.momentum,
@@ -425,7 +442,7 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
 
     # Measure the saved file, not the in-memory model: what users load is what is reported.
     evaluated = load(name, weights=str(paths["weights"]), num_classes=train_split.num_classes,
-                     input_shape=model_shape, classifier_activation=None)
+                     input_shape=model_shape, classifier_activation=None, **model_options)
     accuracy = evaluate_split(evaluated, test_split, stats, batch_size=recipe.batch_size, verbose=verbose)
     log_rows = _read_log(paths["log"])
     command = command or f"keras_attn_zoo.training.train({name!r}, {os.fspath(data)!r}, {recipe.name!r}, ...)"
@@ -442,8 +459,11 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
         "accuracy": {**accuracy, "command": command, "date": utc_now()},
         "training": {
             "data": train_split.description,
+            **({"skipped_images": list(dict.fromkeys([*train_split.skipped, *test_split.skipped]))}
+               if train_split.skipped or test_split.skipped else {}),
             "recipe": recipe.to_dict(),
             "objective": objective_record(getattr(wrapper, "dat_config", objective)),  # layers resolved
+            "model_options": model_options,
             "epochs_completed": checkpoints.epoch,
             "time_s": round(sum(float(r.get("epoch_seconds") or 0) for r in log_rows), 1),
             "wall_time_last_run_s": round(wall, 1),
