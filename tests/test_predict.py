@@ -260,9 +260,8 @@ def test_cli_predict_writes_csv_and_json_that_read_back_whatever_the_paths_hold(
     shutil.copy(photos / "ship.jpg", odd / "ship, at sea.jpg")
     files = [odd / 'a "cat": 1.jpg', odd / "ship, at sea.jpg"]
     model = zoo.load("fa_resnet20")
-    weights = tmp_path / "fa_resnet20.weights.h5"
-    model.save_weights(weights)
-    scores = model.predict(preprocess(read_images(files, (32, 32))[0]), verbose=0)
+    weights = _trained_file(tmp_path / "run", model, CIFAR10, STATS)
+    scores = model.predict(preprocess(read_images(files, (32, 32))[0], STATS), verbose=0)
     argv = ["predict", str(odd), str(photos / "broken.jpg"), "--model", "fa_resnet20", "--weights", str(weights),
             "--top-k", "2"]
 
