@@ -306,19 +306,36 @@ def local_weights(name, tag):
     return cache_dir() / f"{name}_{tag}.weights.h5"
 
 
-def install_local(model, tag):
+def install_local(model, tag, record=None):
     """Save ``model``'s weights as the local ``tag`` weights of its registry name (atomic write,
-    sha256 beside the file), so that ``load(model.name, weights=tag)`` finds them."""
+    sha256 beside the file), so that ``load(model.name, weights=tag)`` finds them.
+
+    Args:
+        model: the model, named as its registry entry.
+        tag: the tag to install it as (e.g. "imagenet").
+        record: the facts to record beside the file (``NAME_TAG.json``, read by
+            :func:`weight_record`: classes, input shape, class names, normalisation); the file's
+            name, sha256 and size are added. Defaults to None (no record).
+    """
     path = local_weights(model.name, tag)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{uuid.uuid4().hex}.part.weights.h5")
     try:
         model.save_weights(tmp)
         digest = sha256(tmp)
+        size = tmp.stat().st_size
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     path.with_name(path.name + ".sha256").write_text(digest + "\n")
+    beside = Path(record_path(path))
+    if record is not None:
+        content = {**record, "file": path.name, "sha256": digest, "size": size}
+        partial = beside.with_name(f".{beside.name}.{uuid.uuid4().hex}.part")
+        partial.write_text(json.dumps(content, indent=2) + "\n")
+        os.replace(partial, beside)
+    else:
+        beside.unlink(missing_ok=True)  # a record of earlier weights would describe these wrongly
     return path
 
 
