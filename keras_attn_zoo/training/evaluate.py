@@ -15,7 +15,7 @@ import numpy as np
 import keras
 
 from keras_attn_zoo import weights as weights_lib
-from keras_attn_zoo.data import load_split
+from keras_attn_zoo.data import load_split, recorded_stats
 from keras_attn_zoo.modelfile import read_metadata
 from keras_attn_zoo.registry import PAPERS, get_spec, load_for_inference
 from keras_attn_zoo.training.trainer import evaluate_split, training_model
@@ -56,6 +56,9 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
     """
     name = get_spec(name).name
     record = _weights_record(name, weights)
+    # evaluate measures with the recorded normalisation only: it says so (no --mean / --std here)
+    recorded_stats(name, weights, fix="evaluate reads it from there (the \"preprocessing\" mean and std "
+                                      "that `keras-attn-zoo train` records)")
     transform = {"image_size": record.input_shape[:2], **record.eval_transform}
     data_split = load_split(data, split, limit=limit, seed=seed, data_dir=data_dir,
                             manual_dir=manual_dir, skip_bad_images=skip_bad_images, **transform)
