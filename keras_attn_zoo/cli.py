@@ -296,7 +296,7 @@ def _finetune(args):
 def _evaluate(args):
     from keras_attn_zoo.training import evaluate, write_results
     from keras_attn_zoo.training.evaluate import record_accuracy, verify_published
-    from keras_attn_zoo.training.trainer import command_line
+    from keras_attn_zoo.training.trainer import accuracy_text, command_line
 
     if args.all:
         if args.name or args.weights or args.record:
@@ -319,8 +319,7 @@ def _evaluate(args):
     result = evaluate(args.name, args.weights, args.data, args.split, batch_size=args.batch_size,
                       limit=args.limit, data_dir=args.data_dir, manual_dir=args.manual_dir,
                       skip_bad_images=args.skip_bad_images)
-    print(f"{args.name} ({args.weights}) on {result['data']}: top-1 {result['top1']:.4f} "
-          f"(error {result['top1_error']:.2f}%), top-5 {result['top5']:.4f}")
+    print(f"{args.name} ({args.weights}) on {result['data']}: {accuracy_text(result)}")
     if args.record:
         if is_path(args.weights):
             raise ValueError("--record stores a measurement of published weights: pass a tag, not a file.")

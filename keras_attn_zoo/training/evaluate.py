@@ -52,7 +52,8 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
         skip_bad_images: as in ``load_split``. Defaults to False.
 
     Returns:
-        ``{"top1", "top5", "top1_error", "split", "images", "data"}``.
+        ``{"top1", "top5", "top1_error", "split", "images", "data"}`` (no "top5" for 5 or fewer
+        classes).
     """
     name = get_spec(name).name
     record = _weights_record(name, weights)

@@ -125,11 +125,19 @@ def compile_for_evaluation(wrapper, model):
 
 
 def classification_metrics(num_classes):
-    """Top-1 ("accuracy") and top-5 (top-k for fewer than 5 classes) on integer labels."""
-    return [
-        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-        keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
-    ]
+    """Top-1 ("accuracy") and, with more than 5 classes, top-5 ("top5") on integer labels: with 5
+    or fewer every label is in the top 5, so top-5 would always say 1.0."""
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if num_classes > 5:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
+    return metrics
+
+
+def accuracy_text(accuracy):
+    """A measurement of :func:`evaluate_split` in words: top-1, its error and (with more than 5
+    classes) top-5."""
+    top5 = f", top-5 {accuracy['top5']:.4f}" if "top5" in accuracy else ""
+    return f"top-1 {accuracy['top1']:.4f} (error {accuracy['top1_error']:.2f}%){top5}"
 
 
 def data_transforms(augmentation, image_size):
@@ -213,7 +221,8 @@ def evaluate_split(model, split, stats, batch_size=256, verbose="auto"):
             on a terminal, one line otherwise. Defaults to "auto".
 
     Returns:
-        ``{"top1", "top5", "top1_error" (%), "split", "images", "data"}``.
+        ``{"top1", "top5", "top1_error" (%), "split", "images", "data"}``; no ``"top5"`` for 5
+        or fewer classes.
     """
     if model.output_shape[-1] != split.num_classes:
         raise ValueError(
@@ -225,7 +234,7 @@ def evaluate_split(model, split, stats, batch_size=256, verbose="auto"):
     top1 = float(results["accuracy"])
     return {
         "top1": round(top1, 6),
-        "top5": round(float(results["top5"]), 6),
+        **({"top5": round(float(results["top5"]), 6)} if "top5" in results else {}),
         "top1_error": round(100 * (1 - top1), 4),
         "split": split.split,
         "images": split.num_examples,
@@ -483,8 +492,7 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
         print(f"WARNING: {paths['log']} has {len(log_rows)} rows for {checkpoints.epoch} epochs", file=sys.stderr)
     write_json(paths["record"], record)
     shutil.rmtree(paths["backup"])  # only now: a kill before the record resumes (and finishes) the run
-    print(f"Wrote {paths['weights']} and {paths['record']}: {accuracy['data']}: top-1 "
-          f"{accuracy['top1']:.4f} (error {accuracy['top1_error']:.2f}%), top-5 {accuracy['top5']:.4f}")
+    print(f"Wrote {paths['weights']} and {paths['record']}: {accuracy['data']}: {accuracy_text(accuracy)}")
     return record
 
 
