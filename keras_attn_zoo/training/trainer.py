@@ -7,7 +7,7 @@ A run writes into its output folder (default ``runs/<name>``):
 | ``<name>.weights.h5`` | the final weights of the bare registry model (load with ``keras_attn_zoo.load``) |
 | ``<name>.json`` | the training record: data, normalisation, recipe, measured accuracy, hardware, time, command, commit, date (what ``publish`` turns into a manifest row) |
 | ``<name>.best.weights.h5`` | the weights of the epoch with the best validation top-1 |
-| ``training_log.csv`` | one row per epoch: loss, top-1 / top-5, validation, learning rate, seconds |
+| ``training_log.csv`` | one row per epoch (numbered from 1, as the console counts): loss, top-1 / top-5 (top-5 with more than 5 classes), validation, learning rate, seconds |
 | ``tensorboard/`` | TensorBoard logs (when TensorFlow and tensorboard are installed, as the ``tf`` / ``tf-cpu`` extras do) |
 | ``backup/`` | the checkpoints of the last two finished epochs (``epoch-<n>.weights.h5``: model and optimizer), the best epoch so far and the commit the run started with; a run killed at any moment, started again with the same command, resumes from the newest readable checkpoint (and a run killed after its last epoch only saves, measures and writes its record); removed once the record is written, kept when training diverges |
 | ``.training.lock`` | the pid of the run writing into the folder, while it runs: a second run into the same folder is refused |
@@ -168,6 +168,15 @@ class EpochInfo(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs["epoch_seconds"] = round(time.perf_counter() - self.start, 3)
         logs["learning_rate"] = self.learning_rate
+
+
+class EpochLog(keras.callbacks.CSVLogger):
+    """Keras' CSV log with its epochs numbered from 1, as the console ("Epoch 1/15"), the
+    checkpoints (``epoch-0001``) and the records (``best_epoch``, ``epochs_completed``) count
+    them (Keras' own ``CSVLogger`` writes 0 for the first)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
 
 
 class BestWeights(keras.callbacks.Callback):
@@ -424,7 +433,7 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
             callbacks = [
                 EpochInfo(),
                 BestWeights(model, paths["best"], paths["backup"] / "best.json"),
-                keras.callbacks.CSVLogger(str(paths["log"]), append=True),
+                EpochLog(str(paths["log"]), append=True),
                 keras.callbacks.TerminateOnNaN(),
             ]
             if _tensorboard_available():
