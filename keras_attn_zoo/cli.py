@@ -156,7 +156,7 @@ def _explain(args):
     height, width, channels = model_image_size(model)
     pixels = read_image(args.image, (height, width), channels)
     if args.dat:
-        return _explain_dat(args, model, preprocess(pixels[None], normalization), names)
+        return _explain_dat(args, model, pixels, preprocess(pixels[None], normalization), names)
     result = explain(model, preprocess(pixels[None], normalization), args.class_index, args.layer)
     c = int(result.class_index[0])
     print(f"{args.image}: {names[c] if names else f'class {c}'} {result.scores[0, c]:.3f}; "
@@ -178,12 +178,11 @@ def _explain(args):
                   + f"; own prediction {names[k] if names else k} {own[k]:.3f}; "
                   f"global gate {result.paya.global_gates[name][0]:.3f}")
         print(f"  {'predictions':22s} PAYA global gate {result.paya.global_gates['predictions'][0]:.3f}")
-    path = save_explanation(args.output, read_image(args.image, channels=channels), result, 0, names)
+    path = save_explanation(args.output, pixels, result, 0, names)  # the image as the model saw it
     print(f"wrote {path}")
 
-def _explain_dat(args, model, images, names):
+def _explain_dat(args, model, pixels, images, names):
     from keras_attn_zoo.explain.discriminative import discriminative_attention, save_discriminative_attention
-    from keras_attn_zoo.images import read_image
 
     r = discriminative_attention(model, images, args.class_index, attention=args.dat_attention)
     t, c = int(r.target[0]), int(r.confusing[0])
@@ -191,8 +190,7 @@ def _explain_dat(args, model, images, names):
     print(f"{args.image}: target {name(t)} {r.scores[0, t]:.3f}, most confusing {name(c)} {r.scores[0, c]:.3f}; "
           f"soft IoU {r.soft_iou_last[0]:.4f} at {r.last_layer}, {r.soft_iou_inner[0]:.4f} at {r.inner_layer} "
           f"({'A_ch' if r.attention == 'channel' else 'A_px'})")
-    image = read_image(args.image, channels=model.input_shape[-1])
-    print(f"wrote {save_discriminative_attention(args.output, image, r, 0, names)}")
+    print(f"wrote {save_discriminative_attention(args.output, pixels, r, 0, names)}")  # as the model saw it
 
 
 def _split_name_tag(text):
