@@ -439,7 +439,11 @@ def _add_finetune_parser(sub):
                                         "writes a .keras with the class names")
     p.add_argument("name")
     p.add_argument("--data", required=True, help="a folder (or archive) of <class>/<image> or train/ and val/ splits")
-    p.add_argument("--weights", help="a published tag, a .weights.h5, or none: random initialisation (default cifar10)")
+    p.add_argument("--weights",
+                   help="a published tag, a trained or converted .weights.h5, 'torchvision' (converted by "
+                        "scripts/convert_torchvision.py --tag torchvision), torchvision's ResNet checkpoint "
+                        "(resnet50-11ad3fa6.pth) for the ImageNet ResNets, or none: random initialisation "
+                        "(default cifar10)")
     p.add_argument("--from-scratch", action="store_true",
                    help="the same recipe from random initialisation (--weights none): the baseline")
     p.add_argument("--mean", nargs="+", type=float, metavar="M",

@@ -100,6 +100,12 @@ class WeightRecord:
         training_log: the per-epoch log, relative to the manifest's folder.
         published: the date of publication.
         url: where the file is downloaded from, if the row says.
+        fresh_layers: layers whose values the file holds but nothing trained: those a
+            converted checkpoint had no counterpart for (an attention branch, SE layers added
+            to torchvision's ResNet). Fine-tuning trains them as new layers; empty for a trained
+            file.
+        converted_from: the checkpoint a converted file was made from (file, sha256,
+            architecture, layout; torchvision's weights name and URL when known).
     """
 
     model: str | None = None
@@ -118,6 +124,8 @@ class WeightRecord:
     training_log: str | None = None
     published: str | None = None
     url: str | None = None
+    fresh_layers: tuple = ()
+    converted_from: types.MappingProxyType = dataclasses.field(default_factory=_frozen)
 
     @classmethod
     def from_row(cls, row, manifest=None):
@@ -150,6 +158,8 @@ class WeightRecord:
             training_log=row.get("training_log"),
             published=row.get("published"),
             url=row.get("url"),
+            fresh_layers=tuple(row.get("fresh_layers") or ()),
+            converted_from=_frozen(row.get("converted_from")),
         )
 
 
@@ -248,10 +258,10 @@ def trained_record(weights_path):
 
 
 def weight_record(name, weights):
-    """The :class:`WeightRecord` of what a ``weights=`` argument names: a published tag's, the
-    record beside weights made on this machine under a tag (a converted checkpoint,
-    :func:`local_weights`), or a trained file's training record; None for a file or local
-    weights without one. An unknown tag is an error (:func:`published_weight`'s)."""
+    """The :class:`WeightRecord` of what a ``weights=`` argument names: a published tag's, a
+    tag made on this machine (:func:`install_local`: the record beside its file, None if it has
+    none), or a trained file's training record (None if it has none). An unknown tag is an
+    error."""
     if is_path(weights):
         return trained_record(weights)
     if weights not in published_tags(name) and local_weights(name, weights).is_file():
@@ -306,36 +316,49 @@ def local_weights(name, tag):
     return cache_dir() / f"{name}_{tag}.weights.h5"
 
 
-def install_local(model, tag, record=None):
-    """Save ``model``'s weights as the local ``tag`` weights of its registry name (atomic write,
-    sha256 beside the file), so that ``load(model.name, weights=tag)`` finds them.
+def save_with_record(model, path, record=None):
+    """Save ``model``'s weights to the ``.weights.h5`` file ``path`` atomically, with ``record``
+    (a dict of :class:`WeightRecord` fields: ``preprocessing``, ``num_classes``...) beside it
+    as :func:`record_path` names it, completed with the file's name, sha256 and size, so that
+    ``trained_record(path)`` (and through it predict, explain, export, fine-tuning) reads it.
 
-    Args:
-        model: the model, named as its registry entry.
-        tag: the tag to install it as (e.g. "imagenet").
-        record: the facts to record beside the file (``NAME_TAG.json``, read by
-            :func:`weight_record`: classes, input shape, class names, normalisation); the file's
-            name, sha256 and size are added. Defaults to None (no record).
+    Returns:
+        The file's sha256.
     """
-    path = local_weights(model.name, tag)
+    path = Path(path)
+    if not path.name.endswith(".weights.h5"):
+        raise ValueError(f"A weights file must end in .weights.h5, got {path}.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{uuid.uuid4().hex}.part.weights.h5")
+    record_file = Path(record_path(path))
+    tmp_record = record_file.with_name(f".{record_file.name}.{uuid.uuid4().hex}.tmp")
     try:
         model.save_weights(tmp)
         digest = sha256(tmp)
-        size = tmp.stat().st_size
+        if record is not None:
+            full = {**record, "file": path.name, "sha256": digest, "size": tmp.stat().st_size}
+            WeightRecord.from_row(full)  # a record its readers can read
+            tmp_record.write_text(json.dumps(full, indent=2) + "\n")
         os.replace(tmp, path)
+        if record is not None:
+            os.replace(tmp_record, record_file)
+        else:
+            record_file.unlink(missing_ok=True)  # a stale record must not describe the new file
     finally:
         tmp.unlink(missing_ok=True)
+        tmp_record.unlink(missing_ok=True)
+    return digest
+
+
+def install_local(model, tag, record=None):
+    """Save ``model``'s weights as the local ``tag`` weights of its registry name (atomic write,
+    sha256 beside the file, and ``record`` as :func:`save_with_record` writes it), so that
+    ``load(model.name, weights=tag)`` finds them and :func:`weight_record` reads the record."""
+    if not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag) or tag.endswith(".h5"):
+        raise ValueError(f"A tag is lower-case letters, digits, '_', '-' and '.', e.g. 'imagenet'; got {tag!r}.")
+    path = local_weights(model.name, tag)
+    digest = save_with_record(model, path, record)
     path.with_name(path.name + ".sha256").write_text(digest + "\n")
-    beside = Path(record_path(path))
-    if record is not None:
-        content = {**record, "file": path.name, "sha256": digest, "size": size}
-        partial = beside.with_name(f".{beside.name}.{uuid.uuid4().hex}.part")
-        partial.write_text(json.dumps(content, indent=2) + "\n")
-        os.replace(partial, beside)
-    else:
-        beside.unlink(missing_ok=True)  # a record of earlier weights would describe these wrongly
     return path
 
 

@@ -23,7 +23,6 @@ that way; a file that does not is refused unless the caller opts in with ``unsaf
 (``--unsafe-pickle`` of ``scripts/convert_abn_pytorch.py``), for files from a source they trust.
 """
 
-import json
 import os
 import pickle
 import re
@@ -35,7 +34,7 @@ from keras_attn_zoo.data.preprocessing import IMAGENET_STATS
 from keras_attn_zoo.models.resnet import DEPTHS as RESNET_DEPTHS
 from keras_attn_zoo.normalization import ChannelStats
 from keras_attn_zoo.registry import CLASS_NAMES, get_spec, list_models
-from keras_attn_zoo.weights import record_path, sha256
+from keras_attn_zoo.weights import save_with_record, sha256
 
 # The authors' names for the attention-branch heads (the same in every family).
 ABN_HEADS = {
@@ -123,11 +122,11 @@ def official_key(family, layer_name):
     return None
 
 
-def load_state_dict(path, unsafe_pickle=False):
+def load_state_dict(path, unsafe_pickle=False, opt_in="pass unsafe_pickle=True (--unsafe-pickle)"):
     """A checkpoint as ``{name: numpy array}``, without the ``module.`` prefix of DataParallel.
 
-    Reads ``.pth`` / ``.pth.tar`` (needs PyTorch; a dict with a ``state_dict`` entry or a
-    plain state dict), ``.npz`` and ``.safetensors`` (needs the safetensors package).
+    Reads ``.pth`` / ``.pth.tar`` (needs PyTorch; a dict with a ``state_dict`` or ``model``
+    entry, or a plain state dict), ``.npz`` and ``.safetensors`` (needs the safetensors package).
 
     Args:
         path: the checkpoint file.
@@ -135,6 +134,8 @@ def load_state_dict(path, unsafe_pickle=False):
             with full unpickling, which runs whatever code the file names: only for files from
             a source you trust. Defaults to False (``torch.load(weights_only=True)``; such a
             file is refused).
+        opt_in: how the caller opts in to ``unsafe_pickle``, said when a file is refused.
+            Defaults to the converter's "pass unsafe_pickle=True (--unsafe-pickle)".
 
     Raises:
         ValueError: for a PyTorch file that needs full unpickling, without ``unsafe_pickle``.
@@ -165,22 +166,38 @@ def load_state_dict(path, unsafe_pickle=False):
                 "file names. Use this only for a file from a source you trust.",
                 UserWarning, stacklevel=2,
             )
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        else:
-            try:
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as e:
-                # PyTorch's message is long; its "Unsupported global: GLOBAL x.y ..." line says why
-                why = next((line.strip().split(". ")[0] for line in str(e).splitlines() if "GLOBAL" in line), "")
-                raise ValueError(
-                    f"{path} holds more than tensors and plain containers, and unpickling it could "
-                    "run code, so it was not read. If it comes from a source you trust, pass "
-                    "unsafe_pickle=True (--unsafe-pickle); otherwise dump its state dict to .npz "
-                    f"where it is trusted (see keras_attn_zoo.convert.abn_pytorch)."
-                    + (f" PyTorch: {why.removeprefix('WeightsUnpickler error: ')}." if why else "")
-                ) from e
-        if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
-            checkpoint = checkpoint["state_dict"]
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=not unsafe_pickle)
+        except pickle.UnpicklingError as e:
+            if unsafe_pickle:
+                raise ValueError(f"{path} could not be unpickled ({e}): it is damaged or not a PyTorch file.") from e
+            # PyTorch's message is long; its "Unsupported global: GLOBAL x.y ..." line says why
+            why = next((line.strip().split(". ")[0] for line in str(e).splitlines() if "GLOBAL" in line), "")
+            raise ValueError(
+                f"{path} holds more than tensors and plain containers, and unpickling it could "
+                f"run code, so it was not read. If it comes from a source you trust, {opt_in}; "
+                "otherwise dump its state dict to .npz where it is trusted (see "
+                "keras_attn_zoo.convert.abn_pytorch)."
+                + (f" PyTorch: {why.removeprefix('WeightsUnpickler error: ')}." if why else "")
+            ) from e
+        except (RuntimeError, EOFError, KeyError) as e:  # what torch.load raises for a cut or foreign file
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise ValueError(
+                f"{path} could not be read as a PyTorch checkpoint ({type(e).__name__}: {first[:200]}): "
+                "it is truncated, damaged or not a PyTorch file."
+            ) from e
+        for entry in ("state_dict", "model"):  # the ABN authors' / torchvision references' training files
+            if isinstance(checkpoint, dict) and isinstance(checkpoint.get(entry), dict):
+                checkpoint = checkpoint[entry]
+                break
+        if not isinstance(checkpoint, dict):
+            raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict (a dict of tensors).")
+        others = sorted(str(k) for k, v in checkpoint.items() if not isinstance(v, torch.Tensor))
+        if others:
+            raise ValueError(
+                f"{path} holds no state dict: its entries {', '.join(repr(k) for k in others[:5])} are not "
+                "tensors (expected a dict of tensors, or one under 'state_dict' or 'model')."
+            )
         state = {k: v.detach().cpu().numpy() for k, v in checkpoint.items()}
     else:
         raise ValueError(f"Unknown checkpoint format: {path} (expected .pth[.tar], .npz or .safetensors).")
@@ -284,7 +301,7 @@ def convert_abn_checkpoint(checkpoint, model_name, output=None, num_classes=None
         checkpoint: path of the checkpoint (.pth[.tar], .npz, .safetensors) or a state dict.
         model_name: the registry name it corresponds to, e.g. "abn_resnet152", "abn_resnet110".
         output: where to write the ``.weights.h5`` file; its record (:func:`checkpoint_record`)
-            goes beside it, ``NAME.json``. Defaults to no file.
+            goes beside it, ``NAME.json`` (``weights.save_with_record``). Defaults to no file.
         num_classes: classes of the checkpoint. Defaults to the size of its ``fc`` layer.
         input_shape: the model's input shape. Defaults to the registry's.
         unsafe_pickle: read a PyTorch file with full unpickling (see :func:`load_state_dict`):
@@ -325,14 +342,11 @@ def convert_abn_checkpoint(checkpoint, model_name, output=None, num_classes=None
             prefix = official_key(spec.family, layer.name)
             layer.set_weights([convert(state[f"{prefix}.{name}"]) for name, _, convert in _torch_layout(layer)])
     if output is not None:
-        model.save_weights(os.fspath(output))
-        record = checkpoint_record(model, spec.name, checkpoint, output)
-        with open(record_path(output), "w") as f:
-            json.dump(record, f, indent=2)
+        save_with_record(model, output, checkpoint_record(model, spec.name, checkpoint))
     return model
 
 
-def checkpoint_record(model, model_name, checkpoint=None, weights_file=None):
+def checkpoint_record(model, model_name, checkpoint=None):
     """The record written beside converted weights, in the training records' fields
     (``weights.WeightRecord.from_row`` reads it): the model, its classes and input shape, the
     class names where the zoo knows them (CIFAR-10's; numbered otherwise), and the authors'
@@ -342,7 +356,6 @@ def checkpoint_record(model, model_name, checkpoint=None, weights_file=None):
         model: the converted model.
         model_name: its registry name.
         checkpoint: the checkpoint's path (recorded with its sha256), or None for a state dict.
-        weights_file: the written ``.weights.h5`` (recorded with its sha256 and size), if any.
 
     Returns:
         A JSON-able dict.
@@ -367,7 +380,4 @@ def checkpoint_record(model, model_name, checkpoint=None, weights_file=None):
     if checkpoint is not None and not isinstance(checkpoint, dict):
         record["training"]["checkpoint"] = {"file": os.path.basename(os.fspath(checkpoint)),
                                             "sha256": sha256(checkpoint)}
-    if weights_file is not None:
-        record.update(file=os.path.basename(os.fspath(weights_file)), sha256=sha256(weights_file),
-                      size=os.path.getsize(weights_file))
-    return record
+    return record  # weights.save_with_record / install_local add the file's name, sha256 and size

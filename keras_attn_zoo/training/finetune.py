@@ -13,7 +13,9 @@ What it does, following Keras' transfer-learning guide:
    classifier and, for ABN, the attention branch's class-sized convolutions; for PAYA, every
    module's output heads, whose masks' and head gates' convolutions still come from the
    weights, and the global gate ``paya_gate``); everything else
-   comes from the weights, and the report says which layers were reused and which are new. The
+   comes from the weights, and the report says which layers were reused and which are new
+   (also new: the layers a converted checkpoint had nothing for, ``WeightRecord.fresh_layers``,
+   such as the attention branch of an ABN model converted from torchvision's ResNet). The
    new classifier starts at zero (uniform scores): a random one maps the pretrained features to
    classes at random, which a short first phase may not undo.
 2. Phase 1 (``freeze_epochs``): only the new layers train; the pretrained layers are frozen,
@@ -52,7 +54,10 @@ import numpy as np
 
 import keras
 
-from keras_attn_zoo.data import ChannelStats, channel_stats, load_splits, split_folders
+from keras_attn_zoo.convert import (
+    checkpoint_architecture, convert_torchvision_checkpoint, is_checkpoint, load_state_dict, target_spec,
+)
+from keras_attn_zoo.data import IMAGENET_STATS, ChannelStats, channel_stats, load_splits, split_folders
 from keras_attn_zoo.loading import load_weights_file, weights_num_classes
 from keras_attn_zoo.modelfile import save_model
 from keras_attn_zoo.models.paya import PAYAModel, paya_layers, reset_gate, reuse_attention
@@ -83,9 +88,14 @@ from keras_attn_zoo.training.trainer import (
     utc_now,
     verbosity,
 )
-from keras_attn_zoo.weights import is_path, record_path, resolve, weight_record
+from keras_attn_zoo.weights import (
+    is_path, record_path, recorded_stats, resolve, sha256, trained_record, weight_record,
+)
 
 RECORD = "finetune.json"
+CONVERTED = "converted_checkpoint.weights.h5"  # a checkpoint converted for the run, removed when it ends
+UNSAFE_OPT_IN = ("convert it with python scripts/convert_torchvision.py CHECKPOINT --model {name} "
+                 "-o converted.weights.h5 --unsafe-pickle and fine-tune from converted.weights.h5")
 PHASES = ("frozen", "unfrozen")  # their checkpoints: backup/frozen, backup/unfrozen
 PHASE_TEXTS = {  # (record name, what trains, console line) of each phase
     "pretrained": (("frozen backbone", "new layers", "new layers only (backbone frozen)"),
@@ -151,10 +161,17 @@ def fine_tune(
             ``train/<class>/`` and ``val/<class>/`` (or ``test/``) split folders; with ``val/``
             and ``test/`` both, the best epoch is chosen on ``val/`` and ``test/`` is measured
             once, at the end, on the saved model.
-        weights: a published tag (``list_models(pretrained=True)``), a ``.weights.h5`` file
-            (written by ``keras-attn-zoo train``, or any other with ``mean`` / ``std``), or None:
+        weights: a published tag (``list_models(pretrained=True)``), a tag made on this
+            machine (``"torchvision"`` after ``scripts/convert_torchvision.py --tag
+            torchvision``), a ``.weights.h5`` file (written by ``keras-attn-zoo train`` or a
+            converter, or any other with ``mean`` / ``std``), torchvision's ResNet checkpoint
+            itself (``resnet50-11ad3fa6.pth``, for the ImageNet ResNets of its depth: converted
+            into ``output_dir`` first, its depth checked against the model's, normalised with
+            torchvision's ImageNet mean and std unless ``mean`` / ``std`` are given), or None:
             the same recipe from random initialisation, every layer (BatchNormalization
-            included) training from the first epoch. Defaults to "cifar10".
+            included) training from the first epoch. Layers the weights have nothing for (an
+            attention branch or SE layers on torchvision's ResNet) train as new layers.
+            Defaults to "cifar10".
         output_dir: the run's folder. Defaults to ``runs/<name>_finetune``.
         epochs: epochs with the backbone unfrozen (BatchNormalization stays frozen). 0 trains
             only the new layers. Defaults to 10.
@@ -198,32 +215,47 @@ def fine_tune(
     if epochs + freeze_epochs == 0:
         raise ValueError("Nothing to train: epochs and freeze_epochs are both 0.")
     objective_config(objective)  # bad settings fail before anything is loaded
-    stats, stats_source = _normalization(name, weights, mean, std, spec.input_shape[-1])
+    checkpoint = weights if is_checkpoint(weights) else None
+    if checkpoint is not None:  # converted into the run's folder, under its lock
+        state = load_state_dict(checkpoint, opt_in=UNSAFE_OPT_IN.format(name=name))
+        target_spec(name, checkpoint_architecture(state))  # a checkpoint of another depth fails here
+        del state
+    # for a checkpoint, only mean / std (checked here; the converter records them or torchvision's)
+    stats, stats_source = _normalization(name, None if checkpoint else weights, mean, std, spec.input_shape[-1])
     side = image_size or spec.input_shape[0]
     model_shape = (side, side, spec.input_shape[-1])
     out = Path(output_dir) if output_dir is not None else Path("runs") / f"{name}_finetune"
     model_path = out / f"{name}_finetuned.keras"
     paths = {"record": out / RECORD, "log": out / LOG_FILE, "best": out / "best.weights.h5",
              "frozen": out / "after_frozen_phase.weights.h5", "backup": out / "backup",
-             "best_state": out / "best.json"}
+             "best_state": out / "best.json", "converted": out / CONVERTED,
+             "converted_record": out / record_path(CONVERTED)}
     with run_lock(out):
         return _fine_tune(spec, name, data, weights, (stats, stats_source), out, model_path, paths, model_shape,
-                          epochs=epochs, freeze_epochs=freeze_epochs, batch_size=batch_size, learning_rate=learning_rate,
+                          checkpoint, epochs=epochs, freeze_epochs=freeze_epochs, batch_size=batch_size,
+                          learning_rate=learning_rate,
                           fine_tune_learning_rate=fine_tune_learning_rate, validation_split=validation_split,
                           augmentation=augmentation, limit=limit, seed=seed, overwrite=overwrite, verbose=verbose,
                           objective=objective, skip_bad_images=skip_bad_images)
 
 
-def _fine_tune(spec, name, data, weights, known_stats, out, model_path, paths, model_shape, *, epochs, freeze_epochs,
-               batch_size, learning_rate, fine_tune_learning_rate, validation_split, augmentation, limit, seed,
-               overwrite, verbose, objective, skip_bad_images):
+def _fine_tune(spec, name, data, weights, known_stats, out, model_path, paths, model_shape, checkpoint, *, epochs,
+               freeze_epochs, batch_size, learning_rate, fine_tune_learning_rate, validation_split, augmentation,
+               limit, seed, overwrite, verbose, objective, skip_bad_images):
     """:func:`fine_tune`'s work, holding the output folder's lock; ``known_stats`` is
-    :func:`_normalization`'s answer."""
+    :func:`_normalization`'s answer (for a torchvision ``checkpoint``, the ``mean`` / ``std``
+    given with it, or none)."""
+    called = time.perf_counter()
     if overwrite:  # start over: only this run's files (out may hold others), finished or not
         remove_paths(*paths.values(), model_path)
     elif paths["record"].exists():
         raise ValueError(f"{out} holds a finished fine-tuning run ({RECORD}); pass overwrite=True "
                          "(--overwrite) or another output folder.")
+    if checkpoint is not None:
+        given = known_stats[0]
+        weights = str(_converted(spec, checkpoint, paths["converted"], stats=given or IMAGENET_STATS))
+        known_stats = (recorded_stats(name, weights),
+                       "given" if given else "torchvision's ImageNet mean and std, recorded by the converter")
     for phase in PHASES:
         adopt_keras_backup(paths["backup"] / phase)
     resuming = paths["frozen"].exists() or any(
@@ -232,7 +264,6 @@ def _fine_tune(spec, name, data, weights, known_stats, out, model_path, paths, m
         remove_paths(paths["log"], paths["best"], paths["best_state"], paths["backup"])
 
     keras.utils.set_random_seed(seed)
-    called = time.perf_counter()
     common = {"image_size": model_shape[:2], "holdout": validation_split, "seed": seed}
     folders = split_folders(data)
     requests = {"train": ("train", {"limit": limit})}
@@ -316,7 +347,7 @@ def _fine_tune(spec, name, data, weights, known_stats, out, model_path, paths, m
                 "data": test_split.description}
     record = {
         "model": name,
-        "weights": None if weights is None else str(weights),
+        "weights": None if weights is None else str(checkpoint or weights),
         "class_names": classes,
         "num_classes": len(classes),
         "input_shape": list(model_shape),
@@ -347,7 +378,7 @@ def _fine_tune(spec, name, data, weights, known_stats, out, model_path, paths, m
         "model", "weights", "class_names", "preprocessing", "input_shape", "validation_split", "seed")})
     record["wall_time_s"] = round(time.perf_counter() - called, 1)
     write_json(paths["record"], record)
-    for key in ("best", "frozen", "best_state"):
+    for key in ("best", "frozen", "best_state", "converted", "converted_record"):
         paths[key].unlink(missing_ok=True)
     shutil.rmtree(paths["backup"], ignore_errors=True)
     print(f"Wrote {model_path}: best validation top-1 {record['val_accuracy']:.4f} at epoch {record['best_epoch']}, "
@@ -400,6 +431,23 @@ def _measured_stats(stats, source, train_split, weights, seed):
               "weights were trained with, pass them: --mean R G B --std R G B (fine_tune(mean=, std=)).",
               file=sys.stderr)
     return stats, source
+
+
+def _converted(spec, checkpoint, path, stats=IMAGENET_STATS):
+    """torchvision's ResNet checkpoint converted into ``spec``'s model at ``path`` (its record
+    beside it, with the normalisation ``stats``), or the file a killed run converted from the
+    same checkpoint (by sha256) with the same ``stats``: its fresh layers keep the values the
+    run started with."""
+    record = trained_record(path) if path.is_file() else None
+    if (record is not None and record.model == spec.name and record.normalization == stats
+            and record.converted_from.get("sha256") == sha256(checkpoint)):
+        return path
+    result = convert_torchvision_checkpoint(checkpoint, spec.name, path, stats=stats,
+                                            opt_in=UNSAFE_OPT_IN.format(name=spec.name))
+    fresh = f"; fresh (trained as new layers): {', '.join(result.fresh_layers)}" if result.fresh_layers else ""
+    print(f"Converted {checkpoint} ({result.architecture.title}, {result.record['converted_from']['layout']} "
+          f"layout) into {path}{fresh}")
+    return path
 
 
 def _paya_new_layers(model, spec, weights, model_shape, new_layers):
