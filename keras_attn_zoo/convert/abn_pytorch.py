@@ -222,6 +222,19 @@ def _torch_layout(layer):
     raise ValueError(f"No conversion for layer {layer.name!r} of type {type(layer).__name__}.")
 
 
+def _keras_values(layer, prefix, state, used):
+    """The Keras weight values of ``layer`` from the tensors under ``prefix`` (each marked in
+    ``used``), in Keras' layouts (:func:`_torch_layout`); a missing tensor is an error naming it."""
+    values = []
+    for name, _, convert in _torch_layout(layer):
+        key = f"{prefix}.{name}"
+        if key not in state:
+            raise ValueError(f"The checkpoint has no {key!r} for layer {layer.name!r}.")
+        used.add(key)
+        values.append(convert(state[key]))
+    return values
+
+
 def _examples(items, limit=4):
     shown = ", ".join(items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
@@ -337,10 +350,10 @@ def convert_abn_checkpoint(checkpoint, model_name, output=None, num_classes=None
     if problems:
         raise ValueError(f"The checkpoint does not fit {spec.name}: {'; '.join(problems)}.{hint} Nothing was "
                          "converted.")
+    used = set()
     for layer in model.layers:
         if layer.weights:
-            prefix = official_key(spec.family, layer.name)
-            layer.set_weights([convert(state[f"{prefix}.{name}"]) for name, _, convert in _torch_layout(layer)])
+            layer.set_weights(_keras_values(layer, official_key(spec.family, layer.name), state, used))
     if output is not None:
         save_with_record(model, output, checkpoint_record(model, spec.name, checkpoint))
     return model
