@@ -92,44 +92,41 @@ def _gates(args):
         print(f"{name:22s} mean k = {k.mean():.4f}  (min {k.min():.4f}, max {k.max():.4f})")
 
 
-def _model(name_or_file, weights, class_names_file=None):
-    """``(model, normalization, class names)`` for a registered model (with ``weights``) or a
-    ``.keras`` file (with the class names and normalisation saved in it by ``finetune``); says
-    loudly on stderr when the model is randomly initialised or its normalisation is unknown."""
-    from keras_attn_zoo.images import normalization_for
-    from keras_attn_zoo.predict import class_names
-    from keras_attn_zoo.registry import load
+def _normalization_argument(args):
+    """``--mean`` and ``--std`` as a ``ChannelStats``, or None when neither is given."""
+    from keras_attn_zoo.normalization import ChannelStats
 
-    if str(name_or_file).endswith(".keras"):
-        from keras_attn_zoo.modelfile import load_model, metadata_stats
+    if (args.mean is None) != (args.std is None):
+        raise ValueError("--mean and --std go together: pass both (one value per channel, on the 0-1 scale).")
+    return ChannelStats(tuple(args.mean), tuple(args.std)) if args.mean is not None else None
 
-        if weights is not None:
-            raise ValueError("A .keras file holds its own weights; --weights is for registered names.")
-        model, metadata = load_model(name_or_file)
-        normalization = metadata_stats(metadata)
-        if normalization is None:
-            print(f"WARNING: {name_or_file} records no normalisation (it was not saved by keras-attn-zoo "
-                  "finetune): inputs are only scaled to [0, 1].", file=sys.stderr)
-        return model, normalization, class_names(model, class_names_file, metadata.get("class_names"))
 
-    model = load(name_or_file, weights=weights)
-    if weights is None:
-        print(
-            f"WARNING: {model.name} is randomly initialised (no --weights given): its outputs "
-            "mean nothing yet.",
-            file=sys.stderr,
-        )
-    return model, normalization_for(model, weights), class_names(model, class_names_file)
+def _model(args):
+    """``registry.load_for_inference`` for a command's ``--model``, ``--weights``, ``--class-names``,
+    ``--mean`` and ``--std``; what the user should know (random weights, numbered classes) goes to
+    stderr."""
+    from keras_attn_zoo.predict import read_class_names
+    from keras_attn_zoo.registry import load_for_inference
+
+    names_file = getattr(args, "class_names", None)
+    loaded = load_for_inference(
+        args.model, args.weights, class_names=read_class_names(names_file) if names_file else None,
+        normalization=_normalization_argument(args),
+    )
+    for note in loaded.notes:
+        print(f"WARNING: {note}", file=sys.stderr)
+    return loaded.model, loaded.normalization, loaded.class_names
 
 
 def _export(args):
     from keras_attn_zoo.export import export_model
 
-    model, normalization, _ = _model(args.model, args.weights)
+    model, normalization, names = _model(args)
     report = export_model(
         model, args.output, args.format, quantize=args.quantize,
         representative_images=args.representative_images, batch_size=args.batch_size,
-        outputs=args.outputs, normalization=normalization,
+        outputs=args.outputs, normalization=normalization, class_names=names,
+        include_preprocessing=args.include_preprocessing,
     )
     print(report.summary())
     if not report.ok:
@@ -139,7 +136,7 @@ def _export(args):
 def _predict(args):
     from keras_attn_zoo.predict import format_predictions, predict_files
 
-    model, normalization, names = _model(args.model, args.weights, args.class_names)
+    model, normalization, names = _model(args)
     predictions, failed = predict_files(model, args.images, args.top_k, names, args.batch_size, normalization,
                                         early_exit=args.early_exit)
     for _, message in failed:
@@ -155,11 +152,11 @@ def _explain(args):
     from keras_attn_zoo.images import model_image_size, preprocess, read_image
 
     require_matplotlib()
-    model, normalization, names = _model(args.model, args.weights, args.class_names)
+    model, normalization, names = _model(args)
     height, width, channels = model_image_size(model)
     pixels = read_image(args.image, (height, width), channels)
     if args.dat:
-        return _explain_dat(args, model, preprocess(pixels[None], normalization), names)
+        return _explain_dat(args, model, pixels, preprocess(pixels[None], normalization), names)
     result = explain(model, preprocess(pixels[None], normalization), args.class_index, args.layer)
     c = int(result.class_index[0])
     print(f"{args.image}: {names[c] if names else f'class {c}'} {result.scores[0, c]:.3f}; "
@@ -181,12 +178,11 @@ def _explain(args):
                   + f"; own prediction {names[k] if names else k} {own[k]:.3f}; "
                   f"global gate {result.paya.global_gates[name][0]:.3f}")
         print(f"  {'predictions':22s} PAYA global gate {result.paya.global_gates['predictions'][0]:.3f}")
-    path = save_explanation(args.output, read_image(args.image, channels=channels), result, 0, names)
+    path = save_explanation(args.output, pixels, result, 0, names)  # the image as the model saw it
     print(f"wrote {path}")
 
-def _explain_dat(args, model, images, names):
+def _explain_dat(args, model, pixels, images, names):
     from keras_attn_zoo.explain.discriminative import discriminative_attention, save_discriminative_attention
-    from keras_attn_zoo.images import read_image
 
     r = discriminative_attention(model, images, args.class_index, attention=args.dat_attention)
     t, c = int(r.target[0]), int(r.confusing[0])
@@ -194,8 +190,7 @@ def _explain_dat(args, model, images, names):
     print(f"{args.image}: target {name(t)} {r.scores[0, t]:.3f}, most confusing {name(c)} {r.scores[0, c]:.3f}; "
           f"soft IoU {r.soft_iou_last[0]:.4f} at {r.last_layer}, {r.soft_iou_inner[0]:.4f} at {r.inner_layer} "
           f"({'A_ch' if r.attention == 'channel' else 'A_px'})")
-    image = read_image(args.image, channels=model.input_shape[-1])
-    print(f"wrote {save_discriminative_attention(args.output, image, r, 0, names)}")
+    print(f"wrote {save_discriminative_attention(args.output, pixels, r, 0, names)}")  # as the model saw it
 
 
 def _split_name_tag(text):
@@ -299,7 +294,7 @@ def _finetune(args):
 def _evaluate(args):
     from keras_attn_zoo.training import evaluate, write_results
     from keras_attn_zoo.training.evaluate import record_accuracy, verify_published
-    from keras_attn_zoo.training.trainer import command_line
+    from keras_attn_zoo.training.trainer import accuracy_text, command_line
 
     if args.all:
         if args.name or args.weights or args.record:
@@ -314,15 +309,15 @@ def _evaluate(args):
         return
     if args.name and args.name.endswith(".keras"):
         return _evaluate_model_file(args)
-    if args.output:
-        raise ValueError("-o (the confusion-matrix PNG) is for a fine-tuned .keras file.")
+    if args.output or args.mean is not None or args.std is not None:
+        raise ValueError("-o (the confusion-matrix PNG), --mean and --std are for a fine-tuned .keras file; "
+                         "weights of a registered name are measured with their training record's.")
     if not args.name or not args.weights:
         raise ValueError("evaluate needs NAME and --weights (or --all).")
     result = evaluate(args.name, args.weights, args.data, args.split, batch_size=args.batch_size,
                       limit=args.limit, data_dir=args.data_dir, manual_dir=args.manual_dir,
                       skip_bad_images=args.skip_bad_images)
-    print(f"{args.name} ({args.weights}) on {result['data']}: top-1 {result['top1']:.4f} "
-          f"(error {result['top1_error']:.2f}%), top-5 {result['top5']:.4f}")
+    print(f"{args.name} ({args.weights}) on {result['data']}: {accuracy_text(result)}")
     if args.record:
         if is_path(args.weights):
             raise ValueError("--record stores a measurement of published weights: pass a tag, not a file.")
@@ -336,8 +331,9 @@ def _evaluate_model_file(args):
 
     if args.weights or args.record:
         raise ValueError("A .keras file holds its own weights and is not published: give no --weights or --record.")
+    stats = _normalization_argument(args)
     result = evaluate_model_file(args.name, args.data, args.split, batch_size=args.batch_size, limit=args.limit,
-                                 data_dir=args.data_dir, skip_bad_images=args.skip_bad_images)
+                                 data_dir=args.data_dir, skip_bad_images=args.skip_bad_images, normalization=stats)
     correct = sum(row[i] for i, row in enumerate(result["confusion"]))
     print(f"{args.name} on {result['data']}: top-1 {result['top1']:.4f} ({correct} of {result['images']} images)")
     print(confusion_text(result))
@@ -491,6 +487,7 @@ def _add_weights_parsers(sub):
     p.add_argument("--record", action="store_true",
                    help="store the measurement in the manifest row and rewrite the results page")
     _add_skip_bad_images_argument(p)
+    _add_normalization_arguments(p)
     p.add_argument("--manifest", help="manifest to record in (default weights/manifest.json)")
     p.add_argument("--results", help="results page to write (default docs/results.md)")
     p.set_defaults(func=_evaluate)
@@ -505,6 +502,12 @@ def _add_weights_parsers(sub):
     p = sub.add_parser("download", help="fetch and verify published weights into the cache")
     p.add_argument("spec", metavar="NAME[:TAG]")
     p.set_defaults(func=_download)
+
+
+def _add_normalization_arguments(p):
+    p.add_argument("--mean", type=float, nargs="+", metavar="M",
+                   help="per-channel mean on the 0-1 scale, for weights that record no normalisation")
+    p.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel std, with --mean")
 
 
 def build_parser():
@@ -536,6 +539,9 @@ def build_parser():
     p.add_argument("--outputs", nargs="+", default=[], metavar="LAYER[:INDEX]",
                    help="extra named outputs, e.g. '*_fa:1' for every FA gate")
     p.add_argument("-o", "--output", required=True, help="the file to write (a folder for savedmodel)")
+    p.add_argument("--include-preprocessing", action="store_true",
+                   help="build the normalisation into the file: it then takes RGB pixels 0-255 as input 'pixels'")
+    _add_normalization_arguments(p)
     p.set_defaults(func=_export)
 
     p = sub.add_parser("predict", help="top-k classes of image files")
@@ -549,6 +555,7 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--early-exit", type=float, default=None, metavar="THRESHOLD",
                    help="PAYA models: leave at the first attention module whose own top score reaches THRESHOLD")
+    _add_normalization_arguments(p)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("explain", help="Grad-CAM, ABN attention map, FA gates and SE weights of one image, as a PNG")
@@ -564,6 +571,7 @@ def build_parser():
                         "most confusing class's attention maps at the inner and last layers, with their soft IoU")
     p.add_argument("--dat-attention", choices=("channel", "pixel"), default="channel",
                    help="with --dat: A_ch (channel-wise, default) or A_px (pixel-wise) maps")
+    _add_normalization_arguments(p)
     p.set_defaults(func=_explain)
 
     _add_train_parser(sub)

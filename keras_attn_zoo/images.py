@@ -1,7 +1,7 @@
 """Reading the user's image files into model inputs, for ``predict``, ``explain`` and export.
 
-:func:`preprocess` is the one place that turns pixels into what a model expects. Until models
-record their own normalisation (with the training pipeline) it scales pixels to [0, 1].
+:func:`preprocess` is the one place that turns pixels into what a model expects: normalised
+with the statistics its weights recorded (``registry.load_for_inference`` finds them).
 
 :func:`~keras_attn_zoo.decoding.decode_pixels` (re-exported here) is the one place that decodes
 an image file, here and for training data (``keras_attn_zoo.decoding``, below the data layer).
@@ -10,12 +10,9 @@ an image file, here and for training data (``keras_attn_zoo.decoding``, below th
 import os
 from pathlib import Path
 
-import sys
-
 import numpy as np
 
 from keras_attn_zoo.decoding import MAX_IMAGE_PIXELS, SIXTEEN_BIT_MODES, decode_pixels  # noqa: F401 (public here)
-from keras_attn_zoo.weights import recorded_stats
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -24,7 +21,7 @@ def preprocess(pixels, normalization=None):
 
     The only preprocessing step of ``predict``, ``explain`` and export's representative images:
     ``(x / 255 - mean) / std`` with the ``normalization`` the weights were trained with (see
-    :func:`normalization_for`), or ``x / 255`` for a model without recorded statistics.
+    ``registry.load_for_inference``), or ``x / 255`` for a randomly initialised model.
 
     Args:
         pixels: array of shape ``(..., H, W, C)`` with values in [0, 255].
@@ -38,18 +35,6 @@ def preprocess(pixels, normalization=None):
     if normalization is None:
         return x
     return (x - np.asarray(normalization.mean, "float32")) / np.asarray(normalization.std, "float32")
-
-
-def normalization_for(model, weights):
-    """The normalisation recorded with ``model``'s ``weights`` (a tag or a trained file), or
-    None for a randomly initialised model or weights without a record (said on stderr)."""
-    if weights is None:
-        return None
-    try:
-        return recorded_stats(model.name, weights)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"WARNING: inputs are only scaled to [0, 1]: {e}", file=sys.stderr)
-        return None
 
 
 def image_files(paths):

@@ -1,10 +1,18 @@
-"""Loading a weight file into a registry model: strictly, or all but the class-sized layers.
+"""Loading a weight file into a registry model: strictly, or all but the class-sized layers;
+and what the weights' record says a loaded model needs for inference.
 
 Part of the registry layer, beside ``registry.load``: it builds twins of a model from its
 ``ModelSpec`` to load a file with another head. Finding and verifying the file is
 ``keras_attn_zoo.weights``' job.
+
+:func:`inference_facts` is the one rule by which ``predict``, ``explain``, ``export`` and
+``evaluate`` (through ``registry.load_for_inference``) honour the record of the weights (a
+manifest row, the training record beside a trained file, the record beside a converted
+checkpoint, or the metadata of a fine-tuned ``.keras`` file): its classes, class names and
+normalisation, or an error that says what to pass instead. Nothing is guessed.
 """
 
+import dataclasses
 import os
 import re
 import tempfile
@@ -12,7 +20,9 @@ import warnings
 
 import h5py
 
-from keras_attn_zoo.weights import is_path, published_weights
+from keras_attn_zoo import modelfile
+from keras_attn_zoo.normalization import ChannelStats
+from keras_attn_zoo.weights import WeightRecord, is_path, record_path, weight_record
 
 
 # The parts of a weights file that are the model's own: its layers and its variables. The rest
@@ -210,9 +220,130 @@ def load_pretrained(model, spec, path, file_classes, build_kwargs, new_head=Fals
 
 def weights_num_classes(name, weights, path):
     """The number of classes of the weights ``weights`` of model ``name``, resolved to ``path``:
-    the manifest's for published weights, else read from the file (None if it cannot be told)."""
-    if not is_path(weights):
-        for record in published_weights(name):
-            if record.tag == weights:
-                return record.num_classes
-    return file_num_classes(path)  # a file, or weights made locally (a converted checkpoint)
+    their record's (a manifest row, a training record, a converted checkpoint's record), else
+    read from the file (None if it cannot be told)."""
+    record = weight_record(name, weights)
+    if record is not None and record.num_classes is not None:
+        return record.num_classes
+    return file_num_classes(path)
+
+
+def check_record_model(name, weights, record):
+    """An error when the record of ``weights`` says they belong to another model than ``name``
+    (the file would not load, and the error would not say why)."""
+    if record is not None and record.model and record.model != name:
+        raise ValueError(
+            f"{weights} holds weights of {record.model}, not {name} (its record "
+            f"{record_path(weights) if is_path(weights) else 'in the manifest'} says so): pass "
+            f"--model {record.model} (load({record.model!r}, ...))."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for inference, with what its weights recorded.
+
+    Attributes:
+        model: the ``keras.Model``.
+        class_names: the class names in label order, or None (classes are then numbered).
+        normalization: the :class:`~keras_attn_zoo.normalization.ChannelStats` its inputs are
+            normalised with, or None for a randomly initialised model (inputs scaled to [0, 1]).
+        record: the :class:`~keras_attn_zoo.weights.WeightRecord` of its weights (None for a
+            randomly initialised model or weights without a record).
+        source: the weights in words, for messages ("runs/x/fa_resnet20.weights.h5").
+        notes: what a user should know (numbered classes, random weights), one sentence each.
+    """
+
+    model: object
+    class_names: tuple | None
+    normalization: ChannelStats | None
+    record: WeightRecord | None
+    source: str | None
+    notes: tuple = ()
+
+
+def model_file(path):
+    """A ``.keras`` file as ``(model, record)``: the record is the zoo's metadata inside it
+    (``keras_attn_zoo.modelfile``) read as a :class:`WeightRecord`, or None for a file saved by
+    plain Keras."""
+    model, metadata = modelfile.load_model(path)
+    return model, (WeightRecord.from_row(metadata) if metadata else None)
+
+
+def _no_normalisation(source, record):
+    """The error for weights that record no normalisation: what is missing, and what to pass."""
+    if str(source).endswith(".keras"):
+        what = "records no normalisation (it was not saved by keras_attn_zoo.modelfile.save_model, as finetune saves)"
+        fix = "save it with keras_attn_zoo.modelfile.save_model and its class names and normalisation"
+    elif is_path(source) and record is None:
+        what = f"has no training record beside it ({os.path.basename(record_path(source))})"
+        fix = "put back the record that keras-attn-zoo train wrote beside the file"
+    else:
+        what = "records no normalisation"
+        fix = "record it with the weights"
+    return ValueError(
+        f"{source} {what}, so nothing says how its inputs were normalised (a normalisation is never "
+        f"guessed). Pass the per-channel mean and std it was trained with, on the 0-1 scale (--mean R G B "
+        f"--std R G B; in Python normalization=ChannelStats(mean, std)), or {fix}."
+    )
+
+
+def inference_facts(model, record, source, class_names=None, normalization=None, default_names=None):
+    """What a loaded model needs for inference, from its weights' record: the one rule of
+    ``predict``, ``explain``, ``export`` and ``evaluate``.
+
+    - Classes: a record whose number of classes is not the model's is an error.
+    - Class names: ``class_names`` when given, else the record's; either must name every class
+      (else an error). Without them a trained model's classes are numbered (said in a note);
+      a randomly initialised one (``source`` None) gets ``default_names`` (the registry's).
+    - Normalisation: the record's; ``normalization`` given as well must equal it. Weights
+      without a recorded one need ``normalization``, else an error that says how to pass it.
+      A randomly initialised model without one is fed inputs scaled to [0, 1].
+
+    Args:
+        model: the loaded ``keras.Model``.
+        record: its weights' :class:`~keras_attn_zoo.weights.WeightRecord`, or None.
+        source: the weights in words (a tag, a path), or None for random initialisation.
+        class_names: names given by the user, in label order. Defaults to None.
+        normalization: a :class:`ChannelStats` given by the user. Defaults to None.
+        default_names: the registry's class names, for a randomly initialised model.
+
+    Returns:
+        A :class:`LoadedModel`.
+    """
+    n = model.output_shape[-1]
+    notes = []
+    if source is None:
+        notes.append(f"{model.name} is randomly initialised (no weights given): its outputs mean nothing yet.")
+    if record is not None and record.num_classes is not None and record.num_classes != n:
+        raise ValueError(f"{source} records {record.num_classes} classes, but the model has {n}: the record "
+                         "does not describe this model.")
+    recorded_names = tuple(record.class_names) if record is not None else ()
+    if class_names is not None:
+        names = tuple(class_names)
+        if len(names) != n:
+            raise ValueError(f"{len(names)} class names were given; {model.name} has {n} classes.")
+        if recorded_names and names != recorded_names:
+            notes.append(f"the class names given replace those {source} records "
+                         f"({', '.join(recorded_names[:5])}{' ...' if n > 5 else ''}).")
+    elif recorded_names:
+        if len(recorded_names) != n:
+            raise ValueError(f"{source} records {len(recorded_names)} class names; {model.name} has {n} classes.")
+        names = recorded_names
+    elif source is None:
+        names = tuple(default_names) if default_names and len(default_names) == n else None
+    else:
+        names = None
+        notes.append(f"{source} records no class names: its {n} classes are numbered (name them with "
+                     "--class-names FILE, one name per line in label order).")
+    recorded_stats = record.normalization if record is not None else None
+    if recorded_stats is not None and normalization is not None and normalization != recorded_stats:
+        raise ValueError(
+            f"{source} was trained with mean {list(recorded_stats.mean)}, std {list(recorded_stats.std)} (its "
+            f"record says so); the normalisation given (mean {list(normalization.mean)}, std "
+            f"{list(normalization.std)}) differs. Leave it out."
+        )
+    stats = recorded_stats or normalization
+    if stats is None and source is not None:
+        raise _no_normalisation(source, record)
+    return LoadedModel(model, names, stats, record, source, tuple(notes))

@@ -1,9 +1,10 @@
 """Top-k class predictions for image files, with class names: what ``keras-attn-zoo predict`` prints,
 as text for people or as CSV / JSON for programs (:func:`format_predictions`).
 
->>> import keras_attn_zoo as zoo
->>> model = zoo.load("fa_resnet20")
->>> results, failed = predict_files(model, ["photo.jpg"], k=3)  # doctest: +SKIP
+>>> from keras_attn_zoo.registry import load_for_inference
+>>> loaded = load_for_inference("fa_resnet20", weights="cifar10")
+>>> results, failed = predict_files(loaded.model, ["photo.jpg"], 3, loaded.class_names,
+...                                 normalization=loaded.normalization)  # doctest: +SKIP
 >>> results[0].top  # doctest: +SKIP
 [('cat', 0.41), ('dog', 0.22), ('frog', 0.09)]
 """
@@ -18,7 +19,6 @@ import numpy as np
 
 from keras_attn_zoo.explain.outputs import run
 from keras_attn_zoo.images import model_image_size, preprocess, read_images
-from keras_attn_zoo.registry import get_spec
 
 
 @dataclasses.dataclass
@@ -43,31 +43,6 @@ def read_class_names(path):
     return names
 
 
-def class_names(model, path=None, saved=None):
-    """The names of ``model``'s classes: from ``path`` if given, else ``saved`` (the names a
-    fine-tuned ``.keras`` file records), else the registry's when the model is a registered one
-    with that many classes, else None (classes are then numbered).
-
-    Raises:
-        ValueError: if the file lists a different number of names than the model has classes.
-    """
-    n = model.output_shape[-1]
-    if path is not None:
-        names = read_class_names(path)
-        if len(names) != n:
-            raise ValueError(f"{path} lists {len(names)} class names; {model.name} has {n} classes.")
-        return names
-    if saved:
-        if len(saved) != n:
-            raise ValueError(f"The model file records {len(saved)} class names; {model.name} has {n} classes.")
-        return list(saved)
-    try:
-        names = get_spec(model.name).class_names
-    except ValueError:
-        return None
-    return list(names) if len(names) == n else None
-
-
 def top_k(scores, k, names=None):
     """The ``k`` best ``(name, score)`` pairs of one score vector; names default to "class i"."""
     order = np.argsort(scores)[::-1][:k]
@@ -86,8 +61,9 @@ def predict_files(model, paths, k=3, names=None, batch_size=32, normalization=No
         k: how many classes per image. Defaults to 3.
         names: class names in label order. Defaults to "class i".
         batch_size: images per forward pass. Defaults to 32.
-        normalization: the weights' recorded normalisation (``images.normalization_for``), or
-            None to scale to [0, 1]. Defaults to None.
+        normalization: the weights' recorded normalisation
+            (``registry.load_for_inference(...).normalization``), or None to scale to [0, 1].
+            Defaults to None.
         early_exit: for a PAYA model, a confidence threshold: each image leaves at the first
             attention module whose own softmax reaches it (``keras_attn_zoo.early_exit``).
             Defaults to None (the full model).

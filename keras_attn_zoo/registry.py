@@ -12,10 +12,13 @@ import functools
 import inspect
 import math
 import numbers
+import os
 import types
 import warnings
 
-from keras_attn_zoo.loading import load_pretrained, weights_num_classes
+from keras_attn_zoo.loading import (
+    check_record_model, file_num_classes, inference_facts, load_pretrained, model_file,
+)
 from keras_attn_zoo.models import (
     densenet_bc, inception_v4, resnet, resnet_cifar, resnet_multitask_abn, resnext_cifar, vgg_bn,
     wide_resnet,
@@ -23,7 +26,7 @@ from keras_attn_zoo.models import (
 from keras_attn_zoo.models.common import ATTENTIONS
 from keras_attn_zoo.models.resnet import DEPTHS as RESNET_DEPTHS
 from keras_attn_zoo.models.vgg import VGG16_STAGES, VGG19_STAGES
-from keras_attn_zoo.weights import published_tags, resolve, weight_record
+from keras_attn_zoo.weights import is_path, published_tags, resolve, weight_record
 
 PAPERS = {
     "fanet": 'Liu et al., "A Novel Block-wise Attention Method: Focus-and-Association Networks" (FANet)',
@@ -647,12 +650,15 @@ def load(name, weights=None, num_classes=None, input_shape=None, **kwargs):
             published weights (e.g. "cifar10"). Defaults to None. The file must hold exactly
             the model's variables (or, for another head, exactly those of the model it was
             saved from): anything unused, missing or of another shape is an error.
-        num_classes: classifier size, any integer (NumPy's too). Defaults to the model's (10
-            for the CIFAR models). 1 only with ``classifier_activation="sigmoid"`` (one binary
-            output; not for ABN or PAYA models): a softmax over 1 class always says 1.0. With
-            weights of another size (or ``include_top=False``), everything but the classifier
-            is loaded and a warning names what was skipped.
-        input_shape: (H, W, C). Defaults to the model's (32, 32, 3 for the CIFAR models).
+        num_classes: classifier size, any integer (NumPy's too). Defaults to the weights' (their
+            manifest row's, the training record's beside a trained file, else the file's own
+            classifier's), and to the model's (10 for the CIFAR models) without weights. 1 only
+            with ``classifier_activation="sigmoid"`` (one binary output; not for ABN or PAYA
+            models): a softmax over 1 class always says 1.0. Asked for with weights of another
+            size (or ``include_top=False``), everything but the classifier is loaded and a
+            warning names what was skipped.
+        input_shape: (H, W, C). Defaults to the weights' recorded one, else the model's (32,
+            32, 3 for the CIFAR models).
         **kwargs: further builder arguments (``include_top``, ``pooling``,
             ``classifier_activation``, ``se_ratio``...).
 
@@ -697,16 +703,23 @@ def load_with_report(name, weights=None, num_classes=None, input_shape=None, new
         num_classes = int(num_classes)  # np.int64(10) too
     how_to = spec.weight_sources.get(weights) if isinstance(weights, str) else None
     path = resolve(spec.name, weights, how_to)
+    record = weight_record(spec.name, weights) if path is not None else None
+    check_record_model(spec.name, weights, record)
+    classes = None
+    if path is not None:  # the weights' own classes: their record's, else their classifier's
+        classes = record.num_classes if record is not None and record.num_classes else file_num_classes(path)
     if num_classes is not None:
         kwargs["classes"] = num_classes
+    elif classes is not None:
+        kwargs["classes"] = classes
     if input_shape is not None:
         kwargs["input_shape"] = input_shape
+    elif record is not None and record.input_shape:
+        kwargs["input_shape"] = tuple(record.input_shape)
     model = spec.build(name=spec.name, **kwargs)
     if path is None:
         return model, []
-    classes = weights_num_classes(spec.name, weights, path)
     new_layers = load_pretrained(model, spec, path, classes, kwargs, new_head=new_head)
-    record = weight_record(spec.name, weights)
     names = {layer.name for layer in model.layers}
     fresh = [n for n in (record.fresh_layers if record else ()) if n in names and n not in new_layers]
     if fresh:
@@ -717,6 +730,49 @@ def load_with_report(name, weights=None, num_classes=None, input_shape=None, new
             "using its outputs.", stacklevel=3,
         )
     return model, new_layers + fresh
+
+
+def load_for_inference(name_or_file, weights=None, *, class_names=None, normalization=None, **kwargs):
+    """A model for ``predict``, ``explain``, ``export`` and ``evaluate``, with the class names and
+    normalisation its weights recorded: the one loading path of those commands.
+
+    A registered name is loaded by :func:`load` (with the weights' own classes and input shape);
+    a ``.keras`` file (``keras-attn-zoo finetune``'s) with the record inside it. The record then
+    decides (``loading.inference_facts``): weights trained on five classes give a five-class
+    model with their five names and their normalisation, and weights without a recorded
+    normalisation are refused unless ``normalization`` is given.
+
+    Args:
+        name_or_file: a registered name or a ``.keras`` file.
+        weights: for a registered name: None (random initialisation), a published tag or a
+            ``.weights.h5`` file. Defaults to None.
+        class_names: class names in label order, replacing the record's. Defaults to None.
+        normalization: a :class:`~keras_attn_zoo.normalization.ChannelStats`, for weights that
+            record none. Defaults to None.
+        **kwargs: builder arguments for a registered name (``classifier_activation``...).
+
+    Returns:
+        A :class:`~keras_attn_zoo.loading.LoadedModel`.
+
+    Example:
+    >>> loaded = load_for_inference("fa_resnet20", weights="cifar10")
+    >>> loaded.class_names[:2], loaded.normalization.mean
+    (('airplane', 'automobile'), (0.49125, 0.48209, 0.446521))
+    """
+    if str(name_or_file).endswith(".keras"):
+        if weights is not None:
+            raise ValueError("A .keras file holds its own weights; --weights (weights=) is for registered names.")
+        if kwargs:
+            raise ValueError(f"Builder arguments ({', '.join(sorted(kwargs))}) are for registered names, "
+                             "not for a .keras file.")
+        model, record = model_file(name_or_file)
+        return inference_facts(model, record, str(name_or_file), class_names, normalization)
+    spec = get_spec(name_or_file)
+    model = load(spec.name, weights=weights, **kwargs)
+    if weights is None:
+        return inference_facts(model, None, None, class_names, normalization, spec.class_names)
+    source = os.fspath(weights) if is_path(weights) else f"the weights {weights!r} of {spec.name}"
+    return inference_facts(model, weight_record(spec.name, weights), source, class_names, normalization)
 
 
 @functools.lru_cache(maxsize=None)

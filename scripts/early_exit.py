@@ -34,17 +34,18 @@ def main(argv=None):
 
     import numpy as np
 
-    import keras_attn_zoo as zoo
     from keras_attn_zoo.data import load_split
     from keras_attn_zoo.early_exit import sweep, sweep_markdown
-    from keras_attn_zoo.images import normalization_for, preprocess
+    from keras_attn_zoo.images import preprocess
+    from keras_attn_zoo.registry import load_for_inference
 
-    model = zoo.load(args.model, weights=args.weights)
-    if args.weights is None:
-        print(f"WARNING: {model.name} is randomly initialised (no --weights): the numbers mean nothing.", file=sys.stderr)
+    loaded = load_for_inference(args.model, args.weights)
+    model = loaded.model
+    for note in loaded.notes:
+        print(f"WARNING: {note}", file=sys.stderr)
     split = load_split(args.data, args.split, image_size=model.input_shape[1:3], limit=args.limit)
     xs, ys = zip(*(batch for batch in split.batches(256)))
-    images = preprocess(np.concatenate(xs), normalization_for(model, args.weights))
+    images = preprocess(np.concatenate(xs), loaded.normalization)
     labels = np.concatenate(ys)
     report = sweep(model, images, labels, args.thresholds, args.latency_images, args.batch_size)
     title = (f"Early exit: {model.name} ({args.weights or 'random weights'}), {split.description}")

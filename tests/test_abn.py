@@ -115,6 +115,26 @@ def test_training_loss_is_the_sum_of_both_branches():
 
 
 @pytest.mark.multibackend
+def test_the_logs_name_the_two_losses_whose_sum_is_the_training_loss():
+    """One step on one batch: ``loss`` is logged with its parts ``attention_loss`` (L_att) and
+    ``perception_loss`` (L_per), as computed by hand before the step; validation, which runs the
+    perception branch only, logs ``val_perception_loss`` (its ``val_loss``) and no attention part."""
+    model = zoo.load("abn_resnet20", num_classes=4)
+    x, y = sample_images(4), np.array([0, 1, 2, 3])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    y_pred = model(x, training=True)
+    per = np.mean(ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(y, y_pred["predictions"])))
+    att = np.mean(ops.convert_to_numpy(
+        keras.losses.sparse_categorical_crossentropy(y, y_pred["abn_logits"], from_logits=True)))
+    logs = {k: v[0] for k, v in model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False,
+                                          validation_data=(x, y)).history.items()}
+    assert sorted(logs) == ["attention_loss", "loss", "perception_loss", "val_loss", "val_perception_loss"]
+    np.testing.assert_allclose([logs["attention_loss"], logs["perception_loss"]], [att, per], rtol=1e-4)
+    np.testing.assert_allclose(logs["loss"], logs["attention_loss"] + logs["perception_loss"], rtol=1e-5)
+    assert logs["val_perception_loss"] == pytest.approx(logs["val_loss"], rel=1e-6)
+
+
+@pytest.mark.multibackend
 def test_multitask_weighting_and_heads_on_hand_made_tensors():
     rng = np.random.default_rng(0)
     g = rng.normal(size=(2, 3, 3, 4)).astype("float32")

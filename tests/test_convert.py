@@ -5,6 +5,8 @@ The modules below re-create the structure of the authors' ResNet and Wide ResNet
 every tensor matter. The converted Keras model must compute the same outputs.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ nn = torch.nn
 import keras_attn_zoo as zoo  # noqa: E402
 from keras_attn_zoo.convert import convert_abn_checkpoint, load_state_dict  # noqa: E402
 from keras_attn_zoo.models.abn import abn_outputs  # noqa: E402
+from keras_attn_zoo.weights import sha256  # noqa: E402
 
 
 class BasicBlock(nn.Module):
@@ -295,18 +298,67 @@ def test_converted_resnext_skips_the_unused_bn():
 def test_mismatches_fail_loudly(tmp_path):
     torch_model = ABNResNet(BasicBlock, (3, 3, 3), 10, False)
     state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
-    with pytest.raises(ValueError, match="has no 'layer1.3.conv1.weight'"):
-        convert_abn_checkpoint(state, "abn_resnet32")  # wrong depth
     wrong = {**state, "fc.weight": np.zeros((10, 32), "float32")}
-    with pytest.raises(ValueError, match="expects"):
+    with pytest.raises(ValueError, match=r"1 tensor\(s\) differ in shape: fc.weight is \(10, 32\) in the checkpoint, "
+                                         r"\(10, 64\) in abn_resnet20"):
         convert_abn_checkpoint(wrong, "abn_resnet20")
     extra = {**state, "extra.weight": np.zeros(3)}
-    with pytest.raises(ValueError, match="no place"):
+    with pytest.raises(ValueError, match=r"1 checkpoint tensor\(s\) have no place in abn_resnet20: extra.weight"):
         convert_abn_checkpoint(extra, "abn_resnet20")
     with pytest.raises(ValueError, match="No converter"):
         convert_abn_checkpoint(state, "abn_densenet_bc100_12")
     with pytest.raises(FileNotFoundError):
         load_state_dict(tmp_path / "missing.pth.tar")
+
+
+def test_a_wrong_model_for_a_checkpoint_names_what_does_not_fit_and_what_would(tmp_path, capsys):
+    """ABN-ResNet-20's checkpoint given as ABN-ResNet-32, as ABN-ResNet-56 (bottleneck blocks) and
+    as the ImageNet ABN-ResNet-50: every missing key, differing shape and unused tensor is
+    counted, and the model whose stages match the checkpoint's is named; no traceback."""
+    import subprocess
+    import sys
+
+    state = {k: v.numpy() for k, v in ABNResNet(BasicBlock, (3, 3, 3), 10, False).state_dict().items()}
+    match = "its layer1, layer2, layer3 hold 3, 3, 3 blocks, as in abn_resnet20: pass --model abn_resnet20"
+    with pytest.raises(ValueError) as deeper:
+        convert_abn_checkpoint(state, "abn_resnet32")
+    message = str(deeper.value)
+    # 2 more blocks in each of the 3 stages and in the branch's copy of stage 3, 10 tensors each
+    assert message.startswith("The checkpoint does not fit abn_resnet32: 80 tensor(s) abn_resnet32 needs are not in "
+                              "the checkpoint: layer1.3.conv1.weight, layer1.3.bn1.weight, layer1.3.bn1.bias, "
+                              "layer1.3.bn1.running_mean and 76 more.")
+    assert match in message and message.endswith("Nothing was converted.")
+    with pytest.raises(ValueError) as bottleneck:
+        convert_abn_checkpoint(state, "abn_resnet56")
+    assert "tensor(s) differ in shape: layer1.0.conv1.weight is (16, 16, 3, 3) in the checkpoint, (16, 16, 1, 1) " \
+           "in abn_resnet56" in str(bottleneck.value) and match in str(bottleneck.value)
+    np.savez(tmp_path / "abn20.npz", **state)
+    script = zoo.__file__.replace("keras_attn_zoo/__init__.py", "scripts/convert_abn_pytorch.py")
+    proc = subprocess.run([sys.executable, script, str(tmp_path / "abn20.npz"), "--model", "abn_resnet50",
+                           "-o", str(tmp_path / "x.weights.h5")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "convert_abn_pytorch: error: The checkpoint does not fit abn_resnet50:" in proc.stderr
+    assert "differ in shape: conv1.weight is (16, 3, 3, 3) in the checkpoint, (64, 3, 7, 7) in abn_resnet50" in proc.stderr
+    assert match in proc.stderr and not (tmp_path / "x.weights.h5").exists()
+
+
+def test_converted_weights_record_the_authors_normalisation(tmp_path):
+    """predict / explain / export / evaluate then prepare images as the authors' cifar.py did."""
+    from keras_attn_zoo.convert.abn_pytorch import AUTHORS_STATS
+    from keras_attn_zoo.registry import load_for_inference
+
+    torch_model = randomised(ABNResNet(BasicBlock, (3, 3, 3), 10, False))
+    np.savez(tmp_path / "abn20.npz", **{k: v.numpy() for k, v in torch_model.state_dict().items()})
+    out = tmp_path / "abn_resnet20.weights.h5"
+    convert_abn_checkpoint(tmp_path / "abn20.npz", "abn_resnet20", out)
+    record = json.loads((tmp_path / "abn_resnet20.json").read_text())
+    assert record["preprocessing"]["mean"] == [0.4914, 0.4822, 0.4465]
+    assert record["preprocessing"]["std"] == [0.2023, 0.1994, 0.201]
+    assert record["sha256"] == sha256(out) and record["training"]["checkpoint"]["file"] == "abn20.npz"
+    loaded = load_for_inference("abn_resnet20", str(out))
+    assert loaded.normalization == AUTHORS_STATS["cifar"] and loaded.notes == ()
+    assert loaded.class_names == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                  "truck")
 
 
 def test_weights_imagenet_resolves_to_the_converted_file(tmp_path, monkeypatch):
@@ -326,6 +378,12 @@ def test_weights_imagenet_resolves_to_the_converted_file(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr[-2000:]
     model = zoo.load("abn_resnet50", weights="imagenet", input_shape=(64, 64, 3))
     compare(model, torch_model, (64, 64, 3))
+    from keras_attn_zoo.data import IMAGENET_STATS
+    from keras_attn_zoo.weights import weight_record
+
+    record = weight_record("abn_resnet50", "imagenet")  # the record the converter wrote beside it
+    assert record.normalization == IMAGENET_STATS and record.num_classes == 1000 and record.class_names == ()
+    assert dict(record.eval_transform) == {"image_size": (224, 224), "resize_shorter": 256}
     installed = tmp_path / "home" / "weights" / "abn_resnet50_imagenet.weights.h5"
     installed.write_bytes(installed.read_bytes()[:-10] + b"0" * 10)  # tamper
     with pytest.raises(ValueError, match="damaged"):

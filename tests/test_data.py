@@ -74,7 +74,8 @@ def test_val_names_the_validation_folder_and_split_folders_says_which_exist(tmp_
     write_folder(tmp_path / "pets" / "train", per_class=2)
     val = write_folder(tmp_path / "pets" / "val", per_class=1)
     assert split_folders(tmp_path / "pets") == {"train", "val"}
-    assert load_split(tmp_path / "pets", "test").x.shape[0] == 2  # no test/: val/ serves as test
+    served = load_split(tmp_path / "pets", "test")  # no test/: val/ serves as test, called what it is
+    assert served.x.shape[0] == 2 and served.description == "image folder pets, validation split, 2 images"
     test = write_folder(tmp_path / "pets" / "test", per_class=3)
     assert split_folders(tmp_path / "pets") == {"train", "val", "test"}
     for name in ("val", "validation"):

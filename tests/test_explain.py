@@ -208,3 +208,48 @@ def test_cli_explain_of_an_abn_model_reports_its_map(cifar_jpegs, tmp_path, caps
     assert f"mean {maps.mean():.4f} (min {maps.min():.4f}, max {maps.max():.4f})" in line
     with Image.open(out) as image:
         assert image.size == (3 * PANEL_INCHES * DPI, PANEL_INCHES * DPI)
+
+
+def test_the_picture_shows_what_the_model_saw_with_a_colour_bar_on_each_heat_map(cifar_jpegs, tmp_path,
+                                                                                 monkeypatch):
+    """A 64x48 photo: the picture shows it at the model's 32x32 (what the network saw), not as
+    stored; Grad-CAM and the ABN map carry colour bars; the pictures take the figure's height
+    (the charts' labels are laid out apart: no blank band below them); the FA chart says how to
+    read the gates."""
+    from keras_attn_zoo.explain import explain
+    from keras_attn_zoo.explain import plots
+    from keras_attn_zoo.images import preprocess, read_image
+    from keras_attn_zoo.registry import load_for_inference
+
+    photo = tmp_path / "wide.png"
+    Image.open(cifar_jpegs / "frog" / "0002.jpg").resize((64, 48)).save(photo)
+    drawn = []
+    save = plots.save_explanation
+    monkeypatch.setattr(plots, "save_explanation", lambda path, image, *rest: drawn.append(image) or save(path, image, *rest))
+    assert main(["explain", str(photo), "--model", "fa_se_resnet20", "--weights", "cifar10",
+                 "-o", str(tmp_path / "x.png")]) == 0
+    (seen,) = drawn
+    np.testing.assert_array_equal(seen, read_image(photo, (32, 32)))
+
+    for name, bars in (("fa_se_resnet20", ["Grad-CAM / its maximum"]),
+                       ("abn_resnet20", ["Grad-CAM / its maximum", "M (absolute)"])):
+        loaded = load_for_inference(name, "cifar10")
+        fig = plots.explanation_figure(seen, explain(loaded.model, preprocess(seen[None], loaded.normalization)))
+        fig.draw_without_rendering()
+        colour_bars = [ax for ax in fig.get_axes() if ax.get_label() == "<colorbar>"]
+        pictures = [ax for ax in fig.get_axes() if ax.images]
+        assert sorted(bar.get_ylabel() for bar in colour_bars) == sorted(bars), name
+        assert all(ax.images[0].get_array().shape[:2] == (32, 32) for ax in pictures)
+        assert all(ax.get_position().height > 0.75 for ax in pictures), name  # no blank quarter
+        charts = [ax for ax in fig.get_axes() if ax.get_title() == "FA gates along depth"]
+        assert (len(charts) == 1) == name.startswith("fa_")
+        assert all(plots.FA_GATES_HOW_TO in ax.get_xlabel() for ax in charts)
+
+
+def test_no_top5_for_five_or_fewer_classes():
+    from keras_attn_zoo.training.trainer import accuracy_text, classification_metrics
+
+    assert [m.name for m in classification_metrics(5)] == ["accuracy"]
+    assert [m.name for m in classification_metrics(6)] == ["accuracy", "top5"]
+    assert accuracy_text({"top1": 0.5, "top1_error": 50.0}) == "top-1 0.5000 (error 50.00%)"
+    assert accuracy_text({"top1": 0.5, "top1_error": 50.0, "top5": 0.9}) == "top-1 0.5000 (error 50.00%), top-5 0.9000"

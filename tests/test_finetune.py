@@ -186,13 +186,13 @@ def test_a_killed_fine_tuning_run_resumes_where_it_stopped(three_classes, tmp_pa
             return [int(r["epoch"]) for r in csv.DictReader(f)]
 
     kill_when(args, env, root, lambda: checkpoint_epoch(out / "backup" / "unfrozen") == 2)
-    assert rows() == [0, 1] and not (out / "finetune.json").exists()
+    assert rows() == [1, 2] and not (out / "finetune.json").exists()  # numbered as the console counts
 
     second = subprocess.run(args, env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Resuming the interrupted run" in second.stdout and "after its frozen-backbone phase" in second.stdout
     assert "Epoch 1/1" not in second.stdout and "Epoch 2/4" not in second.stdout and "Epoch 3/4" in second.stdout
-    assert rows() == [0, 1, 2, 3]
+    assert rows() == [1, 2, 3, 4]
     record = json.loads((out / "finetune.json").read_text())
     assert record["class_names"] == list(CLASSES) and (out / "fa_resnet20_finetuned.keras").is_file()
 
@@ -247,8 +247,13 @@ def test_a_fine_tuning_run_killed_before_its_record_finishes_without_retraining(
     monkeypatch.setattr(keras.Model, "fit", no_training)
     result = zoo.fine_tune("fa_resnet20", three_classes, **settings)
     with open(tmp_path / "run" / "training_log.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]  # as the console counts ("Epoch 1/2")
     assert result.model_path.is_file() and 1 <= result.record["best_epoch"] <= 2
+    best = max(rows, key=lambda r: float(r["val_accuracy"]))  # the JSON's best epoch is the CSV's
+    assert int(best["epoch"]) == result.record["best_epoch"]
+    assert round(float(best["val_accuracy"]), 6) == result.record["val_accuracy"]
+    assert "top5" not in rows[0] and "val_top5" not in rows[0]  # three classes: top-5 would always be 1
     assert not (tmp_path / "run" / "backup").exists()
 
 

@@ -1,5 +1,6 @@
 """``keras-attn-zoo predict`` and the image reading behind it, on real CIFAR-10 JPEGs."""
 
+import json
 import shutil
 
 import numpy as np
@@ -11,7 +12,7 @@ from helpers import bomb_png
 from keras_attn_zoo import images
 from keras_attn_zoo.cli import main
 from keras_attn_zoo.images import image_files, preprocess, read_image, read_images
-from keras_attn_zoo.predict import class_names
+from keras_attn_zoo.normalization import ChannelStats
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -92,6 +93,23 @@ def test_sixteen_bit_images_are_scaled_to_eight_bits(tmp_path):
     assert read_image(tmp_path / "deep.png").mean() == pytest.approx(127.5, abs=0.5)  # not all white
 
 
+def _trained_file(folder, model, class_names, stats):
+    """``model``'s weights as ``keras-attn-zoo train`` leaves them: the file and its training
+    record beside it (the fields ``WeightRecord.from_row`` reads)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / f"{model.name}.weights.h5"
+    model.save_weights(weights)
+    (folder / f"{model.name}.json").write_text(json.dumps({
+        "model": model.name, "file": weights.name, "num_classes": len(class_names),
+        "input_shape": list(model.input_shape[1:]), "class_names": list(class_names),
+        "preprocessing": {**stats.to_dict(), "eval": {"image_size": list(model.input_shape[1:3])}},
+    }))
+    return weights
+
+
+STATS = ChannelStats((0.45, 0.40, 0.30), (0.28, 0.25, 0.27))
+
+
 def test_exif_orientation_is_applied_in_prediction_and_in_training_data(tmp_path):
     """A phone photo stored sideways, 16 wide and 8 high, red left and blue right, with EXIF
     orientation 6 ("rotate 90 degrees clockwise to view"): read 8 wide and 16 high, red on top."""
@@ -124,8 +142,7 @@ def test_exif_orientation_is_applied_in_prediction_and_in_training_data(tmp_path
 
 def test_cli_predict_prints_the_top_classes_of_every_readable_file(photos, tmp_path, capsys):
     model = zoo.load("fa_resnet20")
-    weights = tmp_path / "fa_resnet20.weights.h5"
-    model.save_weights(weights)
+    weights = _trained_file(tmp_path / "run", model, CIFAR10, STATS)
     missing = tmp_path / "missing.jpg"
     argv = ["predict", str(photos), str(photos / "notes.txt"), str(missing), "--model", "fa_resnet20",
             "--weights", str(weights), "--top-k", "4"]
@@ -138,12 +155,99 @@ def test_cli_predict_prints_the_top_classes_of_every_readable_file(photos, tmp_p
     lines = captured.out.strip().split("\n")
     assert [line.split(": ")[0] for line in lines] == [str(photos / n) for n in ("cat.jpg", "frog.png", "ship.jpg")]
     pixels, _, _ = read_images([photos / "cat.jpg", photos / "frog.png", photos / "ship.jpg"], (32, 32))
-    scores = model.predict(preprocess(pixels), verbose=0)
+    scores = model.predict(preprocess(pixels, STATS), verbose=0)
     for line, s in zip(lines, scores):
         printed = [item.rsplit(" ", 1) for item in line.split(": ")[1].split(", ")]
         best = np.argsort(s)[::-1][:4]
         assert [name for name, _ in printed] == [CIFAR10[i] for i in best]
         np.testing.assert_allclose([float(v) for _, v in printed], s[best], atol=5e-4)
+
+
+FLOWERS = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+
+
+def test_weights_trained_on_five_classes_keep_their_classes_names_and_normalisation(photos, cifar_jpegs, tmp_path,
+                                                                                    capsys):
+    """The issue's case: a 5-class file that `train` wrote, given to predict, explain, export and
+    evaluate with its registry name: a 5-class model, its own names and its own normalisation
+    (never a 10-class model with CIFAR-10's names and a random classifier)."""
+    model = zoo.load("fa_resnet20", num_classes=5)
+    weights = _trained_file(tmp_path / "run", model, FLOWERS, STATS)
+    cat = photos / "cat.jpg"
+    assert main(["predict", str(cat), "--model", "fa_resnet20", "--weights", str(weights), "--top-k", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING" not in captured.err
+    printed = [item.rsplit(" ", 1) for item in captured.out.strip().split(": ")[1].split(", ")]
+    scores = model.predict(preprocess(read_images([cat], (32, 32))[0], STATS), verbose=0)[0]
+    assert [name for name, _ in printed] == [FLOWERS[i] for i in np.argsort(scores)[::-1]]
+    np.testing.assert_allclose([float(v) for _, v in printed], np.sort(scores)[::-1], atol=5e-4)
+
+    picture = tmp_path / "explained.png"
+    assert main(["explain", str(cat), "--model", "fa_resnet20", "--weights", str(weights), "-o", str(picture)]) == 0
+    first = capsys.readouterr().out.split("\n")[0]
+    assert first.startswith(f"{cat}: {FLOWERS[int(np.argmax(scores))]} {scores.max():.3f}") and picture.is_file()
+
+    exported = tmp_path / "flowers.onnx"
+    assert main(["export", "fa_resnet20", "--weights", str(weights), "--format", "onnx", "-o", str(exported)]) == 0
+    assert "output predictions: (None, 5)" in capsys.readouterr().out
+    metadata = json.loads((tmp_path / "flowers.onnx.json").read_text())
+    assert metadata["class_names"] == FLOWERS and metadata["preprocessing"] == STATS.to_dict()
+
+    data = tmp_path / "flowers"
+    for split in ("train", "test"):
+        for i, name in enumerate(FLOWERS):
+            (data / split / name).mkdir(parents=True)
+            for k in range(2):
+                shutil.copy(sorted((cifar_jpegs / CIFAR10[i]).iterdir())[k], data / split / name / f"{k}.jpg")
+    assert main(["evaluate", "fa_resnet20", "--weights", str(weights), "--data", str(data)]) == 0
+    pixels, read, _ = read_images(data / "test", (32, 32))
+    labels = [FLOWERS.index(path.parent.name) for path in read]
+    top1 = np.mean(np.argmax(model.predict(preprocess(pixels, STATS), verbose=0), -1) == labels)
+    out = capsys.readouterr().out
+    assert f"on image folder flowers, test split, 10 images: top-1 {top1:.4f}" in out
+    assert "top-5" not in out and "top5" not in out  # five classes: every label is in the top 5
+    assert main(["evaluate", "fa_resnet20", "--weights", str(weights), "--data", str(cifar_jpegs)]) == 2
+    assert "are not those the weights were trained on (daisy, dandelion" in capsys.readouterr().err
+
+
+def test_weights_without_a_record_are_refused_until_their_normalisation_is_given(photos, tmp_path, capsys):
+    model = zoo.load("fa_resnet20", num_classes=5)
+    weights = tmp_path / "fa_resnet20.weights.h5"
+    model.save_weights(weights)
+    cat = str(photos / "cat.jpg")
+    given = ["--weights", str(weights)]
+    for argv in (["predict", cat, "--model", "fa_resnet20", *given],
+                 ["explain", cat, "--model", "fa_resnet20", *given, "-o", str(tmp_path / "x.png")],
+                 ["export", "fa_resnet20", *given, "--format", "onnx", "-o", str(tmp_path / "x.onnx")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert (f"{weights} has no training record beside it (fa_resnet20.json), so nothing says how its inputs "
+                "were normalised (a normalisation is never guessed). Pass the per-channel mean and std it was "
+                "trained with, on the 0-1 scale (--mean R G B --std R G B") in err, argv
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.onnx").exists()
+    assert main(["evaluate", "fa_resnet20", "--weights", str(weights), "--data", str(photos)]) == 2
+    assert "has no training record" in capsys.readouterr().err
+
+    stats = ["--mean", "0.45", "0.4", "0.3", "--std", "0.28", "0.25", "0.27"]
+    assert main(["predict", cat, "--model", "fa_resnet20", "--weights", str(weights), "--top-k", "5", *stats]) == 0
+    captured = capsys.readouterr()
+    assert (f"WARNING: {weights} records no class names: its 5 classes are numbered (name them with "
+            "--class-names FILE") in captured.err
+    scores = model.predict(preprocess(read_images([cat], (32, 32))[0], STATS), verbose=0)[0]
+    assert captured.out.split(": ")[1].split(" ")[0:2] == ["class", f"{int(np.argmax(scores))}"]
+    assert main(["predict", cat, "--model", "fa_resnet20", "--weights", str(weights), "--mean", "0.5"]) == 2
+    assert "--mean and --std go together" in capsys.readouterr().err
+
+
+def test_a_record_of_another_model_or_other_normalisation_is_an_error(photos, tmp_path, capsys):
+    weights = _trained_file(tmp_path / "run", zoo.load("fa_resnet20", num_classes=5), FLOWERS, STATS)
+    assert main(["predict", str(photos / "cat.jpg"), "--model", "se_resnet20", "--weights", str(weights)]) == 2
+    assert (f"{weights} holds weights of fa_resnet20, not se_resnet20 (its record {tmp_path / 'run' / 'fa_resnet20.json'} "
+            "says so): pass --model fa_resnet20") in capsys.readouterr().err
+    assert main(["predict", str(photos / "cat.jpg"), "--model", "fa_resnet20", "--weights", str(weights),
+                 "--mean", "0.5", "0.5", "0.5", "--std", "0.2", "0.2", "0.2"]) == 2
+    assert ("was trained with mean [0.45, 0.4, 0.3], std [0.28, 0.25, 0.27] (its record says so); the "
+            "normalisation given (mean [0.5, 0.5, 0.5], std [0.2, 0.2, 0.2]) differs") in capsys.readouterr().err
 
 
 def test_cli_predict_writes_csv_and_json_that_read_back_whatever_the_paths_hold(photos, tmp_path, capsys):
@@ -158,9 +262,8 @@ def test_cli_predict_writes_csv_and_json_that_read_back_whatever_the_paths_hold(
     shutil.copy(photos / "ship.jpg", odd / "ship, at sea.jpg")
     files = [odd / 'a "cat": 1.jpg', odd / "ship, at sea.jpg"]
     model = zoo.load("fa_resnet20")
-    weights = tmp_path / "fa_resnet20.weights.h5"
-    model.save_weights(weights)
-    scores = model.predict(preprocess(read_images(files, (32, 32))[0]), verbose=0)
+    weights = _trained_file(tmp_path / "run", model, CIFAR10, STATS)
+    scores = model.predict(preprocess(read_images(files, (32, 32))[0], STATS), verbose=0)
     argv = ["predict", str(odd), str(photos / "broken.jpg"), "--model", "fa_resnet20", "--weights", str(weights),
             "--top-k", "2"]
 
@@ -203,44 +306,46 @@ def test_a_folder_given_as_weights_is_named_as_a_folder(photos, tmp_path, capsys
         assert "not found" not in err
 
 
-def test_class_names_come_from_a_file_the_registry_or_indices(photos, tmp_path, capsys):
-    model = zoo.load("fa_resnet20")
-    assert class_names(model) == CIFAR10
-    assert class_names(zoo.load("fa_resnet20", num_classes=3)) is None
+def test_class_names_come_from_a_file_the_record_the_registry_or_indices(photos, tmp_path, capsys):
+    from keras_attn_zoo.predict import read_class_names
+    from keras_attn_zoo.registry import load_for_inference
+
+    assert load_for_inference("fa_resnet20").class_names == tuple(CIFAR10)  # random: the registry's
+    assert load_for_inference("fa_resnet20", num_classes=3).class_names is None
     names = tmp_path / "names.txt"
     names.write_text("alpha\n\nbeta\ngamma\n")
-    assert class_names(zoo.load("fa_resnet20", num_classes=3), names) == ["alpha", "beta", "gamma"]
-    with pytest.raises(ValueError, match="lists 3 class names; fa_resnet20 has 10 classes"):
-        class_names(model, names)
+    three = read_class_names(names)
+    assert load_for_inference("fa_resnet20", num_classes=3, class_names=three).class_names == ("alpha", "beta", "gamma")
+    with pytest.raises(ValueError, match="3 class names were given; fa_resnet20 has 10 classes"):
+        load_for_inference("fa_resnet20", class_names=three)
 
-    saved = tmp_path / "three.keras"
+    saved = tmp_path / "three.keras"  # plain Keras: no class names, no normalisation
     zoo.load("resnet20", num_classes=3).save(saved)
-    assert main(["predict", str(photos / "cat.jpg"), "--model", str(saved)]) == 0
-    out = capsys.readouterr().out
-    assert "class " in out and "randomly" not in out
-    assert main(["predict", str(photos / "cat.jpg"), "--model", str(saved), "--class-names", str(names)]) == 0
+    assert main(["predict", str(photos / "cat.jpg"), "--model", str(saved)]) == 2
+    assert f"{saved} records no normalisation (it was not saved by keras_attn_zoo.modelfile.save_model" in \
+        capsys.readouterr().err
+    plain = ["--mean", "0", "0", "0", "--std", "1", "1", "1"]
+    assert main(["predict", str(photos / "cat.jpg"), "--model", str(saved), *plain]) == 0
+    captured = capsys.readouterr()
+    assert "class " in captured.out and "its 3 classes are numbered" in captured.err
+    assert main(["predict", str(photos / "cat.jpg"), "--model", str(saved), "--class-names", str(names), *plain]) == 0
     assert any(n in capsys.readouterr().out for n in ("alpha", "beta", "gamma"))
 
 
-def test_inputs_use_the_normalisation_recorded_with_the_weights(tmp_path, monkeypatch, capsys):
-    import json
-
-    import keras_attn_zoo as zoo
+def test_inputs_use_the_normalisation_recorded_with_the_weights(tmp_path, monkeypatch):
     from keras_attn_zoo import weights as weights_lib
-    from keras_attn_zoo.images import normalization_for, preprocess
+    from keras_attn_zoo.registry import load_for_inference
 
     pixels = np.full((1, 2, 2, 3), 255.0, "float32") * np.array([0.2, 0.5, 0.8], "float32")
     manifest = tmp_path / "manifest.json"
-    row = {"model": "fa_resnet20", "tag": "cifar10", "file": "x.weights.h5", "sha256": "0" * 64,
+    model = zoo.load("fa_resnet20")
+    model.save_weights(tmp_path / "x.weights.h5")
+    row = {"model": "fa_resnet20", "tag": "cifar10", "file": "x.weights.h5",
+           "sha256": weights_lib.sha256(tmp_path / "x.weights.h5"),
            "preprocessing": {"scale": 255, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 0.1]}}
     manifest.write_text(json.dumps({"weights": [row]}))
     monkeypatch.setattr(weights_lib, "MANIFEST", manifest)
-    model = zoo.load("fa_resnet20")
-    stats = normalization_for(model, "cifar10")
+    stats = load_for_inference("fa_resnet20", "cifar10").normalization
     np.testing.assert_allclose(preprocess(pixels, stats)[0, 0, 0], [(0.2 - 0.5) / 0.25, 0.0, (0.8 - 0.5) / 0.1], rtol=1e-5)
-    assert normalization_for(model, None) is None  # random weights: plain [0, 1] scaling
+    assert load_for_inference("fa_resnet20").normalization is None  # random weights: plain [0, 1] scaling
     np.testing.assert_allclose(preprocess(pixels)[0, 0, 0], [0.2, 0.5, 0.8], rtol=1e-6)
-    untracked = tmp_path / "mine.weights.h5"
-    model.save_weights(untracked)
-    assert normalization_for(model, str(untracked)) is None
-    assert "only scaled to [0, 1]" in capsys.readouterr().err

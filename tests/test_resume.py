@@ -86,7 +86,7 @@ def test_a_run_killed_after_its_last_epoch_finishes_without_retraining(pets, tmp
     assert "Resuming from the checkpoint after epoch 2" in captured.out and "training had finished" in captured.out
     assert "no longer runs" in captured.err  # the killed run's lock, taken over
     assert record["training"]["epochs_completed"] == 2 and record["training"]["resumed_after_epoch"] == 2
-    assert log_epochs(out) == [0, 1]
+    assert log_epochs(out) == [1, 2]  # numbered as the console and the record count
     final = zoo.load("resnet20", weights=str(out / "resnet20.weights.h5"), num_classes=2, input_shape=(16, 16, 3))
     for a, b in zip(final.get_weights(), trained):
         np.testing.assert_array_equal(a, b)
@@ -109,7 +109,7 @@ def test_a_truncated_checkpoint_falls_back_and_the_record_says_what_was_trained(
     assert f"the checkpoint {newest} cannot be read (OSError: " in captured.err
     assert "resuming from epoch-0002.weights.h5 instead" in captured.err
     assert "Resuming from the checkpoint after epoch 2" in captured.out
-    assert log_epochs(out) == [0, 1, 2]  # epoch 3 once, not twice
+    assert log_epochs(out) == [1, 2, 3]  # epoch 3 once, not twice
     assert record["training"]["epochs_completed"] == 3 and record["training"]["resumed_after_epoch"] == 2
 
 
@@ -139,14 +139,14 @@ def test_a_diverged_run_keeps_its_last_good_checkpoint_and_says_so(pets, tmp_pat
     assert main(argv) == 0  # the same command resumes from the good checkpoint
     record = json.loads((out / "resnet20.json").read_text())
     assert record["training"]["epochs_completed"] == 2 and record["training"]["resumed_after_epoch"] == 1
-    assert log_epochs(out) == [0, 1]  # the diverged attempt's row is gone
+    assert log_epochs(out) == [1, 2]  # the diverged attempt's row is gone
 
 
 def test_damaged_resume_state_names_the_file_and_overwrite_clears_it(pets, tmp_path):
     out = tmp_path / "run"
     (out / "backup").mkdir(parents=True)
     (out / "backup" / "epoch-0001.weights.h5").write_bytes(b"\x89HDF\r\n")  # truncated
-    (out / "training_log.csv").write_text("epoch,loss\n0,0.7\n")
+    (out / "training_log.csv").write_text("epoch,loss\n1,0.7\n")
     with pytest.raises(ValueError, match=r"No checkpoint in .*backup can be read \(epoch-0001.weights.h5: OSError.*\): "
                                          r"run again with --overwrite \(overwrite=True\) to start the run over"):
         run(pets, out, epochs=1)
@@ -157,19 +157,19 @@ def test_damaged_resume_state_names_the_file_and_overwrite_clears_it(pets, tmp_p
         run(pets, out, epochs=1)
     record = run(pets, out, epochs=1, overwrite=True)
     assert record["training"]["epochs_completed"] == 1 and record["training"]["resumed_after_epoch"] is None
-    assert log_epochs(out) == [0]
+    assert log_epochs(out) == [1]
 
 
 def test_a_second_run_into_the_same_folder_is_refused_and_deletes_nothing(pets, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "training_log.csv").write_text("epoch,loss\n0,0.7\n")  # the first run's, still epoch 1
+    (out / "training_log.csv").write_text("epoch,loss\n1,0.7\n")  # the first run's, still epoch 1
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (out / LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
         with pytest.raises(ValueError, match=rf"{out} is in use by another training run \(pid {holder.pid}"):
             run(pets, out, epochs=1)
-        assert (out / "training_log.csv").read_text() == "epoch,loss\n0,0.7\n"
+        assert (out / "training_log.csv").read_text() == "epoch,loss\n1,0.7\n"
         assert json.loads((out / LOCK_FILE).read_text())["pid"] == holder.pid
     finally:
         holder.kill()

@@ -80,3 +80,30 @@ def test_a_broken_manifest_is_named_with_the_json_error_position(tmp_path, monke
     manifest.write_text('[{"model": "resnet20"}]')
     with pytest.raises(ValueError, match='must be \\{"weights": \\[row, ...\\]\\}'):
         weights.published_weights()
+
+
+def test_load_builds_the_classes_and_input_shape_the_weights_were_trained_with(tmp_path):
+    """``load(name, weights=file)`` without num_classes is the weights' model: the training
+    record's classes and input shape, or a record-less file's own classifier; loaded strictly."""
+    import warnings
+
+    import numpy as np
+
+    import keras_attn_zoo as zoo
+
+    trained = zoo.load("resnet20", num_classes=5, input_shape=(40, 40, 3))
+    path = tmp_path / "resnet20.weights.h5"
+    trained.save_weights(path)
+    (tmp_path / "resnet20.json").write_text(json.dumps({"model": "resnet20", "num_classes": 5,
+                                                        "input_shape": [40, 40, 3]}))
+    x = np.random.default_rng(0).uniform(-2, 2, (2, 40, 40, 3)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # nothing is skipped
+        model = zoo.load("resnet20", weights=str(path))
+    assert model.input_shape == (None, 40, 40, 3) and model.output_shape == (None, 5)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), trained.predict(x, verbose=0))
+    (tmp_path / "resnet20.json").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model = zoo.load("resnet20", weights=str(path), input_shape=(40, 40, 3))
+    assert model.output_shape == (None, 5)  # the file's classifier says 5

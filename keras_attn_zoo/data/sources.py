@@ -248,12 +248,19 @@ def _empty_class_folders(root, classes, names, labels):
     return sorted(empty)
 
 
+def split_name(split, folder):
+    """What a split read from ``folder`` is called: a ``val/`` or ``validation/`` folder is the
+    "validation" split, whichever split asked for it ("test" falls back to it)."""
+    return "validation" if folder in ("val", "validation") else split
+
+
 def _pick(index, split, where):
-    """(class_names, names, labels, held_out) of ``split`` in an index."""
+    """(class_names, names, labels, held_out, folder) of ``split`` in an index; ``folder`` is the
+    split folder read (None for images held out of bare class folders)."""
     if None in index:
         if not index[None][1]:
             raise ValueError(f"Found no class folders with images in {where}: expected <class>/<image>.")
-        return (*index[None], True)
+        return (*index[None], True, None)
     folder = next((f for f in SPLIT_FOLDERS[split] if f in index), None)
     if folder is None or "train" not in index:
         have = ", ".join(sorted(index))
@@ -264,7 +271,7 @@ def _pick(index, split, where):
             f"The {folder} classes of {where} differ from its train classes: "
             f"{sorted(set(classes) ^ set(index['train'][0]))}."
         )
-    return classes, names, labels, False
+    return classes, names, labels, False, folder
 
 
 def _holdout(count_labels, split, fraction, seed, class_names, where):
@@ -556,7 +563,8 @@ def _subset(count, limit, seed):
 def _folder_split(root, split, title, dataset, *, image_size, resize_shorter, limit, seed,
                   holdout, in_memory, skip_bad_images):
     root = Path(root)
-    classes, names, labels, held_out = _pick(index_images(_folder_names(root)), split, root)
+    classes, names, labels, held_out, folder = _pick(index_images(_folder_names(root)), split, root)
+    named = split_name(split, folder)
     empty = _empty_class_folders(root, classes, names, labels)
     if empty:
         raise ValueError(
@@ -583,11 +591,11 @@ def _folder_split(root, split, title, dataset, *, image_size, resize_shorter, li
                 bad[i] = str(e)
         _bad_images(root, list(bad.values()), len(files), skip_bad_images)
         keep = [i for i in range(len(files)) if i not in bad]
-        return FileSplit([files[i] for i in keep], labels[keep], classes, split, title, tuple(size), resize_shorter,
+        return FileSplit([files[i] for i in keep], labels[keep], classes, named, title, tuple(size), resize_shorter,
                          dataset, skip_bad_images=skip_bad_images, skipped=list(bad.values()))
     x, bad = _decode_all(((i, f, f) for i, f in enumerate(files)), len(files), image_size, resize_shorter)
     _bad_images(root, list(bad.values()), len(files), skip_bad_images)
-    split = ArraySplit(x, np.delete(labels, list(bad)), classes, split, title, dataset)
+    split = ArraySplit(x, np.delete(labels, list(bad)), classes, named, title, dataset)
     split.skipped = tuple(bad.values())
     return split
 
@@ -605,7 +613,7 @@ def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize
     cached = split_file if split_file.is_file() else held_out_file if held_out_file.is_file() else None
     if cached is None:
         members = _archive_index(path)
-        classes, names, labels, held_out = _pick(index_images(members), split, path)
+        classes, names, labels, held_out, folder = _pick(index_images(members), split, path)
         total = sum(members.values())
         decoded = len(names) * image_size[0] * image_size[1] * 3 if image_size else 0
         if in_memory is None and (total > MAX_ARCHIVE_READ_BYTES or decoded > MAX_IN_MEMORY_BYTES):
@@ -624,7 +632,7 @@ def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{cached.name}.{uuid.uuid4().hex}.tmp.npz"
         np.savez(tmp, x=x, y=np.delete(labels, list(bad)), classes=np.asarray(classes),
-                 skipped=np.asarray(list(bad.values()), dtype=str))
+                 skipped=np.asarray(list(bad.values()), dtype=str), folder=np.asarray(folder or ""))
         os.replace(tmp, cached)
         read_before = False
     else:
@@ -632,6 +640,7 @@ def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize
     with np.load(cached) as data:
         x, labels, classes = data["x"], data["y"], tuple(str(c) for c in data["classes"])
         skipped = tuple(str(m) for m in data["skipped"]) if "skipped" in data.files else ()
+        folder = str(data["folder"]) if "folder" in data.files else None
     if read_before:  # cached with skip_bad_images: the same images fail, or are left out, again
         _bad_images(path, list(skipped), len(x) + len(skipped), skip_bad_images)
     if cached == held_out_file:
@@ -641,7 +650,7 @@ def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize
     subset = _subset(len(x), limit, seed)
     if subset is not None:
         x, labels = x[subset], labels[subset]
-    result = ArraySplit(x, labels, classes, split, title, dataset)
+    result = ArraySplit(x, labels, classes, split_name(split, folder), title, dataset)
     result.skipped = skipped
     return result
 

@@ -16,7 +16,7 @@ import numpy as np
 from keras import ops
 
 from keras_attn_zoo.explain.outputs import functional
-from keras_attn_zoo.explain.plots import DPI, PANEL_INCHES, _as_uint8, overlay, require_matplotlib
+from keras_attn_zoo.explain.plots import DPI, PANEL_INCHES, _as_uint8, add_colour_bar, overlay, require_matplotlib
 from keras_attn_zoo.training.dat import dat_model
 
 
@@ -105,7 +105,7 @@ def save_discriminative_attention(path, image, result, index=0, class_names=None
 
     Args:
         path: the PNG to write.
-        image: the image's pixels ``(H, W, 3)`` (uint8, or float in [0, 1]).
+        image: the pixels the model was given ``(H, W, 3)`` (uint8, or float in [0, 1]).
         result: a :class:`DiscriminativeAttention`.
         index: which image of the batch. Defaults to 0.
         class_names: names of the classes. Defaults to class indices.
@@ -124,7 +124,8 @@ def save_discriminative_attention(path, image, result, index=0, class_names=None
     fig = Figure(figsize=(PANEL_INCHES * 5, PANEL_INCHES), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, 5)
     axes[0].imshow(image)
-    axes[0].set_title(f"input\ntarget {label(t)}\nconfusing {label(c)}", fontsize=9)
+    axes[0].set_title(f"input as the model saw it ({image.shape[0]}x{image.shape[1]})\ntarget {label(t)}\n"
+                      f"confusing {label(c)}", fontsize=9)
     for i, (where, layer, siou) in enumerate((("last", result.last_layer, result.soft_iou_last),
                                               ("inner", result.inner_layer, result.soft_iou_inner))):
         pair = [result.maps[f"{kind}_{where}"][index] for kind in ("target", "confusing")]
@@ -134,6 +135,7 @@ def save_discriminative_attention(path, image, result, index=0, class_names=None
             ax.imshow(overlay(image, m / peak if peak > 0 else m))
             ax.set_title(f"{kind}: {label(t if kind == 'target' else c)}\n{layer} "
                          f"({m.shape[0]}x{m.shape[1]}), soft IoU {float(siou[index]):.3f}", fontsize=9)
+            add_colour_bar(fig, ax, "map / the pair's maximum")
     for ax in axes:
         ax.axis("off")
     path = Path(path)

@@ -12,7 +12,7 @@ import keras
 from keras import ops
 
 from keras_attn_zoo.layers.attention_branch import AttentionMapWeighting
-from keras_attn_zoo.models.outputs import ScoresModel, find_layer, replica_share
+from keras_attn_zoo.models.outputs import ScoresModel, find_layer, replica_share, replica_total
 
 
 def attention_branch(features, branch_stage, classes, epsilon=1e-5, mode="residual", branch_bn=True):
@@ -41,6 +41,10 @@ def attention_branch(features, branch_stage, classes, epsilon=1e-5, mode="residu
     return weighted, logits, m
 
 
+# The parts of ABN's loss logged beside it (L = L_att + L_per, Eq. 3).
+LOSS_PARTS = ("attention_loss", "perception_loss")
+
+
 @keras.saving.register_keras_serializable(package="keras_attn_zoo")
 class ABNModel(ScoresModel):
     """A functional model with an attention branch whose loss is added in training.
@@ -51,7 +55,16 @@ class ABNModel(ScoresModel):
     attention branch's loss to the compiled one: cross-entropy from logits (sparse or one-hot
     labels, as given) for classification, binary cross-entropy for multi-label models
     (``multilabel=True`` in the graph's config: the multi-task ABN).
+
+    Its training logs say what its ``loss`` is: the sum of ``attention_loss`` (L_att) and
+    ``perception_loss`` (L_per, with any regularisation), both logged; the validation logs have
+    ``val_perception_loss`` beside ``val_loss``, which is the perception branch's loss alone
+    (inference runs that branch only).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_parts = {name: keras.metrics.Mean(name=name) for name in LOSS_PARTS}
 
     @property
     def multilabel(self):
@@ -78,8 +91,25 @@ class ABNModel(ScoresModel):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if isinstance(y_pred, dict):
             perception = super().compute_loss(x, y, y_pred["predictions"], sample_weight, training)
-            return perception + replica_share(self.attention_loss(y, y_pred["abn_logits"], sample_weight))
-        return super().compute_loss(x, y, y_pred, sample_weight, training)
+            attention = self.attention_loss(y, y_pred["abn_logits"], sample_weight)
+            self._log_parts(y, perception_loss=replica_total(perception), attention_loss=attention)
+            return perception + replica_share(attention)
+        perception = super().compute_loss(x, y, y_pred, sample_weight, training)
+        self._log_parts(y, perception_loss=replica_total(perception))
+        return perception
+
+    def _log_parts(self, y, **values):
+        # weighted by the batch's size, as Keras weighs the loss it logs, so that the epoch's
+        # loss is the sum of the epoch's parts
+        batch = ops.cast(ops.shape(y)[0], "float32")
+        for name, value in values.items():
+            self.loss_parts[name].update_state(ops.cast(value, "float32"), sample_weight=batch)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        logs = super().compute_metrics(x, y, y_pred, sample_weight)
+        if not isinstance(y_pred, dict):  # inference runs the perception branch only
+            logs.pop("attention_loss", None)
+        return logs
 
 
 def abn_model(inputs, predictions, abn_logits, name):

@@ -165,7 +165,7 @@ class Checkpoints(keras.callbacks.Callback):
 
 
 def trim_log(path, epochs):
-    """Keep only the rows of the first ``epochs`` epochs (0-based column ``epoch``) in a CSV log.
+    """Keep only the rows of the first ``epochs`` epochs (column ``epoch``, from 1) in a CSV log.
 
     A kill after an epoch's row was written but before its checkpoint repeats that epoch; without
     this its row would be there twice.
@@ -176,7 +176,7 @@ def trim_log(path, epochs):
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields, rows = reader.fieldnames, list(reader)
-    kept = [row for row in rows if int(float(row["epoch"])) < epochs]
+    kept = [row for row in rows if int(float(row["epoch"])) <= epochs]
     if len(kept) == len(rows):
         return
     tmp = _temporary(path)

@@ -16,8 +16,8 @@ import keras
 
 from keras_attn_zoo import weights as weights_lib
 from keras_attn_zoo.data import load_split, recorded_stats
-from keras_attn_zoo.modelfile import load_model, metadata_stats
-from keras_attn_zoo.registry import PAPERS, get_spec, load
+from keras_attn_zoo.modelfile import read_metadata
+from keras_attn_zoo.registry import PAPERS, get_spec, load_for_inference
 from keras_attn_zoo.training.trainer import evaluate_split, training_model
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
@@ -52,24 +52,25 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
         skip_bad_images: as in ``load_split``. Defaults to False.
 
     Returns:
-        ``{"top1", "top5", "top1_error", "split", "images", "data"}``.
+        ``{"top1", "top5", "top1_error", "split", "images", "data"}`` (no "top5" for 5 or fewer
+        classes).
     """
     name = get_spec(name).name
     record = _weights_record(name, weights)
-    stats = recorded_stats(name, weights, fix="evaluate reads it from there (the \"preprocessing\" mean and std "
-                                              "that `keras-attn-zoo train` records)")
+    # evaluate measures with the recorded normalisation only: it says so (no --mean / --std here)
+    recorded_stats(name, weights, fix="evaluate reads it from there (the \"preprocessing\" mean and std "
+                                      "that `keras-attn-zoo train` records)")
     transform = {"image_size": record.input_shape[:2], **record.eval_transform}
     data_split = load_split(data, split, limit=limit, seed=seed, data_dir=data_dir,
                             manual_dir=manual_dir, skip_bad_images=skip_bad_images, **transform)
-    if record.class_names and tuple(data_split.class_names) != record.class_names:
+    # Logits, not softmax scores: saturated scores tie, and ties count as hits in top-k.
+    loaded = load_for_inference(name, weights, classifier_activation=None)
+    if loaded.class_names and tuple(data_split.class_names) != loaded.class_names:
         raise ValueError(
             f"The classes of {data_split.description} ({', '.join(data_split.class_names[:5])}...) "
-            f"are not those the weights were trained on ({', '.join(record.class_names[:5])}...)."
+            f"are not those the weights were trained on ({', '.join(loaded.class_names[:5])}...)."
         )
-    # Logits, not softmax scores: saturated scores tie, and ties count as hits in top-k.
-    model = load(name, weights=weights, num_classes=record.num_classes,
-                 input_shape=record.input_shape, classifier_activation=None)
-    return evaluate_split(model, data_split, stats, batch_size=batch_size, verbose=verbose)
+    return evaluate_split(loaded.model, data_split, loaded.normalization, batch_size=batch_size, verbose=verbose)
 
 
 def confusion_matrix(model, split, stats, batch_size=256):
@@ -99,7 +100,7 @@ def confusion_matrix(model, split, stats, batch_size=256):
 
 
 def evaluate_model_file(path, data, split="test", *, batch_size=256, limit=None, data_dir=None,
-                        skip_bad_images=False):
+                        skip_bad_images=False, normalization=None):
     """Measure a fine-tuned ``.keras`` file (``keras-attn-zoo finetune``) on an image folder.
 
     The file's own record gives the class names (the data's must be the same), the normalisation,
@@ -113,22 +114,21 @@ def evaluate_model_file(path, data, split="test", *, batch_size=256, limit=None,
         batch_size: Defaults to 256.
         limit: measure on a seeded subset of this many images.
         data_dir, skip_bad_images: as in ``load_split``.
+        normalization: a ``ChannelStats`` for a file that records none (see
+            ``registry.load_for_inference``). Defaults to None.
 
     Returns:
         ``{"top1", "images", "data", "split", "class_names", "recall" (per class), "confusion"
         (rows: true class, columns: predicted, as lists)}``.
     """
-    model, metadata = load_model(path)
-    stats = metadata_stats(metadata)
-    if stats is None:
-        raise ValueError(f"{path} records no normalisation (it was not saved by keras-attn-zoo finetune): "
-                         "evaluate cannot know how its inputs were normalised.")
+    loaded = load_for_inference(path, normalization=normalization)  # the file's names and normalisation, or an error
+    model, stats, metadata = loaded.model, loaded.normalization, read_metadata(path)
     image_size = tuple(model.input_shape[1:3])
     # files fine-tuned before the record held them: fine_tune's defaults (the description says which)
     data_split = load_split(data, split, image_size=image_size, limit=limit, data_dir=data_dir,
                             holdout=metadata.get("validation_split", 0.2), seed=metadata.get("seed", 0),
                             skip_bad_images=skip_bad_images)
-    names = list(metadata.get("class_names") or data_split.class_names)
+    names = list(loaded.class_names or data_split.class_names)
     if list(data_split.class_names) != names:
         raise ValueError(f"The classes of {data_split.description} ({', '.join(data_split.class_names)}) are not "
                          f"those {path} was trained on ({', '.join(names)}).")

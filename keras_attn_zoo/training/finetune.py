@@ -81,6 +81,7 @@ from keras_attn_zoo.training.trainer import (
     STATS_SAMPLE,
     BestWeights,
     EpochInfo,
+    EpochLog,
     classification_metrics,
     hardware,
     training_model,
@@ -500,7 +501,7 @@ def _fit(model, stats, augmentation, seed, train_batches, val_batches, learning_
     callbacks = [
         EpochInfo(),
         best,
-        keras.callbacks.CSVLogger(str(log), append=True),
+        EpochLog(str(log), append=True),
         keras.callbacks.TerminateOnNaN(),
         checkpoints,  # last: an epoch is done once all its files are written
     ]

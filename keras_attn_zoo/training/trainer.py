@@ -7,7 +7,7 @@ A run writes into its output folder (default ``runs/<name>``):
 | ``<name>.weights.h5`` | the final weights of the bare registry model (load with ``keras_attn_zoo.load``) |
 | ``<name>.json`` | the training record: data, normalisation, recipe, measured accuracy, hardware, time, command, commit, date (what ``publish`` turns into a manifest row) |
 | ``<name>.best.weights.h5`` | the weights of the epoch with the best validation top-1 |
-| ``training_log.csv`` | one row per epoch: loss, top-1 / top-5, validation, learning rate, seconds |
+| ``training_log.csv`` | one row per epoch (numbered from 1, as the console counts): loss, top-1 / top-5 (top-5 with more than 5 classes), validation, learning rate, seconds |
 | ``tensorboard/`` | TensorBoard logs (when TensorFlow and tensorboard are installed, as the ``tf`` / ``tf-cpu`` extras do) |
 | ``backup/`` | the checkpoints of the last two finished epochs (``epoch-<n>.weights.h5``: model and optimizer), the best epoch so far and the commit the run started with; a run killed at any moment, started again with the same command, resumes from the newest readable checkpoint (and a run killed after its last epoch only saves, measures and writes its record); removed once the record is written, kept when training diverges |
 | ``.training.lock`` | the pid of the run writing into the folder, while it runs: a second run into the same folder is refused |
@@ -125,11 +125,19 @@ def compile_for_evaluation(wrapper, model):
 
 
 def classification_metrics(num_classes):
-    """Top-1 ("accuracy") and top-5 (top-k for fewer than 5 classes) on integer labels."""
-    return [
-        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-        keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
-    ]
+    """Top-1 ("accuracy") and, with more than 5 classes, top-5 ("top5") on integer labels: with 5
+    or fewer every label is in the top 5, so top-5 would always say 1.0."""
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if num_classes > 5:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
+    return metrics
+
+
+def accuracy_text(accuracy):
+    """A measurement of :func:`evaluate_split` in words: top-1, its error and (with more than 5
+    classes) top-5."""
+    top5 = f", top-5 {accuracy['top5']:.4f}" if "top5" in accuracy else ""
+    return f"top-1 {accuracy['top1']:.4f} (error {accuracy['top1_error']:.2f}%){top5}"
 
 
 def data_transforms(augmentation, image_size):
@@ -160,6 +168,15 @@ class EpochInfo(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs["epoch_seconds"] = round(time.perf_counter() - self.start, 3)
         logs["learning_rate"] = self.learning_rate
+
+
+class EpochLog(keras.callbacks.CSVLogger):
+    """Keras' CSV log with its epochs numbered from 1, as the console ("Epoch 1/15"), the
+    checkpoints (``epoch-0001``) and the records (``best_epoch``, ``epochs_completed``) count
+    them (Keras' own ``CSVLogger`` writes 0 for the first)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
 
 
 class BestWeights(keras.callbacks.Callback):
@@ -213,7 +230,8 @@ def evaluate_split(model, split, stats, batch_size=256, verbose="auto"):
             on a terminal, one line otherwise. Defaults to "auto".
 
     Returns:
-        ``{"top1", "top5", "top1_error" (%), "split", "images", "data"}``.
+        ``{"top1", "top5", "top1_error" (%), "split", "images", "data"}``; no ``"top5"`` for 5
+        or fewer classes.
     """
     if model.output_shape[-1] != split.num_classes:
         raise ValueError(
@@ -225,7 +243,7 @@ def evaluate_split(model, split, stats, batch_size=256, verbose="auto"):
     top1 = float(results["accuracy"])
     return {
         "top1": round(top1, 6),
-        "top5": round(float(results["top5"]), 6),
+        **({"top5": round(float(results["top5"]), 6)} if "top5" in results else {}),
         "top1_error": round(100 * (1 - top1), 4),
         "split": split.split,
         "images": split.num_examples,
@@ -415,7 +433,7 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
             callbacks = [
                 EpochInfo(),
                 BestWeights(model, paths["best"], paths["backup"] / "best.json"),
-                keras.callbacks.CSVLogger(str(paths["log"]), append=True),
+                EpochLog(str(paths["log"]), append=True),
                 keras.callbacks.TerminateOnNaN(),
             ]
             if _tensorboard_available():
@@ -483,8 +501,7 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
         print(f"WARNING: {paths['log']} has {len(log_rows)} rows for {checkpoints.epoch} epochs", file=sys.stderr)
     write_json(paths["record"], record)
     shutil.rmtree(paths["backup"])  # only now: a kill before the record resumes (and finishes) the run
-    print(f"Wrote {paths['weights']} and {paths['record']}: {accuracy['data']}: top-1 "
-          f"{accuracy['top1']:.4f} (error {accuracy['top1_error']:.2f}%), top-5 {accuracy['top5']:.4f}")
+    print(f"Wrote {paths['weights']} and {paths['record']}: {accuracy['data']}: {accuracy_text(accuracy)}")
     return record
 
 
