@@ -219,7 +219,7 @@ def _train(args):
         command=command_line("keras-attn-zoo", args.argv),
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         schedule=args.schedule, milestones=milestones, weight_decay=args.weight_decay,
-        augmentation=args.augmentation, objective=_objective(args),
+        augmentation=args.augmentation, objective=_objective(args), sync_bn=args.sync_bn,
     )
 
 
@@ -377,6 +377,8 @@ def _add_train_parser(sub):
     p.add_argument("--tpu", help="TPU name for --strategy tpu")
     p.add_argument("--cpu-devices", type=int, help="split the CPU into N logical devices (testing distribution)")
     p.add_argument("--mixed-precision", choices=("float16", "bfloat16"))
+    p.add_argument("--sync-bn", action="store_true",
+                   help="BatchNormalization statistics over all replicas, not per replica (tf.distribute)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-weights", help="start from these weights (tag or path)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in the output folder")

@@ -115,9 +115,16 @@ class Batches(keras.utils.PyDataset):
             raise ValueError(f"{self.size} images give no full batch of {self.batch_size}.")
         return count
 
+    def indices(self, index):
+        """The positions of the examples in batch ``index`` of the current epoch, sorted (what
+        ``self[index]`` loads; the device-resident loop of ``training.device_loop`` gathers the
+        same batches on the accelerator)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"Batch {index} of {len(self)}.")
+        return np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+
     def __getitem__(self, index):
-        idx = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
-        return self.load(idx)
+        return self.load(self.indices(index))
 
     def set_epoch(self, epoch):
         """Continue with the order of ``epoch`` (when training resumes from a checkpoint)."""
