@@ -24,6 +24,7 @@ RECIPE_NAMES = ("abn_cifar", "cosine", "fanet_cifar", "imagenet", "onecycle", "p
 SCHEDULES = ("step", "cosine", "onecycle", "constant")  # training.recipes.SCHEDULES
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu", "data_parallel")  # training.distribute
 TRAINING_MODES = ("model", "wrapper", "pipeline")  # benchmark.TRAINING_MODES
+AUGMENTATIONS = ("cifar", "cifar_reflect", "imagenet", "flip", "none")  # data.augment.AUGMENTATIONS
 
 # The commands that need no model, hence no Keras.
 LIGHT_COMMANDS = ("list", "info", "download")
@@ -219,8 +220,33 @@ def _train(args):
         command=command_line("keras-attn-zoo", args.argv),
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         schedule=args.schedule, milestones=milestones, weight_decay=args.weight_decay,
-        augmentation=args.augmentation, objective=_objective(args), sync_bn=args.sync_bn,
+        augmentation=args.augmentation, objective=_objective(args),
+        model_options=_key_values(args.model_arg, "--model-arg", "auxiliary_weight=0.3, attention_heads=2") or None,
+        sync_bn=args.sync_bn,
     )
+
+
+def _key_values(items, flag, example):
+    """Repeated ``KEY=VALUE`` options as a dict: true/false as booleans, numbers as int or float,
+    anything else as text."""
+    settings = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} takes KEY=VALUE (e.g. {example}); got {item!r}.")
+        lowered = text.strip().lower()
+        if lowered in ("true", "false"):
+            value = lowered == "true"
+        else:
+            try:
+                value = int(text)
+            except ValueError:
+                try:
+                    value = float(text)
+                except ValueError:
+                    value = text
+        settings[key.strip()] = value
+    return settings
 
 
 def _objective(args):
@@ -229,20 +255,7 @@ def _objective(args):
         return args.objective
     if args.objective != "dat":
         raise ValueError("--dat settings need --objective dat.")
-    settings = {}
-    for item in args.dat:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--dat takes KEY=VALUE (e.g. second_order=true, attention=pixel); got {item!r}.")
-        lowered = text.strip().lower()
-        if lowered in ("true", "false"):
-            settings[key] = lowered == "true"
-        else:
-            try:
-                settings[key] = float(text)
-            except ValueError:
-                settings[key] = text
-    return settings
+    return _key_values(args.dat, "--dat", "second_order=true, attention=pixel")
 
 
 def _add_objective_arguments(p):
@@ -366,7 +379,7 @@ def _add_train_parser(sub):
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--milestones", help="comma-separated epochs of the step schedule, e.g. 60,120,180")
     p.add_argument("--weight-decay", type=float, help="coupled L2 (PyTorch's weight_decay)")
-    p.add_argument("--augmentation", choices=("cifar", "imagenet", "flip", "none"))
+    p.add_argument("--augmentation", choices=AUGMENTATIONS)
     p.add_argument("--output", help="run folder (default runs/NAME); the same command resumes a killed run")
     p.add_argument("--limit", type=int, help="train on a seeded subset of this many images")
     p.add_argument("--eval-limit", type=int, help="validate and measure on a subset of this many test images")
@@ -383,6 +396,9 @@ def _add_train_parser(sub):
     p.add_argument("--init-weights", help="start from these weights (tag or path)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in the output folder")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="1: progress bar, 2: a line per epoch")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="a builder argument, repeatable, recorded with the run: e.g. auxiliary_weight=0.3 "
+                        "(PAYA's per-module cross-entropy, ours, not the paper's), attention_heads=2")
     _add_objective_arguments(p)
     p.set_defaults(func=_train)
 
@@ -402,7 +418,7 @@ def _add_finetune_parser(sub):
     p.add_argument("--validation-split", type=float, default=0.2,
                    help="fraction of each class held out for validation when there are no split folders")
     p.add_argument("--image-size", type=int, help="model input side (default: the model's)")
-    p.add_argument("--augmentation", default="flip", choices=("cifar", "imagenet", "flip", "none"))
+    p.add_argument("--augmentation", default="flip", choices=AUGMENTATIONS)
     p.add_argument("--limit", type=int, help="a seeded subset of this many training images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in the output folder")

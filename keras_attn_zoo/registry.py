@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import fnmatch
 import functools
+import inspect
 import math
 import numbers
 import types
@@ -115,7 +116,17 @@ class ModelSpec:
     class_names: tuple = CLASS_NAMES["cifar10"]
 
     def build(self, **overrides):
-        """Call the builder with this entry's classes, input shape and arguments."""
+        """Call the builder with this entry's classes, input shape and arguments; an argument
+        the builder does not take is refused by name, with close matches."""
+        accepted = [key for key in inspect.signature(self.builder).parameters if key not in self.kwargs]
+        unknown = [key for key in overrides if key not in accepted and key not in self.kwargs]
+        if unknown:
+            close = sorted({m for key in unknown for m in difflib.get_close_matches(key, accepted, n=3, cutoff=0.6)})
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ValueError(
+                f"{self.name} ({self.builder.__name__}) takes no argument {', '.join(map(repr, unknown))}.{hint} "
+                f"It takes: {', '.join(accepted)}."
+            )
         defaults = {"classes": self.num_classes, "input_shape": self.input_shape}
         return self.builder(**{**defaults, **self.kwargs, **overrides})
 

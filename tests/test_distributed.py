@@ -7,35 +7,17 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 import keras_attn_zoo as zoo
-from helpers import CIFAR10_ARCHIVE, kill_when
+from helpers import CIFAR10_ARCHIVE, WITHOUT_TENSORFLOW, kill_when
 from keras_attn_zoo.training.checkpoints import LOCK_FILE, checkpoint_epoch
 from keras_attn_zoo.training.trainer import git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 300
-
-# Runs the CLI with `tensorflow` unimportable, as on the accelerator machine (JAX only).
-WITHOUT_TENSORFLOW = textwrap.dedent(
-    """
-    import importlib.abc, sys
-
-    class NoTensorFlow(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in ("tensorflow", "tensorflow_datasets", "tensorboard"):
-                raise ImportError(f"{name} is not installed here")
-
-    sys.meta_path.insert(0, NoTensorFlow())
-    from keras_attn_zoo.cli import main
-    sys.exit(main(sys.argv[1:]))
-    """
-)
-
 
 def cli(output, *extra, epochs=1, limit=64):
     return ["train", "resnet20", "--data", str(CIFAR10_ARCHIVE), "--epochs", str(epochs),

@@ -187,7 +187,7 @@ def test_aggregation_checks_gate_count():
 import keras_attn_zoo as zoo  # noqa: E402
 from helpers import param_count, run_model_saving_test, sample_images  # noqa: E402
 from keras_attn_zoo.models import resnet_cifar, wide_resnet  # noqa: E402
-from keras_attn_zoo.models.paya import PAYAModel, paya_outputs_model  # noqa: E402
+from keras_attn_zoo.models.paya import PAYA_DEFAULTS, PAYAModel, paya_outputs_model  # noqa: E402
 from helpers import CIFAR10_ARCHIVE as CIFAR10_ARCHIVE_PATH  # noqa: E402
 
 
@@ -313,6 +313,29 @@ def test_bad_model_arguments_name_the_value(kwargs, match):
         resnet_cifar(8, "paya", **kwargs)
 
 
+@pytest.mark.parametrize(
+    "build",
+    [lambda **kw: resnet_cifar(8, None, **kw), lambda **kw: resnet_cifar(8, "fa", **kw),
+     lambda **kw: wide_resnet(10, 1, "abn", **kw)],
+    ids=["resnet", "fa_resnet", "abn_wrn"],
+)
+def test_paya_arguments_are_refused_without_paya_modules(build):
+    """Changed PAYA arguments on a model without PAYA modules would be ignored: refused, named."""
+    with pytest.raises(ValueError, match="auxiliary_weight only apply to attention='paya'"):
+        build(auxiliary_weight=0.5)
+    with pytest.raises(ValueError, match="attention_heads, reg_weight only apply"):
+        build(attention_heads=2, reg_weight=0.0)
+    build(**PAYA_DEFAULTS)  # the defaults themselves are fine
+
+
+def test_builder_defaults_are_the_paya_defaults():
+    import inspect
+
+    for builder in (resnet_cifar, wide_resnet):
+        defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items() if k in PAYA_DEFAULTS}
+        assert defaults == PAYA_DEFAULTS, builder.__name__
+
+
 def test_trainer_wrapper_trains_with_the_authors_loss():
     from keras_attn_zoo.data import ChannelStats
     from keras_attn_zoo.training.trainer import training_model
@@ -344,6 +367,52 @@ def test_train_and_evaluate_a_paya_model(tmp_path):
     assert 0 <= record["accuracy"]["top1"] <= 1
     model = zoo.load("paya_resnet20", weights=str(tmp_path / "run" / "paya_resnet20.weights.h5"))
     assert isinstance(model, PAYAModel)
+
+
+def test_cli_trains_with_the_auxiliary_term_and_records_it(tmp_path, monkeypatch):
+    """`train --model-arg auxiliary_weight=0.5` reaches the model's loss and the record."""
+    import json
+
+    from helpers import CIFAR10_ARCHIVE
+    from keras_attn_zoo.cli import main
+    from keras_attn_zoo.models import paya as paya_models
+
+    seen = []
+    original = paya_models.PAYAModel.compute_loss
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.auxiliary_weight)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(paya_models.PAYAModel, "compute_loss", spy)
+    out = tmp_path / "run"
+    assert main(["train", "paya_resnet20", "--data", str(CIFAR10_ARCHIVE), "--epochs", "1", "--batch-size", "16",
+                 "--limit", "32", "--eval-limit", "16", "--augmentation", "cifar_reflect", "--output", str(out),
+                 "--model-arg", "auxiliary_weight=0.5", "--verbose", "0"]) == 0
+    record = json.loads((out / "paya_resnet20.json").read_text())
+    assert record["training"]["model_options"] == {"auxiliary_weight": 0.5}
+    assert record["training"]["recipe"]["augmentation"] == "cifar_reflect"
+    assert seen and set(seen) == {0.5}
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--model-arg", "auxiliary_weight"], "--model-arg takes KEY=VALUE"),
+        (["--model-arg", "auxiliary_wieght=0.5"], "takes no argument 'auxiliary_wieght'. Did you mean: auxiliary_weight"),
+        (["--model-arg", "attention_heads=0"], "attention_heads must be a positive integer, got 0"),
+    ],
+)
+def test_cli_bad_model_arguments_are_refused_before_training(tmp_path, capsys, args, match):
+    import re
+
+    from helpers import CIFAR10_ARCHIVE
+    from keras_attn_zoo.cli import main
+
+    code = main(["train", "paya_resnet20", "--data", str(CIFAR10_ARCHIVE), "--epochs", "1", "--limit", "8",
+                 "--output", str(tmp_path / "run"), *args])
+    assert code == 2 and re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])

@@ -143,3 +143,9 @@ def test_a_directory_as_weights_says_what_is_expected(tmp_path):
     zoo.load("resnet20").save_weights(tmp_path / "resnet20.weights.h5")
     with pytest.raises(IsADirectoryError, match="is a directory: .* It holds resnet20.weights.h5\\."):
         zoo.load("resnet20", weights=tmp_path)
+
+
+def test_unknown_builder_argument_is_refused_with_close_matches():
+    with pytest.raises(ValueError, match=r"resnet20 \(resnet_cifar\) takes no argument 'attention_head'\. "
+                                         r"Did you mean: .*attention_heads\? It takes: .*classifier_activation"):
+        zoo.load("resnet20", attention_head=2)

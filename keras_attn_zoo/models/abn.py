@@ -12,6 +12,7 @@ import keras
 from keras import ops
 
 from keras_attn_zoo.layers.attention_branch import AttentionMapWeighting
+from keras_attn_zoo.models.outputs import ScoresModel, find_layer
 
 
 def attention_branch(features, branch_stage, classes, epsilon=1e-5, mode="residual", branch_bn=True):
@@ -41,7 +42,7 @@ def attention_branch(features, branch_stage, classes, epsilon=1e-5, mode="residu
 
 
 @keras.saving.register_keras_serializable(package="keras_attn_zoo")
-class ABNModel(keras.Model):
+class ABNModel(ScoresModel):
     """A functional model with an attention branch whose loss is added in training.
 
     The graph has two outputs, ``{"predictions": perception scores, "abn_logits": attention
@@ -52,23 +53,11 @@ class ABNModel(keras.Model):
     (``multilabel=True`` in the graph's config: the multi-task ABN).
     """
 
-    def call(self, inputs, training=None, mask=None):
-        outputs = super().call(inputs, training=training, mask=mask)
-        return outputs if training else outputs["predictions"]
-
-    def compute_output_spec(self, inputs, training=None, mask=None):
-        return super().compute_output_spec(inputs, training=training, mask=mask)["predictions"]
-
-    @property
-    def output_shape(self):
-        return tuple(self.output["predictions"].shape)
-
     @property
     def multilabel(self):
         """True for the multi-task ABN, whose outputs are per-attribute sigmoids (also when
         this model wraps an ABN model, as the trainer's does)."""
-        layer = next(l for l in self._flatten_layers() if l.name == "predictions")
-        return layer.activation is keras.activations.sigmoid
+        return find_layer(self, "predictions").activation is keras.activations.sigmoid
 
     def attention_loss(self, y, logits, sample_weight=None):
         """The attention branch's loss (L_att of Eq. 3) for labels ``y``."""
@@ -91,11 +80,6 @@ class ABNModel(keras.Model):
             perception = super().compute_loss(x, y, y_pred["predictions"], sample_weight, training)
             return perception + self.attention_loss(y, y_pred["abn_logits"], sample_weight)
         return super().compute_loss(x, y, y_pred, sample_weight, training)
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        if isinstance(y_pred, dict):
-            y_pred = y_pred["predictions"]
-        return super().compute_metrics(x, y, y_pred, sample_weight)
 
 
 def abn_model(inputs, predictions, abn_logits, name):

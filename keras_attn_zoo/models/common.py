@@ -7,7 +7,7 @@ import keras
 
 from keras_attn_zoo.layers import FocusAssociation, SqueezeExcite
 from keras_attn_zoo.models.abn import abn_model
-from keras_attn_zoo.models.paya import paya_model
+from keras_attn_zoo.models.paya import check_unused_paya_arguments, paya_head, paya_model
 
 @dataclasses.dataclass(frozen=True)
 class Mechanism:
@@ -245,6 +245,28 @@ def conv_bn(x, filters, kernel_size, name, strides=1, padding="same", groups=1, 
     if relu:
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
     return x
+
+
+def classifier_top(inputs, features, stage_features, att, paya_options, *, include_top, pooling, classes,
+                   classifier_activation, name, abn_logits=None):
+    """The end of a builder whose stages may carry PAYA modules: with ``att.paya`` the modules on
+    ``stage_features`` and the gated output (:func:`~keras_attn_zoo.models.paya.paya_head`), else
+    the plain :func:`head` (PAYA options changed from their defaults are refused); then
+    :func:`finish`.
+
+    Args:
+        paya_options: the builder's PAYA arguments (``attention_depth``, ``attention_heads``,
+            ``reg_weight``, ``gate``, ``auxiliary_weight``).
+    """
+    if att.paya:
+        x, outputs = paya_head(
+            features, stage_features, classes, paya_options["attention_depth"], paya_options["attention_heads"],
+            paya_options["reg_weight"], paya_options["gate"], classifier_activation, paya_options["auxiliary_weight"],
+        )
+        return finish(inputs, x, name, paya_outputs=outputs)
+    check_unused_paya_arguments(att.mechanism.name, paya_options)
+    x = head(features, include_top, pooling, classes, classifier_activation)
+    return finish(inputs, x, name, abn_logits)
 
 
 def finish(inputs, outputs, name, abn_logits=None, paya_outputs=None):

@@ -20,6 +20,7 @@ from keras import ops
 from keras_attn_zoo.layers.attend_rectify import (
     GATE_MODES, PayaAggregation, PayaGate, PayaModule, kaiming_normal,
 )
+from keras_attn_zoo.models.outputs import ScoresModel, find_layer
 
 OUTPUT = "paya_output"
 SCORES = "paya_scores"
@@ -27,6 +28,22 @@ SCORES = "paya_scores"
 
 def module_name(stage):
     return f"stage{stage}_paya"
+
+
+# The builders' PAYA arguments and their defaults (the authors' WARN settings; auxiliary: off).
+PAYA_DEFAULTS = {"attention_depth": 3, "attention_heads": 4, "reg_weight": 1e-3, "gate": "softmax",
+                 "auxiliary_weight": 0.0}
+
+
+def check_unused_paya_arguments(attention, options):
+    """Refuse PAYA arguments changed from their defaults on a model without PAYA modules (they
+    would be ignored without a word)."""
+    changed = sorted(key for key, value in options.items() if value != PAYA_DEFAULTS[key])
+    if changed:
+        raise ValueError(
+            f"{', '.join(changed)} only apply to attention='paya' models (PAYA attention modules); "
+            f"this model has attention={attention!r}. Use a paya_* name or attention='paya'."
+        )
 
 
 def check_paya_arguments(attention_depth, heads, reg_weight, gate, stages, auxiliary_weight=0.0):
@@ -105,13 +122,8 @@ def nll(y, log_probs, sample_weight=None):
     return ops.mean(loss)
 
 
-def _find(model, name):
-    """A layer of ``model`` or of a model it wraps (the trainer's wrapper nests the model)."""
-    return next((layer for layer in model._flatten_layers() if layer.name == name), None)
-
-
 @keras.saving.register_keras_serializable(package="keras_attn_zoo")
-class PAYAModel(keras.Model):
+class PAYAModel(ScoresModel):
     """A functional model with PAYA attention modules, trained with the authors' loss.
 
     The graph's outputs are a dict: ``predictions`` (class scores, the softmax of the gated
@@ -125,21 +137,10 @@ class PAYAModel(keras.Model):
     times the mean cross-entropy of the modules' own logits.
     """
 
-    def call(self, inputs, training=None, mask=None):
-        outputs = super().call(inputs, training=training, mask=mask)
-        return outputs if training else outputs["predictions"]
-
-    def compute_output_spec(self, inputs, training=None, mask=None):
-        return super().compute_output_spec(inputs, training=training, mask=mask)["predictions"]
-
-    @property
-    def output_shape(self):
-        return tuple(self.output["predictions"].shape)
-
     @property
     def auxiliary_weight(self):
         """Weight of the per-module cross-entropy in training (``paya_output``'s setting)."""
-        layer = _find(self, OUTPUT)
+        layer = find_layer(self, OUTPUT)
         return layer.auxiliary_weight if layer is not None else 0.0
 
     def paya_loss(self, y, y_pred, sample_weight=None):
@@ -157,11 +158,6 @@ class PAYAModel(keras.Model):
             losses += [self._aggregate_additional_loss(loss) for loss in self.losses]
             return ops.sum(ops.stack(losses)) if len(losses) > 1 else losses[0]
         return super().compute_loss(x, y, y_pred, sample_weight, training)
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        if isinstance(y_pred, dict):
-            y_pred = y_pred["predictions"]
-        return super().compute_metrics(x, y, y_pred, sample_weight)
 
 
 def paya_model(inputs, outputs, name):

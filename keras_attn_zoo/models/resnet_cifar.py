@@ -4,9 +4,8 @@ import keras
 
 from keras_attn_zoo.models.abn import attention_branch
 from keras_attn_zoo.models.common import (
-    check_classes, conv_bn, finish, head, model_input, parse_attention,
+    check_classes, classifier_top, conv_bn, model_input, parse_attention,
 )
-from keras_attn_zoo.models.paya import paya_head
 
 STAGE_FILTERS = (16, 32, 64)
 SHORTCUT_KERNELS = {"conv3x3": 3, "conv1x1": 1}
@@ -162,11 +161,8 @@ def resnet_cifar(
         x = stages(stage_in, u, f"stage{s}_fa")
         stage_features.append(x)
     default_name = f"{attention + '_' if attention else ''}resnet{depth}"
-    if att.paya:
-        x, outputs = paya_head(
-            x, stage_features, classes, attention_depth, attention_heads, reg_weight, gate,
-            classifier_activation, auxiliary_weight,
-        )
-        return finish(inputs, x, name or default_name, paya_outputs=outputs)
-    x = head(x, include_top, pooling, classes, classifier_activation)
-    return finish(inputs, x, name or default_name, abn_logits)
+    paya_options = {"attention_depth": attention_depth, "attention_heads": attention_heads, "reg_weight": reg_weight,
+                    "gate": gate, "auxiliary_weight": auxiliary_weight}
+    return classifier_top(inputs, x, stage_features, att, paya_options, include_top=include_top, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name or default_name,
+                          abn_logits=abn_logits)

@@ -4,8 +4,7 @@
 import keras
 
 from keras_attn_zoo.models.abn import attention_branch
-from keras_attn_zoo.models.common import check_classes, conv2d, finish, head, model_input, parse_attention
-from keras_attn_zoo.models.paya import paya_head
+from keras_attn_zoo.models.common import check_classes, classifier_top, conv2d, model_input, parse_attention
 
 
 def wide_block(x, filters, strides, dropout, name, epsilon, spatial_dropout=False):
@@ -119,13 +118,10 @@ def wide_resnet(
     x = keras.layers.BatchNormalization(epsilon=bn_epsilon, name="head_bn")(x)
     x = keras.layers.ReLU(name="head_relu")(x)
     default_name = f"{attention + '_' if attention else ''}wrn{depth}_{width}"
-    if att.paya:
-        # stage g ends where stage g + 1's first block pre-activates; the last at head_relu
-        stage_features = [pre_activations[1], pre_activations[2], x]
-        x, outputs = paya_head(
-            x, stage_features, classes, attention_depth, attention_heads, reg_weight, gate,
-            classifier_activation, auxiliary_weight,
-        )
-        return finish(inputs, x, name or default_name, paya_outputs=outputs)
-    x = head(x, include_top, pooling, classes, classifier_activation)
-    return finish(inputs, x, name or default_name, abn_logits)
+    # stage g ends where stage g + 1's first block pre-activates; the last at head_relu
+    stage_features = [pre_activations[1], pre_activations[2], x]
+    paya_options = {"attention_depth": attention_depth, "attention_heads": attention_heads, "reg_weight": reg_weight,
+                    "gate": gate, "auxiliary_weight": auxiliary_weight}
+    return classifier_top(inputs, x, stage_features, att, paya_options, include_top=include_top, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name or default_name,
+                          abn_logits=abn_logits)

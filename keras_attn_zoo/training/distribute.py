@@ -5,7 +5,7 @@
 | ``mirrored`` | TensorFlow | ``tf.distribute.MirroredStrategy`` over the GPUs (or the logical CPUs) of one machine |
 | ``multi_worker`` | TensorFlow | ``tf.distribute.MultiWorkerMirroredStrategy``, cluster from ``TF_CONFIG`` |
 | ``tpu`` | TensorFlow | ``tf.distribute.TPUStrategy`` (``tpu=`` names the TPU; empty for a local one) |
-| ``data_parallel`` | JAX | ``keras.distribution.DataParallel`` over all devices |
+| ``data_parallel`` | JAX | ``keras.distribution.DataParallel`` over all devices, of one process or of several (``KERAS_DISTRIBUTION_*``) |
 | ``none`` | any | one device |
 | ``auto`` | any | ``multi_worker`` if ``TF_CONFIG`` lists several workers, ``tpu`` if ``tpu=`` is given, ``mirrored`` / ``data_parallel`` if there are several accelerators, else ``none`` |
 
@@ -16,8 +16,13 @@ replica by default, as in the papers' ``DataParallel`` runs; :func:`synchronize_
 ``data_parallel`` traces the step on the global batch, sharded over the devices, so its
 statistics are the global batch's already.
 
-With ``multi_worker`` only the chief (TF_CONFIG's ``chief`` task, else ``worker`` 0) writes the
-run's files: every worker trains, and :func:`writes_output` tells the trainer which one writes.
+Several processes (machines): ``multi_worker`` reads the cluster from ``TF_CONFIG``; JAX's
+``data_parallel`` from Keras' variables ``KERAS_DISTRIBUTION_JOB_ADDRESSES`` (the coordinator's
+``host:port``), ``KERAS_DISTRIBUTION_NUM_PROCESSES`` and ``KERAS_DISTRIBUTION_PROCESS_ID``
+(:func:`get_distribution` calls ``keras.distribution.initialize``; each process then feeds its
+share of every global batch, :meth:`Distribution.share`). Every process trains; only the chief
+(TF_CONFIG's ``chief`` task, else ``worker`` 0; JAX's process 0) writes the run's files
+(:attr:`Distribution.is_chief`).
 """
 
 import contextlib
@@ -41,7 +46,10 @@ class Distribution:
         strategy: the ``tf.distribute.Strategy`` (TensorFlow) or None.
         distribution: the ``keras.distribution.Distribution`` (JAX) or None.
         is_chief: whether this process writes the run's files (False for the other workers of
-            a ``multi_worker`` cluster).
+            a cluster).
+        process_index: this process's place among those that feed the data (JAX's processes).
+        process_count: the number of processes that feed the data: 1, or JAX's processes
+            (tf.distribute splits the data itself).
     """
 
     name: str
@@ -50,6 +58,8 @@ class Distribution:
     strategy: object = None
     distribution: object = None
     is_chief: bool = True
+    process_index: int = 0
+    process_count: int = 1
 
     def scope(self):
         """The context to build, compile and fit the model in."""
@@ -58,6 +68,17 @@ class Distribution:
         if self.distribution is not None:
             return self.distribution.scope()
         return contextlib.nullcontext()
+
+    def share(self, batches):
+        """``batches`` (a ``keras_attn_zoo.data`` ``Batches``) giving this process its share of every
+        global batch: with several JAX processes each feeds its contiguous part, which Keras
+        joins into the global batch (``jax.make_array_from_process_local_data``)."""
+        if self.process_count == 1:
+            return batches
+        if not hasattr(batches, "share"):
+            raise ValueError(f"Training in {self.process_count} processes needs an image folder, an archive or "
+                             "cifar10-jpeg as data (their batches can be shared), not a tf.data stream.")
+        return batches.share(self.process_index, self.process_count)
 
     def prepare(self, model):
         """Make a compiled ``model`` ready to ``fit`` / ``evaluate`` under this distribution.
@@ -160,13 +181,6 @@ def _tf_config_workers():
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
-def _uses_cluster(name):
-    """Whether strategy ``name`` on this backend trains in a TF_CONFIG cluster."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    return name == "multi_worker" or (name == "auto" and _tf_config_workers() > 1)
-
-
 def tf_config_task():
     """This process's task in ``TF_CONFIG``: ``(type, index, is_chief)``, or None without one.
 
@@ -183,15 +197,6 @@ def tf_config_task():
                          f"{sorted(cluster)} and an index below its number of addresses.")
     chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
     return kind, index, chief
-
-
-def writes_output(name="auto"):
-    """Whether this process writes a run's files with strategy ``name``: False only for the
-    workers of a TF_CONFIG cluster other than the chief (they train, and write nothing)."""
-    if name not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}.")
-    task = tf_config_task() if _uses_cluster(name) else None
-    return task is None or task[2]
 
 
 def synchronize_batch_norm(model):
@@ -282,17 +287,50 @@ def _tensorflow(name, tpu):
                         strategy.num_replicas_in_sync, strategy)
 
 
+PROCESS_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                     "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
+def _jax_processes():
+    """Connect this process to the others named by Keras' ``KERAS_DISTRIBUTION_*`` variables (once,
+    before JAX computes anything); returns ``(index, count)``, ``(0, 1)`` without them."""
+    import jax
+
+    given = {key: os.environ.get(key) for key in PROCESS_VARIABLES}
+    if not any(given.values()):
+        return 0, 1
+    try:
+        count, index = int(given["KERAS_DISTRIBUTION_NUM_PROCESSES"]), int(given["KERAS_DISTRIBUTION_PROCESS_ID"])
+    except (TypeError, ValueError):
+        raise ValueError(f"Training in several JAX processes needs all of {', '.join(PROCESS_VARIABLES)} "
+                         f"(the coordinator's host:port, an integer count and this process's index); got {given}.")
+    if not 0 <= index < count or not given["KERAS_DISTRIBUTION_JOB_ADDRESSES"]:
+        raise ValueError(f"KERAS_DISTRIBUTION_PROCESS_ID must be in [0, {count}) and the job addresses set; got {given}.")
+    if not jax.distributed.is_initialized():
+        try:
+            keras.distribution.initialize()
+        except RuntimeError as e:
+            raise RuntimeError(f"JAX's processes must connect before JAX computes anything ({e}): choose the "
+                               "strategy first thing in the process, before --cpu-devices.") from e
+    return jax.process_index(), jax.process_count()
+
+
 def _jax(name):
     if name in ("mirrored", "multi_worker", "tpu"):
         raise ValueError(
-            f"{name} is a tf.distribute strategy (TensorFlow backend); with JAX use "
-            "data_parallel (several hosts: call keras.distribution.initialize() first)."
+            f"{name} is a tf.distribute strategy (TensorFlow backend); with JAX use data_parallel (several "
+            f"processes: set {', '.join(PROCESS_VARIABLES)})."
         )
+    index, count = _jax_processes() if name in ("auto", "data_parallel") else (0, 1)
     devices = keras.distribution.list_devices()
     if name == "auto":
         name = "data_parallel" if len(devices) > 1 else "none"
     if name == "none":
         return Distribution("none", f"one device ({devices[0]})")
     distribution = keras.distribution.DataParallel(devices=devices)
-    return Distribution(name, f"keras.distribution.DataParallel over {len(devices)} devices",
-                        len(devices), distribution=distribution)
+    where = f" in {count} processes" if count > 1 else ""
+    if count > 1:
+        distribution.auto_shard_dataset = False  # each process feeds its share: Distribution.share
+    return Distribution(name, f"keras.distribution.DataParallel over {len(devices)} devices{where}",
+                        len(devices), distribution=distribution, is_chief=index == 0, process_index=index,
+                        process_count=count)

@@ -56,7 +56,7 @@ from keras_attn_zoo.training.checkpoints import (
     write_json,
 )
 from keras_attn_zoo.training.dat import dat_model, objective_config, objective_record
-from keras_attn_zoo.training.distribute import get_distribution, synchronize_batch_norm, writes_output
+from keras_attn_zoo.training.distribute import get_distribution, synchronize_batch_norm
 from keras_attn_zoo.training.optimizers import CoupledSGD
 from keras_attn_zoo.training.recipes import get_recipe, learning_rate_schedule
 from keras_attn_zoo.weights import sha256
@@ -277,6 +277,7 @@ def train(
     verbose="auto",
     command=None,
     objective=None,
+    model_options=None,
     sync_bn=False,
     **recipe_overrides,
 ):
@@ -311,6 +312,9 @@ def train(
             ``DATConfig``): the discriminative-attention objective, Eq. 9 of Wang et al.; the
             log then has a column per term and the record says which settings trained.
             Defaults to None.
+        model_options: further builder arguments, recorded with the run, e.g.
+            ``{"auxiliary_weight": 0.3}`` (a PAYA model's per-module cross-entropy, ours, not
+            the paper's). Defaults to None.
         sync_bn: compute BatchNormalization's batch statistics over all replicas of a
             tf.distribute strategy rather than per replica
             (:func:`~keras_attn_zoo.training.distribute.synchronize_batch_norm`; TensorFlow
@@ -337,17 +341,25 @@ def train(
     name = spec.name
     recipe = get_recipe(recipe, **recipe_overrides)
     objective_config(objective)  # bad settings fail before any data is read
+    model_options = dict(model_options or {})
+    if any(not isinstance(key, str) for key in model_options):
+        raise ValueError(f"model_options must map builder argument names to values, got {model_options!r}.")
     if mixed_precision not in (None, *MIXED_PRECISION):
         raise ValueError(f"mixed_precision must be None, 'float16' or 'bfloat16'; got {mixed_precision!r}.")
     if not isinstance(sync_bn, bool):
         raise ValueError(f"sync_bn must be True or False, got {sync_bn!r}.")
+    # Before anything runs on the backend: MultiWorkerMirroredStrategy configures TensorFlow at
+    # start-up, JAX's processes connect before their first computation.
+    distribution = get_distribution(strategy, tpu)
+    if model_options:  # unknown, fixed or bad builder arguments fail before any data is read
+        load(name, **model_options)
     out = Path(output_dir) if output_dir is not None else Path("runs") / name
     paths = run_paths(out, name)
     options = dict(limit=limit, eval_limit=eval_limit, image_size=image_size, data_dir=data_dir,
-                   manual_dir=manual_dir, strategy=strategy, tpu=tpu, mixed_precision=mixed_precision, seed=seed,
+                   manual_dir=manual_dir, distribution=distribution, mixed_precision=mixed_precision, seed=seed,
                    init_weights=init_weights, overwrite=overwrite, verbose=verbose, command=command,
-                   objective=objective, sync_bn=sync_bn)
-    if not writes_output(strategy):
+                   objective=objective, model_options=model_options, sync_bn=sync_bn)
+    if not distribution.is_chief:
         # A worker of a cluster other than its chief runs every step the chief runs, its saves
         # too (a save takes part in the strategy's collective ops), into a temporary folder
         # removed at the end; it resumes from the chief's checkpoint.
@@ -374,8 +386,8 @@ def run_paths(out, name):
 
 
 def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_size, data_dir, manual_dir,
-           strategy, tpu, mixed_precision, seed, init_weights, overwrite, verbose, command, objective, sync_bn,
-           chief=True, restore_from=None):
+           distribution, mixed_precision, seed, init_weights, overwrite, verbose, command, objective,
+           model_options, sync_bn, chief=True, restore_from=None):
     """:func:`train`'s work in ``out``, holding its lock; with ``chief=False`` (another worker
     of a cluster) in a temporary folder, resuming from the checkpoint in ``restore_from``, and
     without measuring or writing a record."""
@@ -394,8 +406,6 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     else:
         started_with = commit
         write_json(started, {"commit": commit, "date": utc_now()})
-    # First: MultiWorkerMirroredStrategy must configure TensorFlow before it runs anything.
-    distribution = get_distribution(strategy, tpu)
     keras.utils.set_random_seed(seed)
     side = image_size or (224 if recipe.augmentation == "imagenet" else spec.input_shape[0])
     model_shape = (side, side, spec.input_shape[-1])
@@ -410,8 +420,9 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
           f"{distribution.description}")
 
     drop_train, drop_test = _drop_remainders(distribution, recipe.batch_size, train_split, test_split)
-    train_batches = train_split.batches(recipe.batch_size, shuffle=True, seed=seed, drop_remainder=drop_train)
-    test_batches = test_split.batches(recipe.batch_size, drop_remainder=drop_test)
+    train_batches = distribution.share(
+        train_split.batches(recipe.batch_size, shuffle=True, seed=seed, drop_remainder=drop_train))
+    test_batches = distribution.share(test_split.batches(recipe.batch_size, drop_remainder=drop_test))
     steps_per_epoch = (train_split.num_examples // recipe.batch_size if drop_train
                        else math.ceil(train_split.num_examples / recipe.batch_size))
 
@@ -423,7 +434,7 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     try:
         with distribution.scope():
             model = load(name, weights=init_weights, num_classes=train_split.num_classes,
-                         input_shape=model_shape, classifier_activation=None)
+                         input_shape=model_shape, classifier_activation=None, **model_options)
             if sync_bn:
                 synchronize_batch_norm(model)
             wrapper = training_model(model, stats, recipe.augmentation, seed, objective)
@@ -478,13 +489,14 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
 
     # Measure the saved file, not the in-memory model: what users load is what is reported.
     evaluated = load(name, weights=str(paths["weights"]), num_classes=train_split.num_classes,
-                     input_shape=model_shape, classifier_activation=None)
+                     input_shape=model_shape, classifier_activation=None, **model_options)
     accuracy = evaluate_split(evaluated, test_split, stats, batch_size=recipe.batch_size, verbose=verbose)
     log_rows = _read_log(paths["log"])
     command = command or f"keras_attn_zoo.training.train({name!r}, {os.fspath(data)!r}, {recipe.name!r}, ...)"
     record = run_record(
         name, paths["weights"], train_split, model_shape, stats, test_kwargs, accuracy, command, recipe, log_rows,
         objective=objective_record(getattr(wrapper, "dat_config", objective)),  # layers resolved
+        model_options=model_options,
         epochs_completed=checkpoints.epoch,
         wall_time_last_run_s=round(wall, 1),
         resumed_after_epoch=resume_epoch,
