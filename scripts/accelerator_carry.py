@@ -1,7 +1,7 @@
 """Prepare what a lent GPU machine needs for ``scripts/accelerator_train.sh``, and print the call.
 
     python scripts/accelerator_carry.py resnet56 --recipe fanet_cifar
-    python scripts/accelerator_carry.py resnet56 --recipe fanet_cifar --resume path/to/resnet56.checkpoint.npz
+    python scripts/accelerator_carry.py resnet56 --recipe fanet_cifar --resume path/to/resnet56.checkpoint-0090-1of1.npz
 
 Run it in the checkout that the device tool sends (the session's own; a helper's worktree is
 not sent). It fills the repository's git-ignored folders (``.gitignore``: ``/.data/``, ``/.whl/``):
@@ -11,7 +11,7 @@ not sent). It fills the repository's git-ignored folders (``.gitignore``: ``/.da
   as a compressed ``.npz``, over the 64 MiB a call carries. The machine decodes it once, with
   Pillow, as ``keras_attn_zoo.data.load_split`` does here.
 - ``.data/COMMIT``: this checkout's commit, for the run's record (the copy sent has no ``.git``).
-- ``.data/resume/<name>.checkpoint.npz``: a checkpoint an earlier session brought back, if given.
+- ``.data/resume/``: a checkpoint an earlier session brought back, if given (all its parts).
 - ``.whl/``: wheels of keras, namex and optree (the versions installed here) for CPython 3.12 on
   x86-64 Linux, which that machine's image lacks; keras' other needs (numpy, h5py, ml-dtypes,
   rich, absl-py, packaging) and Pillow are in it (the device README's KINDS.md lists them).
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from keras_attn_zoo.data.sources import KNOWN_ARCHIVES  # noqa: E402
+from keras_attn_zoo.training.device_loop import read_checkpoint  # noqa: E402
 from keras_attn_zoo.training.trainer import git_commit  # noqa: E402
 from keras_attn_zoo.weights import sha256  # noqa: E402
 
@@ -98,10 +99,12 @@ def main(argv=None):
     resume = ""
     shutil.rmtree(data / "resume", ignore_errors=True)
     if args.resume:
-        target = data / "resume" / Path(args.resume).name
-        target.parent.mkdir()
-        shutil.copyfile(args.resume, target)
-        resume = f" --resume {target.relative_to(ROOT)}"
+        read_checkpoint(args.resume)  # whole, with all its parts beside it
+        (data / "resume").mkdir()
+        prefix = Path(args.resume).name.rsplit("-", 1)[0]  # <name>.checkpoint-<epochs>
+        for part in sorted(Path(args.resume).parent.glob(f"{prefix}-*of*.npz")):
+            shutil.copyfile(part, data / "resume" / part.name)
+        resume = f" --resume {(data / 'resume' / Path(args.resume).name).relative_to(ROOT)}"
     pins = download_wheels(ROOT / ".whl")
     carried = {name: folder_bytes(ROOT / name) for name in CARRY}
     total = check_fits(tree_bytes(ROOT), carried)

@@ -6,7 +6,7 @@ sessions of a few minutes that add up to one recipe (``keras_attn_zoo.training.d
     # later, with the checkpoint the first session left:
     KERAS_BACKEND=jax python scripts/accelerator_train.py resnet56 --recipe fanet_cifar \\
         --data .data/cifar10-jpeg.tar.gz --output "$OUT" --time-limit 480 \\
-        --resume .data/resume/resnet56.checkpoint.npz
+        --resume .data/resume/resnet56.checkpoint-0090-1of1.npz
 
 On the lent GPU machine, ``scripts/accelerator_train.sh`` installs the carried wheels first; how
 to prepare what it carries and the exact call: docs/accelerator.md. Needs no TensorFlow. Exit
@@ -25,6 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 STOPPED_WITH_CHECKPOINT = 3
 LENT_FILE_MIB = 16  # the largest file a lent machine brings back from $OUT
+# A call carries 64 MiB: the working tree (~9), the archive (19.6) and the wheels (~3) leave ~32
+# for the checkpoint of the session before.
+LENT_CHECKPOINT_MIB = 32
 
 
 def parser():
@@ -42,8 +45,11 @@ def parser():
     p.add_argument("--checkpoint-every", type=int, default=2, help="epochs between checkpoints (default 2)")
     p.add_argument("--mixed-precision", choices=("bfloat16",), help="bfloat16 compute, float32 variables")
     p.add_argument("--max-file-mib", type=float, default=LENT_FILE_MIB,
-                   help=f"refuse a model whose checkpoint or weights would be larger (default {LENT_FILE_MIB}, "
-                        "what a lent machine brings back; 0: no limit)")
+                   help=f"the largest file: refuse a model whose weight file would be larger, cut the checkpoint into "
+                        f"parts no larger (default {LENT_FILE_MIB}, what a lent machine brings back; 0: no limit)")
+    p.add_argument("--max-checkpoint-mib", type=float, default=LENT_CHECKPOINT_MIB,
+                   help=f"refuse a model whose checkpoint would be larger in all (default {LENT_CHECKPOINT_MIB}, what a "
+                        "call can carry in beside the data; 0: no limit)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     p.add_argument("--limit", type=int, help="train on a seeded subset of this many images")
@@ -66,7 +72,8 @@ def main(argv=None):
             eval_limit=args.eval_limit, seed=args.seed, mixed_precision=args.mixed_precision,
             checkpoint_every=args.checkpoint_every,
             deadline=None if args.time_limit is None else STARTED + args.time_limit,
-            max_file_bytes=int(args.max_file_mib * 2**20) or None, eval_batch_size=args.eval_batch_size,
+            max_file_bytes=int(args.max_file_mib * 2**20) or None,
+            max_checkpoint_bytes=int(args.max_checkpoint_mib * 2**20) or None, eval_batch_size=args.eval_batch_size,
             command=command_line("python", ["scripts/accelerator_train.py", *argv]), commit=args.commit,
             epochs=args.epochs, batch_size=args.batch_size,
         )

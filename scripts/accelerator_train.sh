@@ -3,7 +3,7 @@
 # with scripts/accelerator_train.py into $OUT. Prepare the carry with scripts/accelerator_carry.py;
 # the call and what comes back: docs/accelerator.md.
 #
-#   bash scripts/accelerator_train.sh resnet56 --recipe fanet_cifar --time-limit 480 [--resume .data/resume/resnet56.checkpoint.npz]
+#   bash scripts/accelerator_train.sh resnet56 --recipe fanet_cifar --time-limit 480 [--resume .data/resume/resnet56.checkpoint-0090-1of1.npz]
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 : "${OUT:?OUT, the folder whose files come back, is not set}"

@@ -20,7 +20,7 @@ import keras_attn_zoo as zoo
 from helpers import CIFAR10_ARCHIVE, NO_TENSORFLOW, kill_when
 from keras_attn_zoo.data import load_split
 from keras_attn_zoo.training import device_loop
-from keras_attn_zoo.training.device_loop import checkpoint_path, read_checkpoint, train_on_device
+from keras_attn_zoo.training.device_loop import checkpoint_files, read_checkpoint, train_on_device
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "accelerator_train.py"
@@ -74,9 +74,9 @@ def log_rows(folder):
 
 def test_killed_run_resumes_to_the_unbroken_weights_which_load_under_tensorflow(tmp_path):
     killed, resumed, unbroken = tmp_path / "killed", tmp_path / "resumed", tmp_path / "unbroken"
-    checkpoint = checkpoint_path(killed, "resnet20")
-    kill_when(command(killed), environment(), ROOT,
-              lambda: checkpoint.is_file() and read_checkpoint(checkpoint)[0]["epochs_completed"] == 1, TIMEOUT_S)
+    checkpoint = killed / "resnet20.checkpoint-0001-1of1.npz"
+    kill_when(command(killed), environment(), ROOT, checkpoint.is_file, TIMEOUT_S)
+    assert [epoch for epoch, _ in checkpoint_files(killed, "resnet20")] == [1]
     meta, _ = read_checkpoint(checkpoint)
     assert not (killed / "resnet20.weights.h5").exists() and len(log_rows(killed)) == 1
     assert [s["from_epoch"] for s in meta["sessions"]] == [0] and meta["sessions"][0]["to_epoch"] == 1
@@ -89,7 +89,7 @@ def test_killed_run_resumes_to_the_unbroken_weights_which_load_under_tensorflow(
     assert [(s["from_epoch"], s["to_epoch"]) for s in training["sessions"]] == [(0, 1), (1, 2)]
     assert [int(r["epoch"]) for r in log_rows(resumed)] == [0, 1]
     assert log_rows(resumed)[0] == log_rows(killed)[0]  # the first session's row, carried by the checkpoint
-    assert not checkpoint_path(resumed, "resnet20").exists()  # removed once the record is written
+    assert not checkpoint_files(resumed, "resnet20")  # removed once the record is written
 
     run(command(unbroken, code=RUN_SCRIPT_AND_PREDICT))
     # Under TensorFlow: both files load strictly; resumed = unbroken, bit for bit (CPU, same seed).
@@ -122,21 +122,32 @@ def test_a_checkpoint_of_another_run_is_refused_naming_what_differs(tmp_path):
     with pytest.raises(ValueError, match=r"holds 1 variables, this model 1; the first that differs is number 0: "
                                          r"\['a', \[3\], 'float32'\] against \['a', \[4\], 'float32'\]"):
         device_loop._check_resume(meta, meta, [other], tmp_path / "x.checkpoint.npz")
-    bad = tmp_path / "bad.checkpoint.npz"
+    bad = tmp_path / "m.checkpoint-0001-1of1.npz"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=f"{bad} is not a readable training checkpoint"):
         read_checkpoint(bad)
+    with pytest.raises(ValueError, match="m.npz is not a training checkpoint: expected "
+                                         "<name>.checkpoint-<epochs>-<i>of<n>.npz"):
+        read_checkpoint(tmp_path / "m.npz")
 
 
-def test_a_checkpoint_round_trips_and_replaces_the_previous_one_whole(tmp_path):
-    path = tmp_path / "m.checkpoint.npz"
-    arrays = [np.arange(3, dtype="float32"), np.array([7, 9], dtype="uint32")]
-    meta = {"format": device_loop.CHECKPOINT_FORMAT, "variables": [["a", [3], "float32"], ["s", [2], "uint32"]]}
-    device_loop.write_checkpoint(path, {**meta, "epochs_completed": 1}, arrays)
-    device_loop.write_checkpoint(path, {**meta, "epochs_completed": 2}, [a + 1 for a in arrays])
-    got, values = read_checkpoint(path)
-    assert got["epochs_completed"] == 2 and [v.tolist() for v in values] == [[1, 2, 3], [8, 10]]
-    assert [p.name for p in tmp_path.iterdir()] == ["m.checkpoint.npz"]  # no temporary file left
+def test_a_checkpoint_in_parts_round_trips_and_replaces_the_previous_one_whole(tmp_path):
+    arrays = [np.arange(3, dtype="float32"), np.array([7, 9], dtype="uint32"), np.ones(4, "float32")]
+    meta = {"format": device_loop.CHECKPOINT_FORMAT, "variables": [["a", [3], "float32"], ["s", [2], "uint32"],
+                                                                    ["b", [4], "float32"]]}
+    device_loop.write_checkpoint(tmp_path, "m", {**meta, "epochs_completed": 1}, arrays)
+    # parts of at most 12 bytes of arrays: [a] (12), [s] (8; with b 24), [b] (16, alone)
+    parts = device_loop.write_checkpoint(tmp_path, "m", {**meta, "epochs_completed": 2}, [a + 1 for a in arrays],
+                                         max_part_bytes=12)
+    names = ["m.checkpoint-0002-1of3.npz", "m.checkpoint-0002-2of3.npz", "m.checkpoint-0002-3of3.npz"]
+    assert [p.name for p in parts] == names
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # the older checkpoint and temporary files gone
+    got, values = read_checkpoint(parts[1])  # any part reads the whole
+    assert got["epochs_completed"] == 2 and [v.tolist() for v in values] == [[1, 2, 3], [8, 10], [2, 2, 2, 2]]
+    parts[2].unlink()
+    with pytest.raises(ValueError, match="is part of a checkpoint in 3 files, and m.checkpoint-0002-3of3.npz is not "
+                                         "beside it: copy all its parts"):
+        read_checkpoint(parts[0])
 
 
 def test_the_device_loop_needs_jax():
@@ -209,8 +220,9 @@ def test_bfloat16_on_the_device_keeps_float32_weights_and_the_loss_close(tmp_pat
 @jax_only
 @pytest.mark.multibackend
 def test_a_model_whose_files_would_not_come_back_is_refused_before_training(tmp_path):
-    with pytest.raises(ValueError, match=r"resnet20's weight file would take 1\.\d MiB and its checkpoint 2\.\d MiB, "
-                                         r"over the 1 MiB a file may have here"):
+    with pytest.raises(ValueError, match=r"resnet20 would need its weight file 1\.\d MiB, over the 1 MiB a file may "
+                                         r"have here and its checkpoint 2\.\d MiB, over the 2 MiB a checkpoint may have "
+                                         r"here \(what a lent machine carries\)"):
         train_on_device("resnet20", CIFAR10_ARCHIVE, output_dir=tmp_path, limit=8, eval_limit=8,
-                        max_file_bytes=1 << 20)
+                        max_file_bytes=1 << 20, max_checkpoint_bytes=2 << 20)
     assert not any(tmp_path.iterdir())

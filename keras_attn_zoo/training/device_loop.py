@@ -10,13 +10,14 @@ model's losses, ABN's and PAYA's included, and :class:`CoupledSGD` on the recipe
 the epoch), and the run ends with the trainer's record (``run_record``), so ``keras-attn-zoo
 publish`` takes its ``.weights.h5``, which loads under every backend.
 
-A run stops before an epoch that would overrun ``deadline`` and leaves a checkpoint: one
-``<name>.checkpoint.npz`` in ``output_dir`` that holds every variable of the training state
+A run stops before an epoch that would overrun ``deadline`` and leaves a checkpoint,
+``<name>.checkpoint-<epochs>-<i>of<n>.npz`` in ``output_dir`` (one part, or as many as keep each
+file under ``max_file_bytes``), that holds every variable of the training state
 (the model's, the optimizer's with its step counter, so the learning-rate schedule continues,
 and the augmentation's seed generators', so the random crops continue as an unbroken run's
 would) and, as JSON, the run's settings, its log and its sessions. It is written every
-``checkpoint_every`` epochs and at every stop, under a temporary name and then renamed, so a
-kill never leaves half a file. Given to ``resume=``, it continues the run where it stopped;
+``checkpoint_every`` epochs and at every stop, each part under a temporary name and then renamed,
+the older checkpoint removed only after that, so a kill always leaves a whole checkpoint. Given to ``resume=``, it continues the run where it stopped;
 several short sessions add up to one recipe (on CPU the result is bit-identical to an unbroken
 run's, ``tests/test_device_loop.py``; a GPU's reductions may differ in the last bits).
 """
@@ -24,6 +25,7 @@ run's, ``tests/test_device_loop.py``; a GPU's reductions may differ in the last 
 import json
 import math
 import os
+import re
 import statistics
 import time
 import uuid
@@ -52,49 +54,100 @@ from keras_attn_zoo.training.trainer import (
 )
 
 CHECKPOINT_FORMAT = 1
-CHECKPOINT_SUFFIX = ".checkpoint.npz"
 # Settings a checkpoint must share with the command that resumes it.
 RESUME_SETTINGS = ("model", "recipe", "data", "test_data", "seed", "mixed_precision")
 # Time kept free after the last epoch for saving, measuring and writing the record, and after
 # any other epoch for the checkpoint.
 FINAL_RESERVE_S = 60.0
 CHECKPOINT_RESERVE_S = 10.0
+PART_RESERVE_BYTES = 1 << 20  # room in a checkpoint part for its settings and log (JSON)
 
 
-def checkpoint_path(output_dir, name):
-    """Where a run of ``name`` keeps its checkpoint in ``output_dir``."""
-    return Path(output_dir) / f"{name}{CHECKPOINT_SUFFIX}"
+def checkpoint_files(folder, name):
+    """The checkpoints of ``name`` in ``folder``, newest first: ``[(epochs, [part paths])]``."""
+    pattern = re.compile(rf"{re.escape(name)}\.checkpoint-(\d+)-(\d+)of(\d+)\.npz")
+    found = {}
+    for path in Path(folder).glob(f"{name}.checkpoint-*.npz"):
+        match = pattern.fullmatch(path.name)
+        if match:
+            found.setdefault((int(match[1]), int(match[3])), []).append(path)
+    return [(epoch, sorted(paths)) for (epoch, _), paths in sorted(found.items(), reverse=True)]
 
 
 def read_checkpoint(path):
-    """A checkpoint's settings and arrays: ``(meta dict, list of arrays)``.
+    """A checkpoint's settings and arrays, ``(meta dict, list of arrays)``, from any of its parts
+    (``<name>.checkpoint-<epochs>-<i>of<n>.npz``; the others are read from beside it).
 
     Raises:
-        ValueError: naming the file, when it is not a readable checkpoint of this format.
+        ValueError: naming the file, when it is not a readable checkpoint of this format or a
+            part is missing.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            arrays = [data[f"v{i:05d}"] for i in range(len(meta["variables"]))]
-    except (OSError, KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"{path} is not a readable training checkpoint ({type(e).__name__}: {e}).") from e
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is a checkpoint of format {meta.get('format')!r}; this code reads "
-                         f"format {CHECKPOINT_FORMAT}.")
-    return meta, arrays
+    match = re.fullmatch(r"(.+)\.checkpoint-(\d+)-(\d+)of(\d+)\.npz", path.name)
+    if not match:
+        raise ValueError(f"{path} is not a training checkpoint: expected <name>.checkpoint-<epochs>-<i>of<n>.npz.")
+    parts = [path.with_name(f"{match[1]}.checkpoint-{match[2]}-{i}of{match[4]}.npz") for i in range(1, int(match[4]) + 1)]
+    missing = [p.name for p in parts if not p.is_file()]
+    if missing:
+        raise ValueError(f"{path} is part of a checkpoint in {len(parts)} files, and {', '.join(missing)} is not beside "
+                         "it: copy all its parts.")
+    meta, arrays = None, {}
+    for part in parts:
+        try:
+            with np.load(part, allow_pickle=False) as data:
+                part_meta = json.loads(str(data["meta"]))
+                arrays.update({int(key[1:]): data[key] for key in data.files if key != "meta"})
+        except (OSError, KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"{part} is not a readable training checkpoint ({type(e).__name__}: {e}).") from e
+        if part_meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{part} is a checkpoint of format {part_meta.get('format')!r}; this code reads "
+                             f"format {CHECKPOINT_FORMAT}.")
+        if meta is not None and part_meta != meta:
+            raise ValueError(f"{part} belongs to another checkpoint than {parts[0].name}.")
+        meta = part_meta
+    if sorted(arrays) != list(range(len(meta["variables"]))):
+        raise ValueError(f"{path}'s parts hold {len(arrays)} of the checkpoint's {len(meta['variables'])} arrays.")
+    return meta, [arrays[i] for i in range(len(arrays))]
 
 
-def write_checkpoint(path, meta, arrays):
-    """Write a checkpoint under a temporary name beside ``path``, then rename it (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{uuid.uuid4().hex}.tmp{CHECKPOINT_SUFFIX}")
-    try:
-        np.savez(tmp, meta=np.asarray(json.dumps(meta)), **{f"v{i:05d}": a for i, a in enumerate(arrays)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def write_checkpoint(folder, name, meta, arrays, max_part_bytes=None):
+    """Write a checkpoint after ``meta["epochs_completed"]`` epochs as few files as hold at most
+    ``max_part_bytes`` of arrays each (one without a limit), then remove the older ones.
+
+    Each part is written under a temporary name and renamed; the older checkpoint is removed
+    only once every part is in place, so a kill leaves a whole checkpoint, old or new.
+
+    Returns:
+        The paths of the parts.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    groups, size = [[]], 0
+    for index, array in enumerate(arrays):
+        if max_part_bytes and groups[-1] and size + array.nbytes > max_part_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(index)
+        size += array.nbytes
+    epoch, count = meta["epochs_completed"], len(groups)
+    paths = [folder / f"{name}.checkpoint-{epoch:04d}-{i}of{count}.npz" for i in range(1, count + 1)]
+    for path, group in zip(paths, groups):
+        tmp = path.with_name(f".{uuid.uuid4().hex}.tmp.{path.name}")
+        try:
+            np.savez(tmp, meta=np.asarray(json.dumps(meta)), **{f"v{i:05d}": arrays[i] for i in group})
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    remove_checkpoints(folder, name, keep=paths)
+    return paths
+
+
+def remove_checkpoints(folder, name, keep=()):
+    """Remove the checkpoints of ``name`` in ``folder`` (but the files in ``keep``)."""
+    for _, parts in checkpoint_files(folder, name):
+        for part in parts:
+            if part not in keep:
+                part.unlink(missing_ok=True)
 
 
 def _state_variables(wrapper):
@@ -204,6 +257,7 @@ def train_on_device(
     checkpoint_every=2,
     deadline=None,
     max_file_bytes=None,
+    max_checkpoint_bytes=None,
     eval_batch_size=500,
     command=None,
     commit=None,
@@ -217,8 +271,9 @@ def train_on_device(
         recipe: a recipe name (``keras_attn_zoo.training.RECIPES``). Defaults to "fanet_cifar".
         output_dir: where the checkpoint, the log, and at the end the ``.weights.h5`` and its
             record go.
-        resume: a checkpoint (``<name>.checkpoint.npz``) to continue from; it must come from
-            the same model, recipe, data, ``limit``, ``eval_limit``, seed and precision.
+        resume: a checkpoint to continue from, any of its parts
+            (``<name>.checkpoint-<epochs>-<i>of<n>.npz``, the others beside it); it must come
+            from the same model, recipe, data, ``limit``, ``eval_limit``, seed and precision.
             Defaults to None (a fresh start).
         limit: train on a seeded subset of this many images (as the trainer's ``limit``).
         eval_limit: validate and measure on a seeded subset of this many test images.
@@ -232,8 +287,12 @@ def train_on_device(
             epoch that would end after it (the next epoch is estimated by the last one; the
             last epoch also keeps ``FINAL_RESERVE_S`` for the final measurement). Defaults to
             None (no limit).
-        max_file_bytes: refuse, before training, a model whose checkpoint or weight file would
-            be larger (a lent machine brings files of at most 16 MiB back). Defaults to None.
+        max_file_bytes: the largest file to write: a model whose weight file would be larger
+            is refused before training, and the checkpoint is split into parts no larger (a lent
+            machine brings files of at most 16 MiB back). Defaults to None (no limit).
+        max_checkpoint_bytes: refuse, before training, a model whose checkpoint would be larger
+            in all (a lent machine carries 64 MiB in, the data and code included). Defaults to
+            None (no limit).
         eval_batch_size: batch of the per-epoch validation. Defaults to 500.
         command: the command line to record. Defaults to this call's description.
         commit: the commit of the code, for the record (a copy of the checkout without its
@@ -246,7 +305,7 @@ def train_on_device(
 
     Raises:
         ValueError: on a backend other than JAX, data that is not in memory, a checkpoint of
-            another run, or files too large for ``max_file_bytes``.
+            another run, or files too large for ``max_file_bytes`` / ``max_checkpoint_bytes``.
         FloatingPointError: when the loss stops being finite (the last checkpoint is kept).
     """
     started = time.monotonic()
@@ -266,7 +325,7 @@ def train_on_device(
                          "'imagenet' recipe's data does not fit that: use keras-attn-zoo train.")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(f".*.tmp{CHECKPOINT_SUFFIX}"):  # of a run killed while writing
+    for stale in out.glob(f".*.tmp.{name}.checkpoint-*.npz"):  # of a run killed while writing
         stale.unlink()
 
     meta = arrays = None
@@ -305,12 +364,19 @@ def train_on_device(
         wrapper._symbolic_build(data_batch=(train_split.x[:1], train_split.y[:1]))  # what fit builds first
         wrapper.optimizer.build(wrapper.trainable_variables)
         variables = _state_variables(wrapper)
-        sizes = _file_sizes(model, variables)
-        if max_file_bytes and max(sizes) > max_file_bytes:
-            raise ValueError(
-                f"{name}'s weight file would take {sizes[0] / 2**20:.1f} MiB and its checkpoint "
-                f"{sizes[1] / 2**20:.1f} MiB, over the {max_file_bytes / 2**20:g} MiB a file may have here "
-                "(a lent machine brings back files of at most 16 MiB): train it where the files can stay.")
+        weights_bytes, checkpoint_bytes = _file_sizes(model, variables)
+        too_large = []
+        if max_file_bytes and weights_bytes > max_file_bytes:
+            too_large.append(f"its weight file {weights_bytes / 2**20:.1f} MiB, over the "
+                             f"{max_file_bytes / 2**20:g} MiB a file may have here")
+        if max_checkpoint_bytes and checkpoint_bytes > max_checkpoint_bytes:
+            too_large.append(f"its checkpoint {checkpoint_bytes / 2**20:.1f} MiB, over the "
+                             f"{max_checkpoint_bytes / 2**20:g} MiB a checkpoint may have here")
+        if too_large:
+            raise ValueError(f"{name} would need {' and '.join(too_large)} (what a lent machine carries): train it "
+                             "where its files can stay.")
+        # the arrays of a part leave room for its settings and log
+        max_part_bytes = max(max_file_bytes - PART_RESERVE_BYTES, max_file_bytes // 2) if max_file_bytes else None
         if meta is None:
             meta = {"format": CHECKPOINT_FORMAT, **settings, "normalization": stats.to_dict(),
                     "limit": limit, "eval_limit": eval_limit, "epochs_completed": 0, "log": [],
@@ -334,26 +400,27 @@ def train_on_device(
 
         session = {"from_epoch": meta["epochs_completed"], "hardware": hardware(), "date": utc_now()}
         meta["sessions"].append(session)
-        ckpt = checkpoint_path(out, name)
 
         def save_state():
             for variable, value in zip(variables, [*state[0], *state[1], *state[2]]):
                 variable.assign(value)
             session.update(to_epoch=meta["epochs_completed"], wall_s=round(time.monotonic() - started, 1))
-            write_checkpoint(ckpt, meta, [np.asarray(v.value) for v in variables])
+            parts = write_checkpoint(out, name, meta, [np.asarray(v.value) for v in variables], max_part_bytes)
             _write_log(out / LOG_FILE, meta["log"])
+            return parts
 
         last_seconds = None
         while meta["epochs_completed"] < recipe.epochs:
             epoch = meta["epochs_completed"]
             reserve = FINAL_RESERVE_S if epoch + 1 == recipe.epochs else CHECKPOINT_RESERVE_S
-            if deadline is not None and last_seconds is not None and \
-                    time.monotonic() + 1.25 * last_seconds + reserve > deadline:
-                save_state()
+            estimate = 1.25 * last_seconds if last_seconds is not None else 0.0  # the first: unknown
+            if deadline is not None and time.monotonic() + estimate + reserve > deadline:
+                parts = save_state()
                 print(f"Stopped after epoch {epoch} of {recipe.epochs}: the next would end past the time limit. "
-                      f"Resume with --resume {ckpt.name} (copied beside the carried files).", flush=True)
+                      f"Resume with --resume {parts[0].name}"
+                      + (f" (its {len(parts)} parts beside one another)" if len(parts) > 1 else "") + ".", flush=True)
                 return {"finished": False, "epochs_completed": epoch, "epochs": recipe.epochs,
-                        "checkpoint": str(ckpt), "record": None}
+                        "checkpoint": str(parts[0]), "record": None}
             learning_rate = float(schedule(int(state[2][iterations])) if callable(schedule) else schedule)
             batches.set_epoch(epoch)
             begin = time.perf_counter()
@@ -367,7 +434,8 @@ def train_on_device(
             if not all(math.isfinite(v) for v in logs.values()):
                 raise FloatingPointError(
                     f"Training {name} diverged in epoch {epoch + 1} (the loss is not finite); nothing of it was "
-                    "saved" + (f", and the last checkpoint, {ckpt}, is kept" if ckpt.exists() else "") + ".")
+                    "saved" + (", and the last checkpoint in " + str(out) + " is kept"
+                               if checkpoint_files(out, name) else "") + ".")
             meta["log"].append({"epoch": epoch, **{k: round(v, 6) for k, v in logs.items()},
                                 "learning_rate": learning_rate, "epoch_seconds": round(last_seconds, 3),
                                 "train_seconds": round(train_seconds, 3)})
@@ -405,7 +473,7 @@ def train_on_device(
         **({"resumed_with_commit": commit} if commit != meta["commit"] else {}),
     )
     write_json(out / f"{name}.json", record)
-    ckpt.unlink(missing_ok=True)  # only now: the record is written
+    remove_checkpoints(out, name)  # only now: the record is written
     print(f"Wrote {weights_file} and {out / f'{name}.json'}: {accuracy['data']}: top-1 {accuracy['top1']:.4f} "
           f"(error {accuracy['top1_error']:.2f}%), top-5 {accuracy['top5']:.4f}", flush=True)
     return {"finished": True, "epochs_completed": meta["epochs_completed"], "epochs": recipe.epochs,

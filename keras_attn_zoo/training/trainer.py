@@ -468,7 +468,10 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
                       '(pip install -e ".[tf-cpu]").', file=sys.stderr)
             callbacks.append(checkpoints)  # last: an epoch is done once all its files are written
             if (resume_epoch or 0) < recipe.epochs:
-                wrapper.fit(train_batches, validation_data=test_batches, epochs=recipe.epochs,
+                # shuffle=False: the batches are shuffled already, by seed and epoch (Batches); Keras'
+                # own shuffle would reorder them with Python's global random state, which neither a
+                # resumed run nor the other processes of a cluster share.
+                wrapper.fit(train_batches, validation_data=test_batches, epochs=recipe.epochs, shuffle=False,
                             initial_epoch=resume_epoch or 0, callbacks=callbacks, verbose=verbosity(verbose))
             if checkpoints.diverged:
                 last = (f"the checkpoint after epoch {checkpoints.epoch} is kept in {paths['backup']}: run again "
