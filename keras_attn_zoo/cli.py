@@ -25,6 +25,7 @@ SCHEDULES = ("step", "cosine", "onecycle", "constant")  # training.recipes.SCHED
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu", "data_parallel")  # training.distribute
 TRAINING_MODES = ("model", "wrapper", "pipeline")  # benchmark.TRAINING_MODES
 AUGMENTATIONS = ("cifar", "cifar_reflect", "imagenet", "flip", "none")  # data.augment.AUGMENTATIONS
+PREDICTION_FORMATS = ("text", "csv", "json")  # predict.PREDICTION_FORMATS
 
 # The commands that need no model, hence no Keras.
 LIGHT_COMMANDS = ("list", "info", "download")
@@ -136,16 +137,14 @@ def _export(args):
 
 
 def _predict(args):
-    from keras_attn_zoo.predict import predict_files
+    from keras_attn_zoo.predict import format_predictions, predict_files
 
     model, normalization, names = _model(args.model, args.weights, args.class_names)
     predictions, failed = predict_files(model, args.images, args.top_k, names, args.batch_size, normalization,
                                         early_exit=args.early_exit)
     for _, message in failed:
         print(f"keras-attn-zoo: skipped: {message}", file=sys.stderr)
-    for p in predictions:
-        where = f" (exit: {p.exit})" if p.exit is not None else ""
-        print(f"{p.path}: " + ", ".join(f"{name} {score:.3f}" for name, score in p.top) + where)
+    print(format_predictions(predictions, failed, args.format), end="")
     if not predictions:
         raise ValueError(f"no readable image among {', '.join(args.images)}.")
 
@@ -220,7 +219,7 @@ def _train(args):
         command=command_line("keras-attn-zoo", args.argv),
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         schedule=args.schedule, milestones=milestones, weight_decay=args.weight_decay,
-        augmentation=args.augmentation, objective=_objective(args),
+        augmentation=args.augmentation, objective=_objective(args), skip_bad_images=args.skip_bad_images,
         model_options=_key_values(args.model_arg, "--model-arg", "auxiliary_weight=0.3, attention_heads=2") or None,
         sync_bn=args.sync_bn,
     )
@@ -258,6 +257,12 @@ def _objective(args):
     return _key_values(args.dat, "--dat", "second_order=true, attention=pixel")
 
 
+def _add_skip_bad_images_argument(p):
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out (and list) the images that cannot be used: not images, truncated, corrupt or "
+                        "too large; without it they fail, all listed, before any work")
+
+
 def _add_objective_arguments(p):
     p.add_argument("--objective", choices=("cross_entropy", "dat"), default=None,
                    help="dat: add the discriminative-attention terms (soft IoU, consistency) to the loss")
@@ -266,16 +271,28 @@ def _add_objective_arguments(p):
                         "inner_layer=NAME, theta=0.8, siou_inner_weight=1 ...")
 
 
+def _finetune_weights(args):
+    """``--weights`` (default cifar10; "none" is random initialisation) and ``--from-scratch``."""
+    weights = args.weights
+    if weights is not None and weights.lower() == "none":
+        weights = None
+    if args.from_scratch:
+        if weights is not None:
+            raise ValueError(f"--from-scratch trains from random initialisation: give no --weights ({args.weights}).")
+        return None
+    return "cifar10" if args.weights is None else weights
+
+
 def _finetune(args):
     from keras_attn_zoo.training.finetune import fine_tune
 
     result = fine_tune(
-        args.name, args.data, args.weights, output_dir=args.output, epochs=args.epochs,
+        args.name, args.data, _finetune_weights(args), output_dir=args.output, epochs=args.epochs,
         freeze_epochs=args.freeze_epochs, batch_size=args.batch_size, learning_rate=args.lr,
         fine_tune_learning_rate=args.fine_tune_lr, validation_split=args.validation_split,
         image_size=args.image_size, augmentation=args.augmentation, limit=args.limit, seed=args.seed,
         overwrite=args.overwrite, verbose="auto" if args.verbose is None else args.verbose,
-        objective=_objective(args),
+        objective=_objective(args), mean=args.mean, std=args.std, skip_bad_images=args.skip_bad_images,
     )
     print(f"predict with: keras-attn-zoo predict IMAGES --model {result.model_path}")
 
@@ -296,10 +313,15 @@ def _evaluate(args):
         if not all(c["match"] for c in checked):
             raise ValueError("a published accuracy does not reproduce (MISMATCH above).")
         return
+    if args.name and args.name.endswith(".keras"):
+        return _evaluate_model_file(args)
+    if args.output:
+        raise ValueError("-o (the confusion-matrix PNG) is for a fine-tuned .keras file.")
     if not args.name or not args.weights:
         raise ValueError("evaluate needs NAME and --weights (or --all).")
     result = evaluate(args.name, args.weights, args.data, args.split, batch_size=args.batch_size,
-                      limit=args.limit, data_dir=args.data_dir, manual_dir=args.manual_dir)
+                      limit=args.limit, data_dir=args.data_dir, manual_dir=args.manual_dir,
+                      skip_bad_images=args.skip_bad_images)
     print(f"{args.name} ({args.weights}) on {result['data']}: top-1 {result['top1']:.4f} "
           f"(error {result['top1_error']:.2f}%), top-5 {result['top5']:.4f}")
     if args.record:
@@ -308,6 +330,21 @@ def _evaluate(args):
         record_accuracy(args.name, args.weights, result, command_line("keras-attn-zoo", args.argv),
                         args.manifest)
         print(f"recorded in {args.manifest or 'weights/manifest.json'}; wrote {write_results(args.results, args.manifest)}")
+
+
+def _evaluate_model_file(args):
+    from keras_attn_zoo.training.evaluate import confusion_text, evaluate_model_file, save_confusion_matrix
+
+    if args.weights or args.record:
+        raise ValueError("A .keras file holds its own weights and is not published: give no --weights or --record.")
+    result = evaluate_model_file(args.name, args.data, args.split, batch_size=args.batch_size, limit=args.limit,
+                                 data_dir=args.data_dir, skip_bad_images=args.skip_bad_images)
+    correct = sum(row[i] for i, row in enumerate(result["confusion"]))
+    print(f"{args.name} on {result['data']}: top-1 {result['top1']:.4f} ({correct} of {result['images']} images)")
+    print(confusion_text(result))
+    if args.output:
+        title = f"{Path(args.name).name}\ntop-1 {result['top1']:.4f}, {result['split']} split, {result['images']} images"
+        print(f"wrote {save_confusion_matrix(args.output, result, title)}")
 
 
 def _publish(args):
@@ -399,6 +436,7 @@ def _add_train_parser(sub):
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="a builder argument, repeatable, recorded with the run: e.g. auxiliary_weight=0.3 "
                         "(PAYA's per-module cross-entropy, ours, not the paper's), attention_heads=2")
+    _add_skip_bad_images_argument(p)
     _add_objective_arguments(p)
     p.set_defaults(func=_train)
 
@@ -408,7 +446,17 @@ def _add_finetune_parser(sub):
                                         "writes a .keras with the class names")
     p.add_argument("name")
     p.add_argument("--data", required=True, help="a folder (or archive) of <class>/<image> or train/ and val/ splits")
-    p.add_argument("--weights", default="cifar10", help="a published tag or a trained .weights.h5 (default cifar10)")
+    p.add_argument("--weights",
+                   help="a published tag, a trained or converted .weights.h5, 'torchvision' (converted by "
+                        "scripts/convert_torchvision.py --tag torchvision), torchvision's ResNet checkpoint "
+                        "(resnet50-11ad3fa6.pth) for the ImageNet ResNets, or none: random initialisation "
+                        "(default cifar10)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="the same recipe from random initialisation (--weights none): the baseline")
+    p.add_argument("--mean", nargs="+", type=float, metavar="M",
+                   help="per-channel input mean on the [0, 1] scale, with --std, for --from-scratch or weights "
+                        "without a training record (default: measured on the training split)")
+    p.add_argument("--std", nargs="+", type=float, metavar="S", help="per-channel input std, with --mean")
     p.add_argument("--output", help="run folder (default runs/NAME_finetune); the same command resumes a killed run")
     p.add_argument("--epochs", type=int, default=10, help="epochs with the backbone unfrozen (0: head only)")
     p.add_argument("--freeze-epochs", type=int, default=5, help="epochs before that with the backbone frozen")
@@ -423,24 +471,29 @@ def _add_finetune_parser(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in the output folder")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="1: progress bar, 2: a line per epoch")
+    _add_skip_bad_images_argument(p)
     _add_objective_arguments(p)
     p.set_defaults(func=_finetune)
 
 
 def _add_weights_parsers(sub):
-    p = sub.add_parser("evaluate", help="top-1 / top-5 of weights on a data split")
-    p.add_argument("name", nargs="?")
+    p = sub.add_parser("evaluate", help="top-1 / top-5 of weights on a data split; top-1, per-class recall and "
+                                        "the confusion matrix of a fine-tuned .keras file")
+    p.add_argument("name", nargs="?", help="a registered name (with --weights) or a fine-tuned .keras file")
     p.add_argument("--weights", help="a published tag or a trained .weights.h5")
     p.add_argument("--all", action="store_true",
                    help="re-measure every published weight of the data's data set against its manifest row")
     p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", choices=("train", "val", "validation", "test"),
+                   help="test (a val/ folder if there is no test/), val or train")
+    p.add_argument("-o", "--output", help="with a .keras file: also draw the confusion matrix into this PNG")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="a seeded subset of this many images")
     p.add_argument("--data-dir")
     p.add_argument("--manual-dir")
     p.add_argument("--record", action="store_true",
                    help="store the measurement in the manifest row and rewrite the results page")
+    _add_skip_bad_images_argument(p)
     p.add_argument("--manifest", help="manifest to record in (default weights/manifest.json)")
     p.add_argument("--results", help="results page to write (default docs/results.md)")
     p.set_defaults(func=_evaluate)
@@ -493,6 +546,8 @@ def build_parser():
     p.add_argument("--model", required=True, help="a registered name or a .keras file")
     p.add_argument("--weights", default=None, help="a .weights.h5 path or a published tag")
     p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--format", default="text", choices=PREDICTION_FORMATS,
+                   help="text: 'path: class score, ...' lines; csv: path,rank,class,score rows; json: one document")
     p.add_argument("--class-names", default=None, help="a text file with one class name per line")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--early-exit", type=float, default=None, metavar="THRESHOLD",

@@ -1,4 +1,5 @@
-"""Top-k class predictions for image files, with class names: what ``keras-attn-zoo predict`` prints.
+"""Top-k class predictions for image files, with class names: what ``keras-attn-zoo predict`` prints,
+as text for people or as CSV / JSON for programs (:func:`format_predictions`).
 
 >>> import keras_attn_zoo as zoo
 >>> model = zoo.load("fa_resnet20")
@@ -7,7 +8,10 @@
 [('cat', 0.41), ('dog', 0.22), ('frog', 0.09)]
 """
 
+import csv
 import dataclasses
+import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +111,44 @@ def predict_files(model, paths, k=3, names=None, batch_size=32, normalization=No
     result = EarlyExit(model).predict(x, early_exit, batch_size)
     exits = [result.exit_names[i] for i in result.exit_index]
     return [Prediction(path, top_k(s, k, names), e) for path, s, e in zip(read, result.scores, exits)], failed
+
+
+PREDICTION_FORMATS = ("text", "csv", "json")
+
+
+def format_predictions(predictions, failed=(), fmt="text"):
+    """:func:`predict_files`' answer as ``keras-attn-zoo predict --format`` prints it.
+
+    Args:
+        predictions: :class:`Prediction` objects.
+        failed: ``(path, message)`` of the files that could not be read (only JSON lists them;
+            the command line prints them on stderr). Defaults to ().
+        fmt: "text" (``path: class score, ...`` lines, scores to 3 decimals, for people), "csv"
+            (a header and one row per image and rank: ``path,rank,class,score``, plus ``exit``
+            under early exit; quoted by the csv module, so any path reads back) or "json" (one
+            document ``{"predictions": [{"path", "top": [{"class", "score"}], "exit"?}],
+            "skipped": [{"path", "error"}]}``). Defaults to "text".
+
+    Returns:
+        The text, ending in a newline unless it is empty.
+    """
+    if fmt == "json":
+        document = {
+            "predictions": [{"path": str(p.path), "top": [{"class": name, "score": score} for name, score in p.top],
+                             **({"exit": p.exit} if p.exit is not None else {})} for p in predictions],
+            "skipped": [{"path": str(path), "error": message} for path, message in failed],
+        }
+        return json.dumps(document, indent=2) + "\n"
+    if fmt == "csv":
+        exits = any(p.exit is not None for p in predictions)
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["path", "rank", "class", "score", *(["exit"] if exits else [])])
+        for p in predictions:
+            for rank, (name, score) in enumerate(p.top, 1):
+                writer.writerow([p.path, rank, name, score, *([p.exit] if exits else [])])
+        return text.getvalue()
+    if fmt != "text":
+        raise ValueError(f"Unknown format {fmt!r}: expected one of {', '.join(PREDICTION_FORMATS)}.")
+    return "".join(f"{p.path}: " + ", ".join(f"{name} {score:.3f}" for name, score in p.top)
+                   + (f" (exit: {p.exit})" if p.exit is not None else "") + "\n" for p in predictions)

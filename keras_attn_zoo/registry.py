@@ -13,6 +13,7 @@ import inspect
 import math
 import numbers
 import types
+import warnings
 
 from keras_attn_zoo.loading import load_pretrained, weights_num_classes
 from keras_attn_zoo.models import (
@@ -22,7 +23,7 @@ from keras_attn_zoo.models import (
 from keras_attn_zoo.models.common import ATTENTIONS
 from keras_attn_zoo.models.resnet import DEPTHS as RESNET_DEPTHS
 from keras_attn_zoo.models.vgg import VGG16_STAGES, VGG19_STAGES
-from keras_attn_zoo.weights import published_tags, resolve
+from keras_attn_zoo.weights import published_tags, resolve, weight_record
 
 PAPERS = {
     "fanet": 'Liu et al., "A Novel Block-wise Attention Method: Focus-and-Association Networks" (FANet)',
@@ -440,13 +441,42 @@ _TORCHVISION = {
     "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
     "resnet101": 44_549_160, "resnet152": 60_192_808, "vgg16_bn": 138_365_992,
 }
+# torchvision's ImageNet-1K checkpoints of the ResNets, by depth: (the weights' name in
+# torchvision.models.ResNet{depth}_Weights, the file at TORCHVISION_URL, the shorter side its
+# evaluation resizes to before the 224x224 center crop), newest last. torch.hub names a file
+# "<arch>-<first 8 hex digits of its sha256>.pth".
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+TORCHVISION_RESNETS = {
+    18: (("IMAGENET1K_V1", "resnet18-f37072fd.pth", 256),),
+    34: (("IMAGENET1K_V1", "resnet34-b627a593.pth", 256),),
+    50: (("IMAGENET1K_V1", "resnet50-0676ba61.pth", 256), ("IMAGENET1K_V2", "resnet50-11ad3fa6.pth", 232)),
+    101: (("IMAGENET1K_V1", "resnet101-63fe2227.pth", 256), ("IMAGENET1K_V2", "resnet101-cd907fc2.pth", 232)),
+    152: (("IMAGENET1K_V1", "resnet152-394f9c45.pth", 256), ("IMAGENET1K_V2", "resnet152-f82ba261.pth", 232)),
+}
+
+
+def _torchvision_source(name, depth, sources=None):
+    """``sources`` and how to make the weights "torchvision" of the ImageNet model ``name``:
+    its backbone converted from torchvision's ResNet of the same depth."""
+    version, file, _ = TORCHVISION_RESNETS[depth][-1]
+    how = (
+        f"Download torchvision's ImageNet ResNet-{depth} ({TORCHVISION_URL}{file}, that is "
+        f"torchvision.models.ResNet{depth}_Weights.{version}.url) and convert it: python "
+        f"scripts/convert_torchvision.py {file} --model {name} --tag torchvision (or pass the "
+        f"file itself: fine_tune({name!r}, folder, weights='path/to/{file}'))."
+    )
+    return types.MappingProxyType({**(sources or {}), "torchvision": how})
+
+
 for _depth in (18, 34, 50, 101, 152):
     _last = f"stage4_block{RESNET_DEPTHS[_depth][1][-1]}_out"
     _register(
         f"abn_resnet{_depth}", resnet, {"depth": _depth, "attention": "abn"}, "resnet",
         f"ABN-ResNet-{_depth} (ImageNet)", "abn", _last, **_IMAGENET,
         official_params=_official({1000: _IMAGENET_OFFICIAL[_depth]} if _depth in _IMAGENET_OFFICIAL else {}),
-        weight_sources=_converted(f"abn_resnet{_depth}", "imagenet") if _depth in _IMAGENET_OFFICIAL else _official({}),
+        weight_sources=_torchvision_source(
+            f"abn_resnet{_depth}", _depth,
+            _converted(f"abn_resnet{_depth}", "imagenet") if _depth in _IMAGENET_OFFICIAL else {}),
         results=(_abn_row("imagenet", 21.37, _ABN_TEXT),) if _depth == 152 else (),
         notes=_ABN_NOTES + "Branch after stage 3 (14x14 for 224x224 inputs).",
     )
@@ -454,16 +484,19 @@ for _depth in (18, 34, 50, 101, 152):
         f"resnet{_depth}", resnet, {"depth": _depth, "attention": None}, "resnet",
         f"ResNet-{_depth} (ImageNet)", "abn", _last, **_IMAGENET,
         official_params=_official({1000: _TORCHVISION[f"resnet{_depth}"]}),
+        weight_sources=_torchvision_source(f"resnet{_depth}", _depth),
         results=(_abn_row("imagenet", 22.19, _ABN_TEXT + " (re-implementation)"),) if _depth == 152 else (),
     )
 _register(
     "se_resnet152", resnet, {"depth": 152, "attention": "se"}, "resnet",
     "SE-ResNet-152 (ImageNet)", "abn", "stage4_block3_out", **_IMAGENET,
+    weight_sources=_torchvision_source("se_resnet152", 152),
     results=(_abn_row("imagenet", 21.90, _ABN_TEXT),), notes="SE r = 16 on every residual branch.",
 )
 _register(
     "abn_se_resnet152", resnet, {"depth": 152, "attention": "abn_se"}, "resnet",
     "ABN-SE-ResNet-152 (ImageNet)", "abn", "stage4_block3_out", **_IMAGENET,
+    weight_sources=_torchvision_source("abn_se_resnet152", 152),
     results=(_abn_row("imagenet", 20.77, _ABN_TEXT + " The paper's best ImageNet model."),),
     notes=_ABN_NOTES + "SE (r = 16) in every block, the attention branch's stage copy included.",
 )
@@ -643,7 +676,10 @@ def load_with_report(name, weights=None, num_classes=None, input_shape=None, new
 
     Returns:
         ``(model, new_layers)``: ``new_layers`` is empty when the weights loaded entirely (or
-        none were asked for).
+        none were asked for). It also names the layers that the weights' record calls fresh
+        (``WeightRecord.fresh_layers``: a converted checkpoint had nothing for them, e.g. the
+        attention branch of an ABN model converted from torchvision's ResNet); loading such
+        weights warns that those layers are untrained.
     """
     spec = get_spec(name)
     fixed = set(spec.kwargs) & set(kwargs)
@@ -666,10 +702,21 @@ def load_with_report(name, weights=None, num_classes=None, input_shape=None, new
     if input_shape is not None:
         kwargs["input_shape"] = input_shape
     model = spec.build(name=spec.name, **kwargs)
-    if path is not None:
-        classes = weights_num_classes(spec.name, weights, path)
-        return model, load_pretrained(model, spec, path, classes, kwargs, new_head=new_head)
-    return model, []
+    if path is None:
+        return model, []
+    classes = weights_num_classes(spec.name, weights, path)
+    new_layers = load_pretrained(model, spec, path, classes, kwargs, new_head=new_head)
+    record = weight_record(spec.name, weights)
+    names = {layer.name for layer in model.layers}
+    fresh = [n for n in (record.fresh_layers if record else ()) if n in names and n not in new_layers]
+    if fresh:
+        warnings.warn(
+            f"{len(fresh)} layers of {spec.name} hold untrained initial values in the weights "
+            f"{weights!r} (the converted checkpoint had nothing for them): {', '.join(fresh)}. "
+            "Fine-tune the model (keras_attn_zoo.fine_tune, keras-attn-zoo finetune) before "
+            "using its outputs.", stacklevel=3,
+        )
+    return model, new_layers + fresh
 
 
 @functools.lru_cache(maxsize=None)

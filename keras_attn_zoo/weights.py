@@ -100,6 +100,12 @@ class WeightRecord:
         training_log: the per-epoch log, relative to the manifest's folder.
         published: the date of publication.
         url: where the file is downloaded from, if the row says.
+        fresh_layers: layers whose values the file holds but nothing trained: those a
+            converted checkpoint had no counterpart for (an attention branch, SE layers added
+            to torchvision's ResNet). Fine-tuning trains them as new layers; empty for a trained
+            file.
+        converted_from: the checkpoint a converted file was made from (file, sha256,
+            architecture, layout; torchvision's weights name and URL when known).
     """
 
     model: str | None = None
@@ -118,6 +124,8 @@ class WeightRecord:
     training_log: str | None = None
     published: str | None = None
     url: str | None = None
+    fresh_layers: tuple = ()
+    converted_from: types.MappingProxyType = dataclasses.field(default_factory=_frozen)
 
     @classmethod
     def from_row(cls, row, manifest=None):
@@ -150,6 +158,8 @@ class WeightRecord:
             training_log=row.get("training_log"),
             published=row.get("published"),
             url=row.get("url"),
+            fresh_layers=tuple(row.get("fresh_layers") or ()),
+            converted_from=_frozen(row.get("converted_from")),
         )
 
 
@@ -248,14 +258,18 @@ def trained_record(weights_path):
 
 
 def weight_record(name, weights):
-    """The :class:`WeightRecord` of what a ``weights=`` argument names: a published tag's
-    (an error for an unknown tag), or a trained file's training record (None if it has none)."""
+    """The :class:`WeightRecord` of what a ``weights=`` argument names: a published tag's, a
+    tag made on this machine (:func:`install_local`: the record beside its file, None if it has
+    none), or a trained file's training record (None if it has none). An unknown tag is an
+    error."""
     if is_path(weights):
         return trained_record(weights)
+    if weights not in published_tags(name) and local_weights(name, weights).is_file():
+        return trained_record(local_weights(name, weights))
     return published_weight(name, weights)
 
 
-def recorded_stats(name, weights):
+def recorded_stats(name, weights, fix=None):
     """The normalisation that the weights ``weights`` of model ``name`` were trained with.
 
     Args:
@@ -263,28 +277,25 @@ def recorded_stats(name, weights):
         weights: a published tag (read from the manifest row) or the path of a
             ``.weights.h5`` file written by the trainer (read from the training record beside
             it).
+        fix: what the caller lets a user do instead when nothing is recorded (its own options,
+            e.g. "pass mean= and std= explicitly"), added to the error. Defaults to None.
 
     Returns:
         A :class:`ChannelStats`: the record's (``weights.WeightRecord.normalization``).
     """
+    end = f"; {fix}." if fix else "."
     if weights is None:
         tags = published_tags(name)
         hint = f" (published tags: {', '.join(tags)})" if tags else ""
         raise ValueError(
             f"Which weights of {name!r}? Pass weights= a published tag{hint} or a trained "
-            ".weights.h5 file, or pass mean= and std= explicitly: a normalisation is never guessed."
+            f".weights.h5 file: a normalisation is never guessed{end}"
         )
     record = weight_record(name, weights)
     if record is None:
-        raise FileNotFoundError(
-            f"{weights} has no training record {record_path(weights)} with its normalisation; "
-            "pass mean= and std= explicitly."
-        )
+        raise FileNotFoundError(f"{weights} has no training record {record_path(weights)} with its normalisation{end}")
     if record.normalization is None:
-        raise ValueError(
-            f"The weights {weights!r} of {name!r} record no normalisation; pass mean= and std= "
-            "explicitly."
-        )
+        raise ValueError(f"The weights {weights!r} of {name!r} record no normalisation{end}")
     return record.normalization
 
 
@@ -305,18 +316,48 @@ def local_weights(name, tag):
     return cache_dir() / f"{name}_{tag}.weights.h5"
 
 
-def install_local(model, tag):
-    """Save ``model``'s weights as the local ``tag`` weights of its registry name (atomic write,
-    sha256 beside the file), so that ``load(model.name, weights=tag)`` finds them."""
-    path = local_weights(model.name, tag)
+def save_with_record(model, path, record=None):
+    """Save ``model``'s weights to the ``.weights.h5`` file ``path`` atomically, with ``record``
+    (a dict of :class:`WeightRecord` fields: ``preprocessing``, ``num_classes``...) beside it
+    as :func:`record_path` names it, completed with the file's name, sha256 and size, so that
+    ``trained_record(path)`` (and through it predict, explain, export, fine-tuning) reads it.
+
+    Returns:
+        The file's sha256.
+    """
+    path = Path(path)
+    if not path.name.endswith(".weights.h5"):
+        raise ValueError(f"A weights file must end in .weights.h5, got {path}.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{uuid.uuid4().hex}.part.weights.h5")
+    record_file = Path(record_path(path))
+    tmp_record = record_file.with_name(f".{record_file.name}.{uuid.uuid4().hex}.tmp")
     try:
         model.save_weights(tmp)
         digest = sha256(tmp)
+        if record is not None:
+            full = {**record, "file": path.name, "sha256": digest, "size": tmp.stat().st_size}
+            WeightRecord.from_row(full)  # a record its readers can read
+            tmp_record.write_text(json.dumps(full, indent=2) + "\n")
         os.replace(tmp, path)
+        if record is not None:
+            os.replace(tmp_record, record_file)
+        else:
+            record_file.unlink(missing_ok=True)  # a stale record must not describe the new file
     finally:
         tmp.unlink(missing_ok=True)
+        tmp_record.unlink(missing_ok=True)
+    return digest
+
+
+def install_local(model, tag, record=None):
+    """Save ``model``'s weights as the local ``tag`` weights of its registry name (atomic write,
+    sha256 beside the file, and ``record`` as :func:`save_with_record` writes it), so that
+    ``load(model.name, weights=tag)`` finds them and :func:`weight_record` reads the record."""
+    if not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag) or tag.endswith(".h5"):
+        raise ValueError(f"A tag is lower-case letters, digits, '_', '-' and '.', e.g. 'imagenet'; got {tag!r}.")
+    path = local_weights(model.name, tag)
+    digest = save_with_record(model, path, record)
     path.with_name(path.name + ".sha256").write_text(digest + "\n")
     return path
 

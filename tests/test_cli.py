@@ -32,12 +32,14 @@ def test_cli_choices_equal_the_modules_that_define_them():
     from keras_attn_zoo import cli
     from keras_attn_zoo.benchmark import TRAINING_MODES
     from keras_attn_zoo.data.augment import AUGMENTATIONS
+    from keras_attn_zoo.predict import PREDICTION_FORMATS
     from keras_attn_zoo.training.distribute import STRATEGIES
     from keras_attn_zoo.training.recipes import RECIPES, SCHEDULES
 
     assert cli.RECIPE_NAMES == tuple(sorted(RECIPES))
     assert (cli.SCHEDULES, cli.STRATEGIES, cli.TRAINING_MODES) == (SCHEDULES, STRATEGIES, TRAINING_MODES)
     assert cli.AUGMENTATIONS == AUGMENTATIONS
+    assert cli.PREDICTION_FORMATS == PREDICTION_FORMATS
 
 
 def test_info_reads_the_index_as_model_info_says(capsys):

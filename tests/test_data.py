@@ -1,10 +1,12 @@
 """Data sources, the papers' augmentation layers and the recorded input normalisation."""
 
+import io
 import json
 import sys
 import tarfile
 import types
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ import keras_attn_zoo as zoo
 from helpers import CIFAR10_ARCHIVE, bomb_png, run_layer_serialization_test
 from keras_attn_zoo.data import (
     ArraySplit,
+    BadImagesError,
     ChannelStats,
     FileSplit,
     RandomPadCrop,
@@ -65,6 +68,26 @@ def test_folder_with_split_folders_decodes_exact_pixels(tmp_path):
 
 
 @pytest.mark.multibackend
+def test_val_names_the_validation_folder_and_split_folders_says_which_exist(tmp_path):
+    from keras_attn_zoo.data import split_folders
+
+    write_folder(tmp_path / "pets" / "train", per_class=2)
+    val = write_folder(tmp_path / "pets" / "val", per_class=1)
+    assert split_folders(tmp_path / "pets") == {"train", "val"}
+    assert load_split(tmp_path / "pets", "test").x.shape[0] == 2  # no test/: val/ serves as test
+    test = write_folder(tmp_path / "pets" / "test", per_class=3)
+    assert split_folders(tmp_path / "pets") == {"train", "val", "test"}
+    for name in ("val", "validation"):
+        split = load_split(tmp_path / "pets", name)
+        assert split.split == "validation" and split.description == "image folder pets, validation split, 2 images"
+        np.testing.assert_array_equal(split.x[1], val[1, 0])
+    np.testing.assert_array_equal(load_split(tmp_path / "pets", "test").x[5], test[1, 2])
+    write_folder(tmp_path / "flat", per_class=2)
+    assert split_folders(tmp_path / "flat") == set() and split_folders("cifar10") == set()
+    with pytest.raises(ValueError, match=r"split must be one of \('train', 'test', 'validation', 'val'\), got 'dev'"):
+        load_split(tmp_path / "pets", "dev")
+
+
 def test_folder_without_splits_holds_out_a_seeded_stratified_test_set(tmp_path):
     write_folder(tmp_path / "flat", classes=("a", "b", "c"), per_class=10)
     train = load_split(tmp_path / "flat", "train", holdout=0.2)
@@ -170,6 +193,91 @@ def test_a_decompression_bomb_among_training_images_is_named_before_any_work(tmp
                                              "the limit"):
             split = load_split(tmp_path / "pets", image_size=(8, 8), in_memory=in_memory)
             split.batches(16)[0]  # a streamed split decodes when batches are drawn
+
+
+def _bad_images(folder):
+    """A corrupt, a truncated and an oversized image among the good ones of ``folder``: their
+    paths relative to it."""
+    (folder / "cat" / "notes.jpg").write_bytes(b"a text file called .jpg")
+    jpeg = io.BytesIO()
+    Image.fromarray(image(9, 9, (40, 40))).save(jpeg, "JPEG")
+    (folder / "dog" / "cut.jpg").write_bytes(jpeg.getvalue()[:len(jpeg.getvalue()) // 2])
+    bomb_png(folder / "dog" / "big.png", 9_000, 9_000)
+    return ["cat/notes.jpg", "dog/big.png", "dog/cut.jpg"]
+
+
+def test_bad_training_images_are_all_named_in_one_error_or_skipped_and_listed(tmp_path, capsys):
+    root = tmp_path / "pets"
+    written = write_folder(root / "train")
+    write_folder(root / "test", per_class=1)
+    bad = _bad_images(root / "train")
+    expected = [f"{root / 'train' / 'cat' / 'notes.jpg'} is not an image Pillow can read",
+                f"{root / 'train' / 'dog' / 'big.png'} declares 9000x9000 = 81,000,000 pixels, more than the limit",
+                f"{root / 'train' / 'dog' / 'cut.jpg'} is not an image Pillow can read (image file is truncated"]
+    with pytest.raises(BadImagesError) as error:
+        load_split(root, image_size=(6, 5))
+    lines = str(error.value).splitlines()
+    assert lines[0] == f"{root}: 3 of 11 images cannot be used:"
+    assert [line.strip()[:len(e)] for line, e in zip(lines[1:4], expected)] == expected
+    assert lines[4] == "Remove or replace them, or pass skip_bad_images=True (--skip-bad-images) to leave them out."
+
+    split = load_split(root, image_size=(6, 5), skip_bad_images=True)
+    assert split.num_examples == 8 and [m[:len(e)] for m, e in zip(split.skipped, expected)] == expected
+    np.testing.assert_array_equal(split.y, [0, 0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(split.x[5], written[1, 1])  # the good images, in order, exactly
+    err = capsys.readouterr().err
+    assert err.startswith(f"WARNING: {root}: left out 3 of 11 images that cannot be used (skip_bad_images):\n")
+    assert all(e in err for e in expected)
+
+    # Decoded batch by batch: the headers (no image, too large) are checked first; a truncated
+    # image is found when its batch is decoded, named, and left out of the batch with the flag.
+    with pytest.raises(BadImagesError, match=r"2 of 11 images cannot be used:\n.*notes.jpg.*\n.*big.png"):
+        load_split(root, image_size=(6, 5), in_memory=False)
+    streamed = load_split(root, image_size=(6, 5), in_memory=False, skip_bad_images=True)
+    assert streamed.num_examples == 9 and len(streamed.skipped) == 2
+    x, y = streamed.batches(16)[0]
+    assert len(x) == 8 and len(streamed.skipped) == 3 and streamed.skipped[2].startswith(expected[2])
+    np.testing.assert_array_equal(x, split.x)
+    np.testing.assert_array_equal(y, split.y)
+    for name in bad[:2]:
+        (root / "train" / name).unlink()
+    streamed = load_split(root, image_size=(6, 5), in_memory=False)  # only the truncated one is left
+    with pytest.raises(BadImagesError, match=r"image folder pets: 1 of 9 images cannot be used:\n  .*/train/dog/"
+                                             r"cut.jpg is not an image Pillow can read \(image file is truncated"):
+        streamed.batches(16)[0]
+
+
+def test_bad_images_of_every_split_and_of_archives_are_named_together(tmp_path, capsys):
+    """A flat folder's held-out images and its training images fail in one error; an archive
+    caches nothing with bad images, and with skip_bad_images caches the good ones and the list."""
+    from keras_attn_zoo.data import load_splits
+
+    root = tmp_path / "flat"
+    write_folder(root, per_class=6)
+    _bad_images(root)
+    requests = {"train": ("train", {}), "test": ("test", {})}
+    with pytest.raises(BadImagesError) as error:
+        load_splits(root, requests, image_size=(6, 5), holdout=0.3)
+    assert str(error.value).startswith(f"{root}: 3 images cannot be used:\n")
+    assert all(f"{root / name}" in str(error.value) for name in ("cat/notes.jpg", "dog/big.png", "dog/cut.jpg"))
+    splits = load_splits(root, requests, image_size=(6, 5), holdout=0.3, skip_bad_images=True)
+    assert sorted(m.split(" ")[0] for s in splits.values() for m in s.skipped) == [
+        str(root / n) for n in ("cat/notes.jpg", "dog/big.png", "dog/cut.jpg")]
+
+    archive, cache = tmp_path / "flat.tar.gz", tmp_path / "cache"
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(root, arcname="flat")
+    with pytest.raises(BadImagesError, match=r"flat.tar.gz: 3 of 15 images cannot be used:\n  flat.tar.gz: flat/cat/notes"):
+        load_split(archive, cache_dir=cache, image_size=(6, 5))
+    assert not list(cache.rglob("*.npz"))
+    train = load_split(archive, cache_dir=cache, image_size=(6, 5), skip_bad_images=True)
+    assert len(train.skipped) == 3 and len(list(cache.rglob("*.npz"))) == 1
+    capsys.readouterr()
+    with pytest.raises(BadImagesError, match="3 of 15 images cannot be used"):  # from the cache, no reading
+        load_split(archive, cache_dir=cache, image_size=(6, 5))
+    again = load_split(archive, cache_dir=cache, image_size=(6, 5), skip_bad_images=True)
+    np.testing.assert_array_equal(again.x, train.x)
+    assert "left out 3 of 15 images" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["tar.gz", "zip"])
@@ -445,3 +553,28 @@ def test_channel_stats_numbers():
     assert mean == (0.5, 0.2) and std == (0.5, 0.2)
     with pytest.raises(ValueError, match="std must be positive"):
         channel_stats(images)
+
+
+def test_the_photo_like_folder_script_writes_upscaled_test_images_in_split_folders(tmp_path):
+    """scripts/cifar_photo_folder.py (the README's --image-size measurement): train/ and val/
+    class folders of the CIFAR-10 copy's test images, resized."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "cifar_photo_folder.py"
+    spec = importlib.util.spec_from_file_location("cifar_photo_folder", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "photos"
+    script.main([str(CIFAR10_ARCHIVE), str(out), "--classes", "cat", "ship", "--train", "3", "--val", "1",
+                 "--size", "40"])
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
+    assert names == [f"{s}/{c}/{i:04d}.jpg" for s, c, i in
+                     [("train", "cat", 0), ("train", "cat", 1), ("train", "cat", 2), ("train", "ship", 0),
+                      ("train", "ship", 1), ("train", "ship", 2), ("val", "cat", 3), ("val", "ship", 3)]]
+    with tarfile.open(CIFAR10_ARCHIVE) as tar:
+        original = Image.open(io.BytesIO(tar.extractfile("test/ship/0003.jpg").read())).convert("RGB")
+    written = np.asarray(Image.open(out / "val" / "ship" / "0003.jpg"), "float32")
+    assert written.shape == (40, 40, 3)
+    assert np.abs(written - np.asarray(original.resize((40, 40), Image.BILINEAR), "float32")).mean() < 4
+    with pytest.raises(SystemExit):
+        script.main([str(CIFAR10_ARCHIVE), str(out)])  # an existing folder is refused

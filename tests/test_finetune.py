@@ -19,10 +19,11 @@ import keras
 import keras_attn_zoo as zoo
 from helpers import extract_cifar, kill_when
 from keras_attn_zoo.cli import main
-from keras_attn_zoo.data import load_split
+from keras_attn_zoo.data import channel_stats, load_split
 from keras_attn_zoo.images import preprocess
 from keras_attn_zoo.modelfile import load_model, metadata_stats
 from keras_attn_zoo.registry import load_with_report
+from keras_attn_zoo.training import evaluate
 from keras_attn_zoo.training.checkpoints import checkpoint_epoch
 
 CLASSES = ("cat", "ship", "truck")
@@ -77,6 +78,10 @@ def test_fine_tuned_model_learns_the_new_classes_and_is_saved_with_them(finetune
     assert [p["phase"] for p in record["phases"]] == ["frozen backbone", "unfrozen backbone"]
     assert record["val_accuracy"] == result.val_accuracy and 1 <= record["best_epoch"] <= 5
     assert len((out / "training_log.csv").read_text().splitlines()) == 1 + 5
+    with open(out / "training_log.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert record["last_epoch"] == 5 and record["last_val_accuracy"] == round(float(last["val_accuracy"]), 6)
+    assert record["test_accuracy"] is None and record["wall_time_s"] >= record["time_s"] > 0
     assert not (out / "backup").exists()
 
 
@@ -139,8 +144,15 @@ def test_fine_tuning_to_as_many_classes_still_gets_a_new_head():
 
 
 def test_bad_fine_tuning_requests_say_what_is_wrong(three_classes, tmp_path):
-    with pytest.raises(ValueError, match="starts from pretrained weights"):
-        zoo.fine_tune("fa_resnet20", three_classes, weights=None)
+    with pytest.raises(ValueError, match=r"Pass both mean and std \(--mean and --std\), or neither."):
+        zoo.fine_tune("fa_resnet20", three_classes, weights=None, mean=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match=r"one value per input channel \(3\), got \[0.5\]"):
+        zoo.fine_tune("fa_resnet20", three_classes, weights=None, mean=(0.5,), std=(0.2,))
+    with pytest.raises(ValueError, match=r"The weights cifar10 were trained with mean \[0.49.*\(their record\): mean= "
+                                         r"and std= \(--mean, --std\) are for weights that record none"):
+        zoo.fine_tune("fa_resnet20", three_classes, mean=(0.5,) * 3, std=(0.2,) * 3)
+    with pytest.raises(FileNotFoundError, match="Weights file not found: nowhere/x.weights.h5"):
+        zoo.fine_tune("fa_resnet20", three_classes, weights="nowhere/x.weights.h5")
     with pytest.raises(ValueError, match="both 0"):
         zoo.fine_tune("fa_resnet20", three_classes, epochs=0, freeze_epochs=0)
     one = tmp_path / "one"
@@ -261,3 +273,152 @@ def test_a_diverged_fine_tuning_run_keeps_its_checkpoint_and_says_so(three_class
     assert f"the checkpoint after epoch 2 is kept in {out / 'backup' / 'unfrozen'}: run again to resume" in err
     assert checkpoint_epoch(out / "backup" / "unfrozen") == 2 and (out / "after_frozen_phase.weights.h5").is_file()
     assert not (out / "finetune.json").exists() and not (out / "fa_resnet20_finetuned.keras").exists()
+
+
+def test_from_scratch_is_the_same_recipe_from_random_initialisation(three_classes, tmp_path, capsys):
+    """weights=None: every layer is new and trains (BatchNormalization too), the inputs are
+    normalised with the training split's own statistics, or with --mean / --std."""
+    result = zoo.fine_tune("resnet20", three_classes, weights=None, output_dir=tmp_path / "api", freeze_epochs=1,
+                           epochs=1, batch_size=16, limit=32, verbose=0)
+    fresh = zoo.load("resnet20", num_classes=3)
+    assert result.reused_layers == [] and result.new_layers == [layer.name for layer in fresh.layers if layer.weights]
+    train = load_split(three_classes, "train", image_size=(32, 32), holdout=0.2, seed=0, limit=32)
+    record = result.record
+    assert record["weights"] is None and record["preprocessing"] == channel_stats(train.x).to_dict()
+    assert record["preprocessing_source"] == "measured on the training split, 32 images"
+    assert [(p["phase"], p["trainable"], p["learning_rate"]) for p in record["phases"]] == [
+        ("all layers, learning_rate", "all layers", 1e-3), ("all layers, fine_tune_learning_rate", "all layers", 1e-4)]
+    assert not np.array_equal(result.model.get_layer("stem_bn").moving_mean.numpy(), np.zeros(16, "float32"))
+    assert "resnet20 (random initialisation) -> 3 classes ['cat', 'ship', 'truck']: all 43 layers new" in \
+        capsys.readouterr().out
+
+    out = tmp_path / "cli"
+    argv = ["finetune", "resnet20", "--data", str(three_classes), "--weights", "none", "--mean", "0.5", "0.4", "0.3",
+            "--std", "0.25", "0.2", "0.3", "--freeze-epochs", "1", "--epochs", "0", "--batch-size", "16", "--limit",
+            "16", "--output", str(out), "--verbose", "0"]
+    assert main(argv) == 0
+    _, metadata = load_model(out / "resnet20_finetuned.keras")
+    assert metadata["weights"] is None
+    assert metadata["preprocessing"] == {"scale": 255, "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.2, 0.3]}
+    assert json.loads((out / "finetune.json").read_text())["preprocessing_source"] == "given"
+
+
+def test_finetune_weights_option_spellings():
+    from keras_attn_zoo.cli import _finetune_weights, build_parser
+
+    def weights(*options):
+        return _finetune_weights(build_parser().parse_args(["finetune", "resnet20", "--data", "d", *options]))
+
+    assert weights() == "cifar10" and weights("--weights", "runs/x.weights.h5") == "runs/x.weights.h5"
+    assert weights("--weights", "none") is None and weights("--weights", "None") is None
+    assert weights("--from-scratch") is None and weights("--from-scratch", "--weights", "none") is None
+    with pytest.raises(ValueError, match=r"--from-scratch trains from random initialisation: give no --weights "
+                                         r"\(cifar10\)"):
+        weights("--from-scratch", "--weights", "cifar10")
+
+
+def test_a_weight_file_without_a_record_is_normalised_with_the_training_splits_statistics(three_classes, tmp_path,
+                                                                                          capsys):
+    weights = tmp_path / "mine.weights.h5"
+    zoo.load("resnet20").save_weights(weights)
+    result = zoo.fine_tune("resnet20", three_classes, weights=str(weights), output_dir=tmp_path / "run",
+                           freeze_epochs=1, epochs=0, batch_size=16, limit=16, verbose=0)
+    train = load_split(three_classes, "train", image_size=(32, 32), holdout=0.2, seed=0, limit=16)
+    stats = channel_stats(train.x)
+    assert result.record["preprocessing"] == stats.to_dict()
+    assert (f"WARNING: {weights} has no training record {tmp_path / 'mine.json'}: its inputs are normalised with the "
+            f"mean and std of the training split instead, {list(stats.mean)} and {list(stats.std)}. If you know "
+            "those the weights were trained with, pass them: --mean R G B --std R G B (fine_tune(mean=, std=)).") \
+        in capsys.readouterr().err
+    # evaluate has no mean / std to offer: its message says what it reads, and no option it lacks
+    (tmp_path / "mine.json").write_text(json.dumps({"model": "resnet20", "num_classes": 10,
+                                                    "input_shape": [32, 32, 3]}))
+    with pytest.raises(ValueError) as error:
+        evaluate("resnet20", str(weights), three_classes)
+    assert str(error.value) == (f"The weights {str(weights)!r} of 'resnet20' record no normalisation; evaluate reads it "
+                                'from there (the "preprocessing" mean and std that `keras-attn-zoo train` records).')
+
+
+def test_evaluate_measures_a_fine_tuned_file_on_its_validation_images(finetuned, three_classes, tmp_path, capsys):
+    """``evaluate FILE.keras --data FOLDER --split val``: the held-out images fine-tuning validated
+    on (its fraction and seed come from the file), top-1, per-class recall, confusion matrix, PNG."""
+    result, _ = finetuned
+    model, metadata = load_model(result.model_path)
+    val = load_split(three_classes, "test", image_size=(32, 32), holdout=0.2, seed=0)
+    predicted = model.predict(preprocess(val.x, metadata_stats(metadata)), verbose=0).argmax(-1)
+    matrix = np.zeros((3, 3), int)
+    np.add.at(matrix, (val.y, predicted), 1)
+    png = tmp_path / "confusion.png"
+    argv = ["evaluate", str(result.model_path), "--data", str(three_classes), "--split", "val", "-o", str(png)]
+    pytest.importorskip("matplotlib")
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"{result.model_path} on image folder {three_classes.name} (20% held out as test, seed 0), "
+                        f"validation split, 36 images: top-1 {result.val_accuracy:.4f} ({np.trace(matrix)} of 36 "
+                        "images)")
+    assert lines[1].startswith("per-class recall")
+    for i, cls in enumerate(CLASSES):
+        assert lines[2 + i].split() == [cls, f"{matrix[i, i] / matrix[i].sum():.4f}", f"({matrix[i, i]}/{matrix[i].sum()})"]
+    assert lines[5].startswith("confusion matrix (rows: true class") and lines[6].split() == list(CLASSES)
+    assert [[int(v) for v in line.split()[1:]] for line in lines[7:10]] == matrix.tolist()
+    assert lines[10] == f"wrote {png}" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    other = tmp_path / "other"
+    for cls in ("cat", "dog", "truck"):
+        shutil.copytree(three_classes / ("ship" if cls == "dog" else cls), other / cls)
+    assert main(["evaluate", str(result.model_path), "--data", str(other)]) == 2
+    assert (f"are not those {result.model_path} was trained on (cat, ship, truck)."
+            in capsys.readouterr().err)
+
+
+def test_a_test_folder_beside_val_is_measured_once_on_the_saved_model(three_classes, tmp_path, capsys):
+    data = tmp_path / "photos"
+    for cls in CLASSES:
+        files = sorted((three_classes / cls).iterdir())
+        for folder, part in (("train", files[:12]), ("val", files[12:18]), ("test", files[18:24])):
+            (data / folder / cls).mkdir(parents=True)
+            for path in part:
+                shutil.copy(path, data / folder / cls / path.name)
+    result = zoo.fine_tune("fa_resnet20", data, output_dir=tmp_path / "run", freeze_epochs=2, epochs=0,
+                           batch_size=16, verbose=0)
+    record = result.record
+    assert record["data"]["validation"] == "image folder photos, validation split, 18 images"
+    assert record["data"]["test"] == "image folder photos, test split, 18 images"
+    model, metadata = load_model(result.model_path)
+    test = load_split(data, "test", image_size=(32, 32))
+    predicted = model.predict(preprocess(test.x, metadata_stats(metadata)), verbose=0).argmax(-1)
+    assert record["test_accuracy"] == {"top1": round(float(np.mean(predicted == test.y)), 6), "images": 18,
+                                       "data": "image folder photos, test split, 18 images"}
+    out = capsys.readouterr().out
+    assert (f"best validation top-1 {record['val_accuracy']:.4f} at epoch {record['best_epoch']}, last epoch (2) "
+            f"{record['last_val_accuracy']:.4f}, on image folder photos, validation split, 18 images. The best epoch "
+            "is chosen on these same images, so its number is optimistic; on the held-out test images, never used "
+            f"to choose, top-1 {record['test_accuracy']['top1']:.4f}") in out
+    assert f"Total wall time {record['wall_time_s']:.0f} s" in out
+
+
+def test_bad_images_in_the_photo_folder_are_listed_together_or_skipped(three_classes, tmp_path, capsys):
+    from helpers import bomb_png
+
+    data = tmp_path / "photos"
+    shutil.copytree(three_classes, data)
+    (data / "cat" / "notes.jpg").write_text("not an image")
+    jpeg = (data / "ship" / "0000.jpg").read_bytes()
+    (data / "ship" / "cut.jpg").write_bytes(jpeg[:-100])  # its last 100 bytes lost
+    bomb_png(data / "truck" / "big.png", 9_000, 9_000)
+    bad = [data / "cat" / "notes.jpg", data / "ship" / "cut.jpg", data / "truck" / "big.png"]
+    argv = ["finetune", "fa_resnet20", "--data", str(data), "--freeze-epochs", "1", "--epochs", "0", "--batch-size",
+            "32", "--output", str(tmp_path / "run"), "--verbose", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"keras-attn-zoo: error: {data}: 3 images cannot be used:\n" in err
+    assert all(f"  {path} " in err for path in bad) and f"{bad[1]} is not an image Pillow can read (image file is " \
+        "truncated" in err
+    assert "or pass skip_bad_images=True (--skip-bad-images) to leave them out." in err
+    assert not (tmp_path / "run").exists() or not (tmp_path / "run" / "training_log.csv").exists()
+
+    assert main([*argv, "--skip-bad-images"]) == 0
+    assert "left out" in capsys.readouterr().err
+    record = json.loads((tmp_path / "run" / "finetune.json").read_text())
+    assert sorted(m.split(" ")[0] for m in record["skipped_images"]) == [str(path) for path in bad]
+    assert record["data"]["train"].endswith("train split, 144 images")

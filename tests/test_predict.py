@@ -92,6 +92,36 @@ def test_sixteen_bit_images_are_scaled_to_eight_bits(tmp_path):
     assert read_image(tmp_path / "deep.png").mean() == pytest.approx(127.5, abs=0.5)  # not all white
 
 
+def test_exif_orientation_is_applied_in_prediction_and_in_training_data(tmp_path):
+    """A phone photo stored sideways, 16 wide and 8 high, red left and blue right, with EXIF
+    orientation 6 ("rotate 90 degrees clockwise to view"): read 8 wide and 16 high, red on top."""
+    from keras_attn_zoo.data import load_split
+
+    stored = np.zeros((8, 16, 3), "uint8")
+    stored[:, :8, 0] = 255
+    stored[:, 8:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    root = tmp_path / "photos" / "train"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+    Image.fromarray(stored).save(root / "a" / "phone.jpg", quality=95, exif=exif.tobytes())
+    Image.fromarray(np.rot90(stored, -1).copy()).save(root / "b" / "upright.jpg", quality=95)
+    with Image.open(root / "a" / "phone.jpg") as raw:
+        assert raw.size == (16, 8) and raw.getexif()[0x0112] == 6
+        upright = np.asarray(raw.convert("RGB").transpose(Image.Transpose.ROTATE_270))
+
+    pixels = read_image(root / "a" / "phone.jpg")
+    assert pixels.shape == (16, 8, 3)
+    np.testing.assert_array_equal(pixels, upright)
+    assert pixels[:6, :, 0].min() > 200 and pixels[:6, :, 2].max() < 60  # red on top (rows off the JPEG-blurred edge)
+    assert pixels[10:, :, 2].min() > 200 and pixels[10:, :, 0].max() < 60  # blue below
+    np.testing.assert_array_equal(read_images([root / "a"], (16, 8))[0][0], upright)  # predict's path
+
+    split = load_split(tmp_path / "photos", "train", image_size=(16, 8))  # training's path
+    np.testing.assert_array_equal(split.x[0], upright)
+
+
 def test_cli_predict_prints_the_top_classes_of_every_readable_file(photos, tmp_path, capsys):
     model = zoo.load("fa_resnet20")
     weights = tmp_path / "fa_resnet20.weights.h5"
@@ -114,6 +144,41 @@ def test_cli_predict_prints_the_top_classes_of_every_readable_file(photos, tmp_p
         best = np.argsort(s)[::-1][:4]
         assert [name for name, _ in printed] == [CIFAR10[i] for i in best]
         np.testing.assert_allclose([float(v) for _, v in printed], s[best], atol=5e-4)
+
+
+def test_cli_predict_writes_csv_and_json_that_read_back_whatever_the_paths_hold(photos, tmp_path, capsys):
+    """Paths with ': ', commas and quotes (which break the text lines) round-trip through both."""
+    import csv
+    import io
+    import json
+
+    odd = tmp_path / "trip: day 1, beach"
+    odd.mkdir()
+    shutil.copy(photos / "cat.jpg", odd / 'a "cat": 1.jpg')
+    shutil.copy(photos / "ship.jpg", odd / "ship, at sea.jpg")
+    files = [odd / 'a "cat": 1.jpg', odd / "ship, at sea.jpg"]
+    model = zoo.load("fa_resnet20")
+    weights = tmp_path / "fa_resnet20.weights.h5"
+    model.save_weights(weights)
+    scores = model.predict(preprocess(read_images(files, (32, 32))[0]), verbose=0)
+    argv = ["predict", str(odd), str(photos / "broken.jpg"), "--model", "fa_resnet20", "--weights", str(weights),
+            "--top-k", "2"]
+
+    assert main([*argv, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["path"], r["rank"]) for r in rows] == [(str(f), rank) for f in files for rank in ("1", "2")]
+    for i, file_scores in enumerate(scores):
+        best = np.argsort(file_scores)[::-1][:2]
+        assert [r["class"] for r in rows[2 * i:2 * i + 2]] == [CIFAR10[k] for k in best]
+        assert [float(r["score"]) for r in rows[2 * i:2 * i + 2]] == pytest.approx(file_scores[best], abs=1e-6)
+
+    assert main([*argv, "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [p["path"] for p in document["predictions"]] == [str(f) for f in files]
+    assert [[t["class"] for t in p["top"]] for p in document["predictions"]] == [[r["class"] for r in rows[i:i + 2]]
+                                                                               for i in (0, 2)]
+    assert [s["path"] for s in document["skipped"]] == [str(photos / "broken.jpg")]
+    assert "not an image Pillow can read" in document["skipped"][0]["error"]
 
 
 def test_cli_predict_warns_about_random_weights_and_fails_when_nothing_is_readable(photos, capsys):

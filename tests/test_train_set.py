@@ -36,6 +36,7 @@ def test_every_run_gets_the_same_recipe_and_finished_runs_are_skipped(tmp_path, 
     extras = {run: argv[argv.index("train") + 10:argv.index("--output")] for run, _, argv in todo}
     assert extras["resnet20_dat"] == ["--objective", "dat"] and extras["resnet20_seed1"] == ["--seed", "1"]
     assert extras["paya_resnet20"] == [] and extras["abn_resnet20"] == []
+    assert extras["paya_resnet20_aux"] == ["--model-arg", "auxiliary_weight=0.3"]
 
 
 def test_unknown_run_is_refused_with_the_set():

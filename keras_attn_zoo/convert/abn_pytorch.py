@@ -107,11 +107,11 @@ def official_key(family, layer_name):
     return None
 
 
-def load_state_dict(path, unsafe_pickle=False):
+def load_state_dict(path, unsafe_pickle=False, opt_in="pass unsafe_pickle=True (--unsafe-pickle)"):
     """A checkpoint as ``{name: numpy array}``, without the ``module.`` prefix of DataParallel.
 
-    Reads ``.pth`` / ``.pth.tar`` (needs PyTorch; a dict with a ``state_dict`` entry or a
-    plain state dict), ``.npz`` and ``.safetensors`` (needs the safetensors package).
+    Reads ``.pth`` / ``.pth.tar`` (needs PyTorch; a dict with a ``state_dict`` or ``model``
+    entry, or a plain state dict), ``.npz`` and ``.safetensors`` (needs the safetensors package).
 
     Args:
         path: the checkpoint file.
@@ -119,6 +119,8 @@ def load_state_dict(path, unsafe_pickle=False):
             with full unpickling, which runs whatever code the file names: only for files from
             a source you trust. Defaults to False (``torch.load(weights_only=True)``; such a
             file is refused).
+        opt_in: how the caller opts in to ``unsafe_pickle``, said when a file is refused.
+            Defaults to the converter's "pass unsafe_pickle=True (--unsafe-pickle)".
 
     Raises:
         ValueError: for a PyTorch file that needs full unpickling, without ``unsafe_pickle``.
@@ -149,22 +151,38 @@ def load_state_dict(path, unsafe_pickle=False):
                 "file names. Use this only for a file from a source you trust.",
                 UserWarning, stacklevel=2,
             )
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        else:
-            try:
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as e:
-                # PyTorch's message is long; its "Unsupported global: GLOBAL x.y ..." line says why
-                why = next((line.strip().split(". ")[0] for line in str(e).splitlines() if "GLOBAL" in line), "")
-                raise ValueError(
-                    f"{path} holds more than tensors and plain containers, and unpickling it could "
-                    "run code, so it was not read. If it comes from a source you trust, pass "
-                    "unsafe_pickle=True (--unsafe-pickle); otherwise dump its state dict to .npz "
-                    f"where it is trusted (see keras_attn_zoo.convert.abn_pytorch)."
-                    + (f" PyTorch: {why.removeprefix('WeightsUnpickler error: ')}." if why else "")
-                ) from e
-        if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
-            checkpoint = checkpoint["state_dict"]
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=not unsafe_pickle)
+        except pickle.UnpicklingError as e:
+            if unsafe_pickle:
+                raise ValueError(f"{path} could not be unpickled ({e}): it is damaged or not a PyTorch file.") from e
+            # PyTorch's message is long; its "Unsupported global: GLOBAL x.y ..." line says why
+            why = next((line.strip().split(". ")[0] for line in str(e).splitlines() if "GLOBAL" in line), "")
+            raise ValueError(
+                f"{path} holds more than tensors and plain containers, and unpickling it could "
+                f"run code, so it was not read. If it comes from a source you trust, {opt_in}; "
+                "otherwise dump its state dict to .npz where it is trusted (see "
+                "keras_attn_zoo.convert.abn_pytorch)."
+                + (f" PyTorch: {why.removeprefix('WeightsUnpickler error: ')}." if why else "")
+            ) from e
+        except (RuntimeError, EOFError, KeyError) as e:  # what torch.load raises for a cut or foreign file
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise ValueError(
+                f"{path} could not be read as a PyTorch checkpoint ({type(e).__name__}: {first[:200]}): "
+                "it is truncated, damaged or not a PyTorch file."
+            ) from e
+        for entry in ("state_dict", "model"):  # the ABN authors' / torchvision references' training files
+            if isinstance(checkpoint, dict) and isinstance(checkpoint.get(entry), dict):
+                checkpoint = checkpoint[entry]
+                break
+        if not isinstance(checkpoint, dict):
+            raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict (a dict of tensors).")
+        others = sorted(str(k) for k, v in checkpoint.items() if not isinstance(v, torch.Tensor))
+        if others:
+            raise ValueError(
+                f"{path} holds no state dict: its entries {', '.join(repr(k) for k in others[:5])} are not "
+                "tensors (expected a dict of tensors, or one under 'state_dict' or 'model')."
+            )
         state = {k: v.detach().cpu().numpy() for k, v in checkpoint.items()}
     else:
         raise ValueError(f"Unknown checkpoint format: {path} (expected .pth[.tar], .npz or .safetensors).")

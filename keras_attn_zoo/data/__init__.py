@@ -22,12 +22,21 @@ from keras_attn_zoo.data.preprocessing import (
     preprocess_input,
     recorded_stats,
 )
-from keras_attn_zoo.data.sources import FileSplit, decode_image, extract_archive, load_split
+from keras_attn_zoo.data.sources import (
+    BadImagesError,
+    FileSplit,
+    decode_image,
+    extract_archive,
+    load_split,
+    load_splits,
+    split_folders,
+)
 from keras_attn_zoo.data.splits import ArraySplit, Split
 
 __all__ = [
     "AUGMENTATIONS",
     "ArraySplit",
+    "BadImagesError",
     "ChannelStats",
     "FileSplit",
     "IMAGENET_STATS",
@@ -39,7 +48,9 @@ __all__ = [
     "decode_image",
     "extract_archive",
     "load_split",
+    "load_splits",
     "normalization_layer",
     "preprocess_input",
     "recorded_stats",
+    "split_folders",
 ]

@@ -92,7 +92,7 @@ def preprocess_input(name_or_model, images, weights=None, mean=None, std=None):
         if weights is None:
             tags = weights_lib.published_tags(name)
             weights = tags[0] if len(tags) == 1 else None
-        stats = recorded_stats(name, weights)
+        stats = recorded_stats(name, weights, fix="pass mean= and std= explicitly")
     channels = np.shape(images)[-1]
     if channels != len(stats.mean):
         raise ValueError(f"The images have {channels} channels, the statistics {len(stats.mean)}.")

@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import sys
 import tarfile
 import uuid
 import zipfile
@@ -38,12 +39,13 @@ import keras
 from keras_attn_zoo import config
 from keras_attn_zoo.data.splits import ArraySplit, Batches, Split
 from keras_attn_zoo.data.tfds import TFDS_NAMES, tfds_split
-from keras_attn_zoo.decoding import decode_pixels
+from keras_attn_zoo.decoding import check_header, decode_pixels
 from keras_attn_zoo.weights import sha256
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val", "validation"), "validation": ("validation", "val")}
+SPLIT_ALIASES = {"val": "validation"}
 MAX_IN_MEMORY_BYTES = 4 << 30
 # Archives whose image members take more than this uncompressed are extracted to files instead
 # of being decoded from the archive into an array (their size as stored does not matter).
@@ -61,6 +63,29 @@ KNOWN_ARCHIVES = {
     ),
 }
 LOCAL_NAMES = {"cifar10-jpeg": "cifar10-jpeg.tar.gz"}
+SKIP_HINT = "pass skip_bad_images=True (--skip-bad-images) to leave them out"
+
+
+class BadImagesError(ValueError):
+    """Images that cannot be used (not images, truncated, corrupt, too large), all of them in one
+    error, each by its decoding message (which names the file)."""
+
+    def __init__(self, where, messages, count=None):
+        self.where, self.messages, self.count = where, list(dict.fromkeys(messages)), count
+        of = f" of {count:,}" if count is not None else ""
+        super().__init__(f"{where}: {len(self.messages):,}{of} images cannot be used:\n"
+                         + "".join(f"  {m}\n" for m in self.messages) + f"Remove or replace them, or {SKIP_HINT}.")
+
+
+def _bad_images(where, messages, count, skip):
+    """Raise a :class:`BadImagesError` for ``messages`` or, with ``skip``, name them on stderr."""
+    if not messages:
+        return
+    if not skip:
+        raise BadImagesError(where, messages, count)
+    print(f"WARNING: {where}: left out {len(messages):,} of {count:,} images that cannot be used "
+          "(skip_bad_images):\n" + "".join(f"  {m}\n" for m in messages), end="", file=sys.stderr)
+
 
 @dataclasses.dataclass
 class FileSplit(Split):
@@ -68,7 +93,10 @@ class FileSplit(Split):
 
     ``image_size`` (H, W) is what every image is brought to: resized to it, or, with
     ``resize_shorter``, resized so that its shorter side is ``resize_shorter`` and then
-    center-cropped to it (the ImageNet evaluation transform).
+    center-cropped to it (the ImageNet evaluation transform). An image that fails to decode
+    (a truncated one: files that are no image, or too large, are found from their headers
+    before) stops its batch with an error naming it, or with ``skip_bad_images`` is left out of
+    its batch, named on stderr and in ``skipped``.
     """
 
     files: list
@@ -80,18 +108,32 @@ class FileSplit(Split):
     resize_shorter: int = None
     dataset: str = None
     workers: int = 4
+    skip_bad_images: bool = False
+    skipped: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, "int32")
         self.image_shape = (*self.image_size, 3)
+        self.skipped = list(self.skipped)
 
     @property
     def num_examples(self):
         return len(self.files)
 
     def _load(self, idx):
-        images = np.stack([decode_image(self.files[i], self.image_size, self.resize_shorter) for i in idx])
-        return images, self.labels[idx]
+        images, kept, bad = [], [], []
+        for i in idx:
+            try:
+                images.append(decode_image(self.files[i], self.image_size, self.resize_shorter))
+                kept.append(i)
+            except ValueError as e:
+                bad.append(str(e))
+        fresh = [m for m in bad if m not in self.skipped]
+        self.skipped.extend(fresh)
+        _bad_images(self.source, fresh, len(self.files), self.skip_bad_images)
+        if not images:
+            raise BadImagesError(self.source, bad)  # a batch of bad images only: nothing to train on
+        return np.stack(images), self.labels[np.asarray(kept, "int64")]
 
     def batches(self, batch_size, shuffle=False, seed=0, drop_remainder=False):
         return Batches(len(self.files), self._load, batch_size, shuffle, seed, drop_remainder, workers=self.workers)
@@ -398,14 +440,17 @@ def load_split(
     holdout=0.1,
     in_memory=None,
     download=True,
+    skip_bad_images=False,
 ):
     """One split of an image classification data set, from any of the zoo's sources.
 
     Args:
         source: a folder, an archive file, "cifar10-jpeg", or a tensorflow-datasets name
             ("cifar10", "cifar100", "svhn_cropped", "imagenet2012", "tfds:<name>").
-        split: "train" or "test" ("val"/"validation" folders serve as "test"; ImageNet's
-            "validation" split serves as "test"). Defaults to "train".
+        split: "train", "test" ("val"/"validation" folders serve as "test" when there is no
+            test folder; ImageNet's "validation" split serves as "test") or "validation" ("val":
+            a val/ or validation/ folder). A folder without split folders gives its held-out
+            images for "test" and "validation" alike. Defaults to "train".
         image_size: (H, W) to bring images to. Defaults to their own size (all images of an
             in-memory split must then share one size).
         resize_shorter: resize the shorter side to this, then center-crop ``image_size``
@@ -420,6 +465,10 @@ def load_split(
         in_memory: decode the whole split into memory. Defaults to True when it takes less than
             4 GiB.
         download: let tensorflow-datasets download. Defaults to True.
+        skip_bad_images: leave out, and name on stderr (and in the split's ``skipped``), the
+            images of a folder or archive that cannot be used (no image, truncated, corrupt, over
+            ``keras_attn_zoo.decoding.MAX_IMAGE_PIXELS``); without it they fail, all of them
+            named in one :class:`BadImagesError`. Defaults to False.
 
     Returns:
         A :class:`Split`.
@@ -429,8 +478,9 @@ def load_split(
     >>> test.description
     'CIFAR-10 (JPEG copy, quality 75), test split, 10,000 images'
     """
+    split = SPLIT_ALIASES.get(split, split)
     if split not in SPLIT_FOLDERS:
-        raise ValueError(f"split must be one of {tuple(SPLIT_FOLDERS)}, got {split!r}.")
+        raise ValueError(f"split must be one of {(*SPLIT_FOLDERS, *SPLIT_ALIASES)}, got {split!r}.")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}.")
     size = tuple(image_size) if image_size is not None else None
@@ -439,7 +489,7 @@ def load_split(
         source = _resolve_local(source, data_dir)
     path = Path(source).expanduser()
     options = {"image_size": size, "resize_shorter": resize_shorter, "limit": limit, "seed": seed,
-               "holdout": holdout, "in_memory": in_memory}
+               "holdout": holdout, "in_memory": in_memory, "skip_bad_images": skip_bad_images}
     if path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES):
         dataset, title = _archive_identity(path)
         title = title or f"image archive {path.name}"
@@ -461,6 +511,42 @@ def load_split(
     )
 
 
+def load_splits(source, splits, **options):
+    """Several splits of one source, with the images that cannot be used in any of them named
+    together in one :class:`BadImagesError`, not one split per attempt.
+
+    Args:
+        source: as for :func:`load_split`.
+        splits: ``{key: (split, {option: value})}``, each split's own options (e.g. ``limit``).
+        **options: :func:`load_split` options common to all (``skip_bad_images``...).
+
+    Returns:
+        ``{key: Split}``.
+    """
+    loaded, bad = {}, []
+    for key, (split, own) in splits.items():
+        try:
+            loaded[key] = load_split(source, split, **options, **own)
+        except BadImagesError as e:
+            bad.extend(e.messages)
+    if bad:
+        raise BadImagesError(os.fspath(source), bad)
+    return loaded
+
+
+def split_folders(source):
+    """The split folders (train, val, validation, test) of an image folder or archive: an empty set
+    for one of bare class folders (``load_split`` then holds images out) or another source."""
+    path = Path(os.fspath(source)).expanduser()
+    if path.is_dir():
+        names = _folder_names(path)
+    elif path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES):
+        names = _archive_index(path)
+    else:
+        return set()
+    return {folder for folder in index_images(names) if folder is not None}
+
+
 def _subset(count, limit, seed):
     if limit is None or limit >= count:
         return None
@@ -468,7 +554,7 @@ def _subset(count, limit, seed):
 
 
 def _folder_split(root, split, title, dataset, *, image_size, resize_shorter, limit, seed,
-                  holdout, in_memory):
+                  holdout, in_memory, skip_bad_images):
     root = Path(root)
     classes, names, labels, held_out = _pick(index_images(_folder_names(root)), split, root)
     empty = _empty_class_folders(root, classes, names, labels)
@@ -488,14 +574,26 @@ def _folder_split(root, split, title, dataset, *, image_size, resize_shorter, li
     size = image_size or decode_image(files[0]).shape[:2]
     if in_memory is None:
         in_memory = len(files) * size[0] * size[1] * 3 <= MAX_IN_MEMORY_BYTES
-    if not in_memory:
-        return FileSplit(files, labels, classes, split, title, tuple(size), resize_shorter, dataset)
-    x = _decode_all(((i, f, f) for i, f in enumerate(files)), len(files), image_size, resize_shorter)
-    return ArraySplit(x, labels, classes, split, title, dataset)
+    if not in_memory:  # decoded batch by batch: here the headers only
+        bad = {}
+        for i, f in enumerate(files):
+            try:
+                check_header(f)
+            except ValueError as e:
+                bad[i] = str(e)
+        _bad_images(root, list(bad.values()), len(files), skip_bad_images)
+        keep = [i for i in range(len(files)) if i not in bad]
+        return FileSplit([files[i] for i in keep], labels[keep], classes, split, title, tuple(size), resize_shorter,
+                         dataset, skip_bad_images=skip_bad_images, skipped=list(bad.values()))
+    x, bad = _decode_all(((i, f, f) for i, f in enumerate(files)), len(files), image_size, resize_shorter)
+    _bad_images(root, list(bad.values()), len(files), skip_bad_images)
+    split = ArraySplit(x, np.delete(labels, list(bad)), classes, split, title, dataset)
+    split.skipped = tuple(bad.values())
+    return split
 
 
 def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize_shorter, limit,
-                   seed, holdout, in_memory):
+                   seed, holdout, in_memory, skip_bad_images):
     """A split of an archive, decoded once into ``<cache>/<split>-<size>.npz``, or, for an
     archive whose images take more than ``MAX_ARCHIVE_READ_BYTES`` uncompressed (or decode to
     more than ``MAX_IN_MEMORY_BYTES``), of its files extracted into the cache."""
@@ -515,19 +613,27 @@ def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize
                   "instead of decoding it into memory")
             return _folder_split(extract_archive(path, cache_dir), split, title, dataset, image_size=image_size,
                                  resize_shorter=resize_shorter, limit=limit, seed=seed, holdout=holdout,
-                                 in_memory=None)
+                                 in_memory=None, skip_bad_images=skip_bad_images)
         print(f"Reading {path} into {cache} (once)")
         position = {name: i for i, name in enumerate(names)}
         wanted = ((position[name], read(), f"{path.name}: {name}")
                   for name, _, read in _archive_members(path) if name in position)
-        x = _decode_all(wanted, len(names), image_size, resize_shorter)
+        x, bad = _decode_all(wanted, len(names), image_size, resize_shorter)
+        _bad_images(path, list(bad.values()), len(names), skip_bad_images)  # nothing is cached without it
         cached = held_out_file if held_out else split_file
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{cached.name}.{uuid.uuid4().hex}.tmp.npz"
-        np.savez(tmp, x=x, y=labels, classes=np.asarray(classes))
+        np.savez(tmp, x=x, y=np.delete(labels, list(bad)), classes=np.asarray(classes),
+                 skipped=np.asarray(list(bad.values()), dtype=str))
         os.replace(tmp, cached)
+        read_before = False
+    else:
+        read_before = True
     with np.load(cached) as data:
         x, labels, classes = data["x"], data["y"], tuple(str(c) for c in data["classes"])
+        skipped = tuple(str(m) for m in data["skipped"]) if "skipped" in data.files else ()
+    if read_before:  # cached with skip_bad_images: the same images fail, or are left out, again
+        _bad_images(path, list(skipped), len(x) + len(skipped), skip_bad_images)
     if cached == held_out_file:
         keep = _holdout(labels, split, holdout, seed, classes, path)
         x, labels = x[keep], labels[keep]
@@ -535,11 +641,13 @@ def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize
     subset = _subset(len(x), limit, seed)
     if subset is not None:
         x, labels = x[subset], labels[subset]
-    return ArraySplit(x, labels, classes, split, title, dataset)
+    result = ArraySplit(x, labels, classes, split, title, dataset)
+    result.skipped = skipped
+    return result
 
 
 def _decode_all(items, count, requested, resize_shorter):
-    """Decode ``count`` images into one uint8 array.
+    """Decode ``count`` images into one uint8 array, going on past the images that cannot be used.
 
     Args:
         items: ``(position, source, name)`` of each image in any order (an archive's), source a
@@ -548,13 +656,22 @@ def _decode_all(items, count, requested, resize_shorter):
         requested: (H, W) to resize to; with None, images are not resized and must all have
             the size of the first one decoded.
         resize_shorter: as for :func:`decode_image`.
+
+    Returns:
+        ``(x, bad)``: the decoded images in position order, without those that failed, and
+        ``{position: message}`` of those, in position order.
     """
-    x, first, done = None, None, 0
+    x, first, done, bad = None, None, 0, {}
     progress = keras.utils.Progbar(count, unit_name="image") if count >= 5000 else None
     if progress:
         print(f"Decoding {count:,} images")
     for position, source, name in items:
-        image = decode_image(source, requested, resize_shorter, name=name)
+        done += 1
+        try:
+            image = decode_image(source, requested, resize_shorter, name=name)
+        except ValueError as e:
+            bad[position] = str(e)
+            continue
         if x is None:
             x, first = np.empty((count, *image.shape), "uint8"), name
         elif image.shape != x.shape[1:]:
@@ -563,7 +680,6 @@ def _decode_all(items, count, requested, resize_shorter):
                 "pass image_size= to resize them all."
             )
         x[position] = image
-        done += 1
         if progress and done % 5000 == 0 and done < count:
             progress.update(done)
     if x is None:
@@ -572,4 +688,10 @@ def _decode_all(items, count, requested, resize_shorter):
         raise ValueError(f"Expected {count:,} images, decoded {done:,}: did the files change while they were read?")
     if progress:
         progress.update(count, finalize=True)
-    return x
+    bad = dict(sorted(bad.items()))
+    if bad and len(x):  # close the gaps in place (rows move only down): no second copy of the array
+        for row, position in enumerate(i for i in range(count) if i not in bad):
+            if row != position:
+                x[row] = x[position]
+        x = x[:count - len(bad)]
+    return x, bad

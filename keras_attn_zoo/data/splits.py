@@ -23,9 +23,12 @@ class Split(abc.ABC):
         class_names: class names in label order.
         image_shape: (H, W, C) of the images it yields.
         num_examples: number of images.
+        skipped: the messages (each naming its file) of the images left out because they
+            cannot be used (``load_split(skip_bad_images=True)``); empty otherwise.
     """
 
     image_shape = ()
+    skipped = ()
 
     @property
     def num_classes(self):

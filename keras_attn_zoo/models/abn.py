@@ -12,7 +12,7 @@ import keras
 from keras import ops
 
 from keras_attn_zoo.layers.attention_branch import AttentionMapWeighting
-from keras_attn_zoo.models.outputs import ScoresModel, find_layer
+from keras_attn_zoo.models.outputs import ScoresModel, find_layer, replica_share
 
 
 def attention_branch(features, branch_stage, classes, epsilon=1e-5, mode="residual", branch_bn=True):
@@ -78,7 +78,7 @@ class ABNModel(ScoresModel):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if isinstance(y_pred, dict):
             perception = super().compute_loss(x, y, y_pred["predictions"], sample_weight, training)
-            return perception + self.attention_loss(y, y_pred["abn_logits"], sample_weight)
+            return perception + replica_share(self.attention_loss(y, y_pred["abn_logits"], sample_weight))
         return super().compute_loss(x, y, y_pred, sample_weight, training)
 
 

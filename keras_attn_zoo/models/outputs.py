@@ -9,6 +9,7 @@ returns the dict, and the subclass's ``compute_loss`` reads it.
 """
 
 import keras
+from keras import ops
 
 SCORES_KEY = "predictions"
 
@@ -37,3 +38,28 @@ def find_layer(model, name):
     """A layer of ``model`` or of a model it wraps (the trainer's wrapper nests the model), or
     None."""
     return next((layer for layer in model._flatten_layers() if layer.name == name), None)
+
+
+def _replicas_in_sync():
+    """Replicas a ``tf.distribute`` strategy computes the step on (1 elsewhere: JAX and PyTorch
+    distribute a global batch, not per-replica losses)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def replica_share(loss):
+    """A loss a model computes itself (not through a ``keras.losses.Loss``), as one replica's
+    share: divided by the replicas in sync under ``tf.distribute``, as Keras divides compiled
+    and added losses, because the replicas' gradients are summed. Unchanged with one replica.
+    Without it, a term computed by hand weighs ``replicas`` times its compiled neighbours."""
+    replicas = _replicas_in_sync()
+    return loss if replicas == 1 else loss * ops.cast(1.0 / replicas, loss.dtype)
+
+
+def replica_total(loss):
+    """The inverse of :func:`replica_share`: a per-replica share of a loss as its value, for logs."""
+    replicas = _replicas_in_sync()
+    return loss if replicas == 1 else loss * ops.cast(replicas, loss.dtype)

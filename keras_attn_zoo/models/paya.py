@@ -20,7 +20,7 @@ from keras import ops
 from keras_attn_zoo.layers.attend_rectify import (
     GATE_MODES, PayaAggregation, PayaGate, PayaModule, kaiming_normal,
 )
-from keras_attn_zoo.models.outputs import ScoresModel, find_layer
+from keras_attn_zoo.models.outputs import ScoresModel, find_layer, replica_share
 
 OUTPUT = "paya_output"
 SCORES = "paya_scores"
@@ -154,7 +154,7 @@ class PAYAModel(ScoresModel):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if isinstance(y_pred, dict):
-            losses = [self.paya_loss(y, y_pred, sample_weight)]
+            losses = [replica_share(self.paya_loss(y, y_pred, sample_weight))]
             losses += [self._aggregate_additional_loss(loss) for loss in self.losses]
             return ops.sum(ops.stack(losses)) if len(losses) > 1 else losses[0]
         return super().compute_loss(x, y, y_pred, sample_weight, training)

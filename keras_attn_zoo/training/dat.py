@@ -46,6 +46,7 @@ from keras import ops
 
 from keras_attn_zoo import losses
 from keras_attn_zoo.autodiff import Probe, check_backend, linearize
+from keras_attn_zoo.models.outputs import replica_share, replica_total
 from keras_attn_zoo.registry import get_spec
 
 TERMS = ("l_cls", "siou_inner", "siou_last", "l_ac")
@@ -376,17 +377,18 @@ class DATModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not isinstance(y_pred, dict):
             return super().compute_loss(x, y, y_pred, sample_weight, training)
-        cls = super().compute_loss(x, y, y_pred["scores"], sample_weight, training)
+        # Keras' compiled (and added) losses come as this replica's share under tf.distribute;
+        # the terms are computed as values, logged as values and returned as a share.
+        cls = replica_total(ops.cast(super().compute_loss(x, y, y_pred["scores"], sample_weight, training), "float32"))
         if self.abn:  # L_att of the attention branch (ABN Eq. 3) belongs to the classification loss
             cls = cls + _mean(keras.losses.sparse_categorical_crossentropy(
                 ops.reshape(y, (-1,)), y_pred["abn_logits"], from_logits=True), sample_weight)
-        values = {"l_cls": ops.cast(cls, "float32"),
-                  **{k: _mean(v, sample_weight) for k, v in y_pred["terms"].items()}}
+        values = {"l_cls": cls, **{k: _mean(v, sample_weight) for k, v in y_pred["terms"].items()}}
         total = 0.0
         for tracker in self.term_trackers:
             tracker.update_state(values[tracker.name])
             total = total + self.dat_config.weights[tracker.name] * values[tracker.name]
-        return total
+        return replica_share(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         training = isinstance(y_pred, dict)

@@ -460,7 +460,7 @@ def train_on_device(
     rows = meta["log"]
     commit = commit or git_commit()
     record = run_record(
-        name, weights_file, train_split, model_shape, stats, test_kwargs, accuracy, command, recipe, rows,
+        name, weights_file, train_split, test_split, model_shape, stats, test_kwargs, accuracy, command, recipe, rows,
         objective=None,
         epochs_completed=meta["epochs_completed"],
         images_per_second=round(statistics.median(train_split.num_examples / r["train_seconds"] for r in rows)),

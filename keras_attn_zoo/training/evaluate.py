@@ -1,4 +1,5 @@
-"""Top-1 / top-5 of weights on a data split, and ``docs/results.md``: our measured error beside
+"""Top-1 / top-5 of weights on a data split, top-1, per-class recall and the confusion matrix of a
+fine-tuned ``.keras`` file on an image folder, and ``docs/results.md``: our measured error beside
 the paper's for every published weight.
 
 The paper's numbers come from the registry's ``PaperResult`` rows, ours from the manifest: the
@@ -9,10 +10,15 @@ import datetime
 import re
 from pathlib import Path
 
+import numpy as np
+
+import keras
+
 from keras_attn_zoo import weights as weights_lib
 from keras_attn_zoo.data import load_split, recorded_stats
+from keras_attn_zoo.modelfile import load_model, metadata_stats
 from keras_attn_zoo.registry import PAPERS, get_spec, load
-from keras_attn_zoo.training.trainer import evaluate_split
+from keras_attn_zoo.training.trainer import evaluate_split, training_model
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
 
@@ -30,7 +36,7 @@ def _weights_record(name, weights):
 
 
 def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, data_dir=None,
-             manual_dir=None, seed=0, verbose="auto"):
+             manual_dir=None, seed=0, verbose="auto", skip_bad_images=False):
     """Measure weights of a model on a data split, with the weights' own preprocessing.
 
     Args:
@@ -43,16 +49,18 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
         data_dir, manual_dir: as in ``load_split``.
         seed: seed of ``limit``. Defaults to 0.
         verbose: as in :func:`evaluate_split`. Defaults to "auto".
+        skip_bad_images: as in ``load_split``. Defaults to False.
 
     Returns:
         ``{"top1", "top5", "top1_error", "split", "images", "data"}``.
     """
     name = get_spec(name).name
     record = _weights_record(name, weights)
-    stats = recorded_stats(name, weights)
+    stats = recorded_stats(name, weights, fix="evaluate reads it from there (the \"preprocessing\" mean and std "
+                                              "that `keras-attn-zoo train` records)")
     transform = {"image_size": record.input_shape[:2], **record.eval_transform}
     data_split = load_split(data, split, limit=limit, seed=seed, data_dir=data_dir,
-                            manual_dir=manual_dir, **transform)
+                            manual_dir=manual_dir, skip_bad_images=skip_bad_images, **transform)
     if record.class_names and tuple(data_split.class_names) != record.class_names:
         raise ValueError(
             f"The classes of {data_split.description} ({', '.join(data_split.class_names[:5])}...) "
@@ -62,6 +70,120 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
     model = load(name, weights=weights, num_classes=record.num_classes,
                  input_shape=record.input_shape, classifier_activation=None)
     return evaluate_split(model, data_split, stats, batch_size=batch_size, verbose=verbose)
+
+
+def confusion_matrix(model, split, stats, batch_size=256):
+    """Counts of (true class, predicted class) of a model's top-1 on a split.
+
+    Args:
+        model: a classifier taking normalised images.
+        split: a ``keras_attn_zoo.data.Split`` with as many classes as the model.
+        stats: the ``ChannelStats`` the model was trained with.
+        batch_size: Defaults to 256.
+
+    Returns:
+        An int64 array (classes, classes): row i counts the images of class i by predicted class.
+    """
+    classes = model.output_shape[-1]
+    if classes != split.num_classes:
+        raise ValueError(f"{model.name} has {classes} classes, {split.description} has {split.num_classes}.")
+    wrapper = training_model(model, stats, "none")
+    batches = split.batches(batch_size)
+    items = ((batches[i] for i in range(len(batches))) if isinstance(batches, keras.utils.PyDataset)
+             else batches.as_numpy_iterator())
+    matrix = np.zeros((classes, classes), "int64")
+    for x, y in items:
+        predicted = np.argmax(keras.ops.convert_to_numpy(wrapper.predict_on_batch(x)), axis=-1)
+        np.add.at(matrix, (np.asarray(y, "int64"), predicted), 1)
+    return matrix
+
+
+def evaluate_model_file(path, data, split="test", *, batch_size=256, limit=None, data_dir=None,
+                        skip_bad_images=False):
+    """Measure a fine-tuned ``.keras`` file (``keras-attn-zoo finetune``) on an image folder.
+
+    The file's own record gives the class names (the data's must be the same), the normalisation,
+    and, for a folder without split folders, the hold-out fraction and seed it was trained with,
+    so that "val" / "test" are the images it was validated on.
+
+    Args:
+        path: the ``.keras`` file.
+        data: a folder or archive of class folders (see ``keras_attn_zoo.data.load_split``).
+        split: "train", "val" / "validation" or "test". Defaults to "test".
+        batch_size: Defaults to 256.
+        limit: measure on a seeded subset of this many images.
+        data_dir, skip_bad_images: as in ``load_split``.
+
+    Returns:
+        ``{"top1", "images", "data", "split", "class_names", "recall" (per class), "confusion"
+        (rows: true class, columns: predicted, as lists)}``.
+    """
+    model, metadata = load_model(path)
+    stats = metadata_stats(metadata)
+    if stats is None:
+        raise ValueError(f"{path} records no normalisation (it was not saved by keras-attn-zoo finetune): "
+                         "evaluate cannot know how its inputs were normalised.")
+    image_size = tuple(model.input_shape[1:3])
+    # files fine-tuned before the record held them: fine_tune's defaults (the description says which)
+    data_split = load_split(data, split, image_size=image_size, limit=limit, data_dir=data_dir,
+                            holdout=metadata.get("validation_split", 0.2), seed=metadata.get("seed", 0),
+                            skip_bad_images=skip_bad_images)
+    names = list(metadata.get("class_names") or data_split.class_names)
+    if list(data_split.class_names) != names:
+        raise ValueError(f"The classes of {data_split.description} ({', '.join(data_split.class_names)}) are not "
+                         f"those {path} was trained on ({', '.join(names)}).")
+    matrix = confusion_matrix(model, data_split, stats, batch_size)
+    totals = matrix.sum(axis=1)
+    return {
+        "top1": round(float(np.trace(matrix) / matrix.sum()), 6),
+        "images": int(matrix.sum()),
+        "data": data_split.description,
+        "split": data_split.split,
+        "class_names": names,
+        "recall": [round(float(matrix[i, i] / totals[i]), 6) if totals[i] else None for i in range(len(names))],
+        "confusion": matrix.tolist(),
+    }
+
+
+def confusion_text(result):
+    """Per-class recall and the confusion matrix of :func:`evaluate_model_file` as console lines."""
+    names, matrix = result["class_names"], np.asarray(result["confusion"])
+    width = max(len(n) for n in names)
+    cell = max(6, len(str(matrix.max())) + 2, *(len(n) + 2 for n in names))
+    lines = ["per-class recall (the share of each class's images predicted as that class):"]
+    for i, (name, recall) in enumerate(zip(names, result["recall"])):
+        value = "-" if recall is None else f"{recall:.4f}"
+        lines.append(f"  {name:<{width}}  {value:>6}  ({matrix[i, i]}/{matrix[i].sum()})")
+    lines.append("confusion matrix (rows: true class, columns: predicted class):")
+    lines.append(f"  {'':<{width}}" + "".join(f"{n:>{cell}}" for n in names))
+    for name, row in zip(names, matrix):
+        lines.append(f"  {name:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
+    return "\n".join(lines)
+
+
+def save_confusion_matrix(path, result, title):
+    """Draw :func:`evaluate_model_file`'s confusion matrix (counts, rows: true class) as a PNG."""
+    from keras_attn_zoo.explain.plots import require_matplotlib
+
+    _, Figure = require_matplotlib()
+    names, matrix = result["class_names"], np.asarray(result["confusion"])
+    side = 2.5 + 0.6 * len(names)
+    figure = Figure(figsize=(side + 1.5, side))
+    axes = figure.add_subplot()
+    image = axes.imshow(matrix, cmap="Blues", vmin=0)
+    figure.colorbar(image, ax=axes, label="images")
+    axes.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="predicted class", ylabel="true class",
+             title=title)
+    axes.title.set_fontsize(10)
+    axes.set_xticklabels(names, rotation=45, ha="right")
+    axes.set_yticklabels(names)
+    for (i, j), value in np.ndenumerate(matrix):
+        axes.text(j, i, str(value), ha="center", va="center",
+                  color="white" if value > matrix.max() / 2 else "black")
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return Path(path)
 
 
 def verify_published(data, *, manifest=None, limit=None, batch_size=256, data_dir=None, verbose=0):

@@ -36,7 +36,7 @@ from keras_attn_zoo.data import (
     IMAGENET_STATS,
     augmentation_layers,
     channel_stats,
-    load_split,
+    load_splits,
     normalization_layer,
 )
 from keras_attn_zoo.models.abn import ABNModel, abn_training_outputs
@@ -278,6 +278,7 @@ def train(
     command=None,
     objective=None,
     model_options=None,
+    skip_bad_images=False,
     sync_bn=False,
     **recipe_overrides,
 ):
@@ -315,6 +316,9 @@ def train(
         model_options: further builder arguments, recorded with the run, e.g.
             ``{"auxiliary_weight": 0.3}`` (a PAYA model's per-module cross-entropy, ours, not
             the paper's). Defaults to None.
+        skip_bad_images: leave out (and name, on stderr and in the record) the images of a
+            folder or archive that cannot be used; without it they fail before any training, all
+            of them named in one error. Defaults to False.
         sync_bn: compute BatchNormalization's batch statistics over all replicas of a
             tf.distribute strategy rather than per replica
             (:func:`~keras_attn_zoo.training.distribute.synchronize_batch_norm`; TensorFlow
@@ -358,7 +362,8 @@ def train(
     options = dict(limit=limit, eval_limit=eval_limit, image_size=image_size, data_dir=data_dir,
                    manual_dir=manual_dir, distribution=distribution, mixed_precision=mixed_precision, seed=seed,
                    init_weights=init_weights, overwrite=overwrite, verbose=verbose, command=command,
-                   objective=objective, model_options=model_options, sync_bn=sync_bn)
+                   objective=objective, model_options=model_options, skip_bad_images=skip_bad_images,
+                   sync_bn=sync_bn)
     if not distribution.is_chief:
         # A worker of a cluster other than its chief runs every step the chief runs, its saves
         # too (a save takes part in the strategy's collective ops), into a temporary folder
@@ -387,7 +392,7 @@ def run_paths(out, name):
 
 def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_size, data_dir, manual_dir,
            distribution, mixed_precision, seed, init_weights, overwrite, verbose, command, objective,
-           model_options, sync_bn, chief=True, restore_from=None):
+           model_options, skip_bad_images, sync_bn, chief=True, restore_from=None):
     """:func:`train`'s work in ``out``, holding its lock; with ``chief=False`` (another worker
     of a cluster) in a temporary folder, resuming from the checkpoint in ``restore_from``, and
     without measuring or writing a record."""
@@ -411,8 +416,10 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     model_shape = (side, side, spec.input_shape[-1])
     train_kwargs, test_kwargs = data_transforms(recipe.augmentation, model_shape[:2])
     common = {"seed": seed, "data_dir": data_dir, "manual_dir": manual_dir}
-    train_split = load_split(data, "train", limit=limit, **train_kwargs, **common)
-    test_split = load_split(data, "test", limit=eval_limit, **test_kwargs, **common)
+    splits = load_splits(data, {"train": ("train", {"limit": limit, **train_kwargs}),
+                                "test": ("test", {"limit": eval_limit, **test_kwargs})},
+                         skip_bad_images=skip_bad_images, **common)
+    train_split, test_split = splits["train"], splits["test"]
     if train_split.class_names != test_split.class_names:
         raise ValueError(f"The train and test splits of {data} have different classes.")
     stats = training_stats(train_split, seed)
@@ -497,7 +504,8 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     log_rows = _read_log(paths["log"])
     command = command or f"keras_attn_zoo.training.train({name!r}, {os.fspath(data)!r}, {recipe.name!r}, ...)"
     record = run_record(
-        name, paths["weights"], train_split, model_shape, stats, test_kwargs, accuracy, command, recipe, log_rows,
+        name, paths["weights"], train_split, test_split, model_shape, stats, test_kwargs, accuracy, command, recipe,
+        log_rows,
         objective=objective_record(getattr(wrapper, "dat_config", objective)),  # layers resolved
         model_options=model_options,
         epochs_completed=checkpoints.epoch,
@@ -519,14 +527,15 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     return record
 
 
-def run_record(name, weights_file, train_split, model_shape, stats, test_kwargs, accuracy, command, recipe,
-               log_rows, **training):
+def run_record(name, weights_file, train_split, test_split, model_shape, stats, test_kwargs, accuracy, command,
+               recipe, log_rows, **training):
     """A run's training record (``<name>.json`` beside its weights; what ``publish`` reads).
 
     Args:
         name: the registry name.
         weights_file: the saved bare model's ``.weights.h5``.
         train_split: the split it trained on.
+        test_split: the split it was measured on.
         model_shape: the model's input shape.
         stats: the ``ChannelStats`` it trained with.
         test_kwargs: how test images were loaded (``data_transforms``).
@@ -551,6 +560,8 @@ def run_record(name, weights_file, train_split, model_shape, stats, test_kwargs,
         "accuracy": {**accuracy, "command": command, "date": utc_now()},
         "training": {
             "data": train_split.description,
+            **({"skipped_images": list(dict.fromkeys([*train_split.skipped, *test_split.skipped]))}
+               if train_split.skipped or test_split.skipped else {}),
             "recipe": recipe.to_dict(),
             "time_s": round(sum(float(r.get("epoch_seconds") or 0) for r in log_rows), 1),
             "hardware": hardware(),
