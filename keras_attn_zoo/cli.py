@@ -216,6 +216,7 @@ def _train(args):
         schedule=args.schedule, milestones=milestones, weight_decay=args.weight_decay,
         augmentation=args.augmentation, objective=_objective(args), skip_bad_images=args.skip_bad_images,
         model_options=_key_values(args.model_arg, "--model-arg", "auxiliary_weight=0.3, attention_heads=2") or None,
+        sync_bn=args.sync_bn,
     )
 
 
@@ -422,6 +423,8 @@ def _add_train_parser(sub):
     p.add_argument("--tpu", help="TPU name for --strategy tpu")
     p.add_argument("--cpu-devices", type=int, help="split the CPU into N logical devices (testing distribution)")
     p.add_argument("--mixed-precision", choices=("float16", "bfloat16"))
+    p.add_argument("--sync-bn", action="store_true",
+                   help="BatchNormalization statistics over all replicas, not per replica (tf.distribute)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-weights", help="start from these weights (tag or path)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in the output folder")

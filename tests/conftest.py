@@ -9,7 +9,7 @@ from helpers import extract_cifar  # noqa: E402
 
 
 def pytest_addoption(parser):
-    parser.addoption("--run-slow", action="store_true", help="run the slow, full-size tests")
+    parser.addoption("--run-slow", action="store_true", help="run the slow tests: full-size checks, training in several processes")
 
 
 def pytest_collection_modifyitems(config, items):

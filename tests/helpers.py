@@ -164,3 +164,22 @@ def bomb_png(path, width, height, rows=None):
     Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts))
                            + chunk(b"IEND", b""))
     return Path(path)
+
+
+# Python code that makes `tensorflow` (and tensorflow-datasets, tensorboard) unimportable, as
+# on the accelerator machine (JAX only); put before code run with `python -c`.
+NO_TENSORFLOW = """
+import importlib.abc, sys
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("tensorflow", "tensorflow_datasets", "tensorboard"):
+            raise ImportError(f"{name} is not installed here")
+
+sys.meta_path.insert(0, NoTensorFlow())
+"""
+# Runs the CLI (its arguments after `-c CODE`) with `tensorflow` unimportable.
+WITHOUT_TENSORFLOW = NO_TENSORFLOW + """
+from keras_attn_zoo.cli import main
+sys.exit(main(sys.argv[1:]))
+"""

@@ -20,7 +20,7 @@ import keras
 import keras_attn_zoo as zoo
 from keras_attn_zoo.cli import main
 from keras_attn_zoo.training import train, trainer
-from keras_attn_zoo.training.checkpoints import LOCK_FILE, checkpoint_epoch
+from keras_attn_zoo.training.checkpoints import LOCK_FILE, checkpoint_epoch, trim_log
 
 
 
@@ -223,3 +223,15 @@ def test_resume_state_is_written_whole_or_not_at_all(tmp_path):
         write_json(tmp_path / "best.json", {"epoch": object()})
     assert json.loads((tmp_path / "best.json").read_text()) == {"epoch": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", path.name]
+
+
+def test_trim_log_renumbers_a_log_written_from_zero(tmp_path):
+    """A run started before the log counted epochs from 1 and resumed after: its rows are
+    renumbered from 1 and trimmed to the checkpoint, so the log keeps one numbering and no
+    epoch twice."""
+    log = tmp_path / "training_log.csv"
+    log.write_text("epoch,accuracy\n0,0.3\n1,0.5\n2,0.6\n")  # a row of epoch 3 before its checkpoint
+    trim_log(log, 2)
+    assert log.read_text().splitlines() == ["epoch,accuracy", "1,0.3", "2,0.5"]
+    trim_log(log, 2)  # already from 1: unchanged
+    assert log.read_text().splitlines() == ["epoch,accuracy", "1,0.3", "2,0.5"]

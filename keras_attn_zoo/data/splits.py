@@ -106,6 +106,7 @@ class Batches(keras.utils.PyDataset):
         self.shuffle, self.seed, self.drop_remainder = shuffle, seed, drop_remainder
         self.epoch = 0
         self.order = self._order()
+        self.part, self.parts = 0, 1
 
     def _order(self):
         if not self.shuffle:
@@ -118,9 +119,29 @@ class Batches(keras.utils.PyDataset):
             raise ValueError(f"{self.size} images give no full batch of {self.batch_size}.")
         return count
 
+    def indices(self, index):
+        """The positions of the examples in batch ``index`` of the current epoch, sorted (what
+        ``self[index]`` loads; the device-resident loop of ``training.device_loop`` gathers the
+        same batches on the accelerator); of a shared batch, this part's."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"Batch {index} of {len(self)}.")
+        batch = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+        if len(batch) % self.parts:
+            raise ValueError(f"A batch of {len(batch)} cannot be shared by {self.parts} processes: drop the "
+                             "remainder, or choose a batch size they divide.")
+        size = len(batch) // self.parts
+        return batch[self.part * size:(self.part + 1) * size]
+
+    def share(self, part, parts):
+        """Yield only part ``part`` of ``parts`` (contiguous, equal) of every batch: one process's share
+        of the global batch when several processes train together. Returns ``self``."""
+        if not 0 <= part < parts:
+            raise ValueError(f"part must be in [0, {parts}), got {part}.")
+        self.part, self.parts = part, parts
+        return self
+
     def __getitem__(self, index):
-        idx = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
-        return self.load(idx)
+        return self.load(self.indices(index))
 
     def set_epoch(self, epoch):
         """Continue with the order of ``epoch`` (when training resumes from a checkpoint)."""

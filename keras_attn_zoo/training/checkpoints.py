@@ -168,7 +168,8 @@ def trim_log(path, epochs):
     """Keep only the rows of the first ``epochs`` epochs (column ``epoch``, from 1) in a CSV log.
 
     A kill after an epoch's row was written but before its checkpoint repeats that epoch; without
-    this its row would be there twice.
+    this its row would be there twice. A log an earlier version numbered from 0 is renumbered
+    from 1 first, so that a run resumed across the change keeps one numbering.
     """
     path = Path(path)
     if not path.is_file():
@@ -176,8 +177,12 @@ def trim_log(path, epochs):
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields, rows = reader.fieldnames, list(reader)
+    renumbered = bool(rows) and int(float(rows[0]["epoch"])) == 0
+    if renumbered:  # written from 0 (Keras' CSVLogger) by an earlier version: count from 1 as now
+        for row in rows:
+            row["epoch"] = str(int(float(row["epoch"])) + 1)
     kept = [row for row in rows if int(float(row["epoch"])) <= epochs]
-    if len(kept) == len(rows):
+    if len(kept) == len(rows) and not renumbered:
         return
     tmp = _temporary(path)
     try:

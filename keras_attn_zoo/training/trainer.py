@@ -26,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,7 +56,7 @@ from keras_attn_zoo.training.checkpoints import (
     write_json,
 )
 from keras_attn_zoo.training.dat import dat_model, objective_config, objective_record
-from keras_attn_zoo.training.distribute import get_distribution
+from keras_attn_zoo.training.distribute import get_distribution, synchronize_batch_norm
 from keras_attn_zoo.training.optimizers import CoupledSGD
 from keras_attn_zoo.training.recipes import get_recipe, learning_rate_schedule
 from keras_attn_zoo.weights import sha256
@@ -122,6 +123,29 @@ def compile_for_evaluation(wrapper, model):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
         metrics=classification_metrics(model.output_shape[-1]),
     )
+
+
+def compile_training(wrapper, recipe, steps_per_epoch, num_classes):
+    """Compile a training wrapper for ``fit`` with a recipe: :class:`CoupledSGD` on the recipe's
+    learning-rate schedule (``steps_per_epoch`` optimizer steps an epoch), cross-entropy from
+    logits, top-1 / top-5 (ABN and PAYA wrappers add their own losses to it)."""
+    optimizer = CoupledSGD(
+        learning_rate_schedule(recipe, steps_per_epoch), momentum=recipe.momentum,
+        nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
+    )
+    wrapper.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=classification_metrics(num_classes),
+    )
+
+
+def training_stats(split, seed=0):
+    """The normalisation a run trains with: ImageNet's published mean / std for ImageNet, else
+    measured on (up to ``STATS_SAMPLE`` images of) the training split."""
+    if split.dataset == "imagenet":
+        return IMAGENET_STATS
+    return channel_stats(split.sample_images(STATS_SAMPLE, seed=seed))
 
 
 def classification_metrics(num_classes):
@@ -273,6 +297,7 @@ def train(
     objective=None,
     model_options=None,
     skip_bad_images=False,
+    sync_bn=False,
     **recipe_overrides,
 ):
     """Train a registered model on a data set with a recipe and measure it on the test split.
@@ -312,11 +337,18 @@ def train(
         skip_bad_images: leave out (and name, on stderr and in the record) the images of a
             folder or archive that cannot be used; without it they fail before any training, all
             of them named in one error. Defaults to False.
+        sync_bn: compute BatchNormalization's batch statistics over all replicas of a
+            tf.distribute strategy rather than per replica
+            (:func:`~keras_attn_zoo.training.distribute.synchronize_batch_norm`; TensorFlow
+            only). Defaults to False.
         **recipe_overrides: recipe fields: ``epochs``, ``batch_size``, ``learning_rate``,
             ``schedule``, ``milestones``, ``weight_decay``, ``momentum``, ``augmentation``...
 
     Returns:
-        The training record (a dict, also written to ``<output_dir>/<name>.json``).
+        The training record (a dict, also written to ``<output_dir>/<name>.json``); None in a
+        ``multi_worker`` cluster's workers other than the chief, which train and write nothing
+        (they read the chief's checkpoints in ``output_dir`` to resume, so in a cluster of
+        several machines it must be a folder they all see).
 
     Raises:
         FloatingPointError: when the loss stops being finite; the last good checkpoint is kept.
@@ -334,12 +366,39 @@ def train(
     model_options = dict(model_options or {})
     if any(not isinstance(key, str) for key in model_options):
         raise ValueError(f"model_options must map builder argument names to values, got {model_options!r}.")
-    if model_options:  # unknown, fixed or bad builder arguments fail before any data is read
-        load(name, **model_options)
     if mixed_precision not in (None, *MIXED_PRECISION):
         raise ValueError(f"mixed_precision must be None, 'float16' or 'bfloat16'; got {mixed_precision!r}.")
+    if not isinstance(sync_bn, bool):
+        raise ValueError(f"sync_bn must be True or False, got {sync_bn!r}.")
+    # Before anything runs on the backend: MultiWorkerMirroredStrategy configures TensorFlow at
+    # start-up, JAX's processes connect before their first computation.
+    distribution = get_distribution(strategy, tpu)
+    if model_options:  # unknown, fixed or bad builder arguments fail before any data is read
+        load(name, **model_options)
     out = Path(output_dir) if output_dir is not None else Path("runs") / name
-    paths = {
+    paths = run_paths(out, name)
+    options = dict(limit=limit, eval_limit=eval_limit, image_size=image_size, data_dir=data_dir,
+                   manual_dir=manual_dir, distribution=distribution, mixed_precision=mixed_precision, seed=seed,
+                   init_weights=init_weights, overwrite=overwrite, verbose=verbose, command=command,
+                   objective=objective, model_options=model_options, skip_bad_images=skip_bad_images,
+                   sync_bn=sync_bn)
+    if not distribution.is_chief:
+        # A worker of a cluster other than its chief runs every step the chief runs, its saves
+        # too (a save takes part in the strategy's collective ops), into a temporary folder
+        # removed at the end; it resumes from the chief's checkpoint.
+        if not overwrite and paths["record"].exists():
+            raise ValueError(f"{out} holds a finished run ({paths['record'].name}); pass overwrite=True (--overwrite) or another output folder.")
+        with tempfile.TemporaryDirectory(prefix=f"{name}-worker-") as folder:
+            _train(spec, name, data, recipe, Path(folder), run_paths(Path(folder), name), chief=False,
+                   restore_from=None if overwrite else paths["backup"], **{**options, "overwrite": False})
+        return None
+    with run_lock(out):
+        return _train(spec, name, data, recipe, out, paths, **options)
+
+
+def run_paths(out, name):
+    """The files of a run of ``name`` in its folder ``out`` (see the module's docstring)."""
+    return {
         "weights": out / f"{name}.weights.h5",
         "record": out / f"{name}.json",
         "best": out / f"{name}.best.weights.h5",
@@ -347,18 +406,14 @@ def train(
         "backup": out / "backup",
         "tensorboard": out / "tensorboard",
     }
-    with run_lock(out):
-        return _train(spec, name, data, recipe, out, paths, limit=limit, eval_limit=eval_limit,
-                      image_size=image_size, data_dir=data_dir, manual_dir=manual_dir, strategy=strategy,
-                      tpu=tpu, mixed_precision=mixed_precision, seed=seed, init_weights=init_weights,
-                      overwrite=overwrite, verbose=verbose, command=command, objective=objective,
-                      model_options=model_options, skip_bad_images=skip_bad_images)
 
 
 def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_size, data_dir, manual_dir,
-           strategy, tpu, mixed_precision, seed, init_weights, overwrite, verbose, command, objective,
-           model_options, skip_bad_images):
-    """:func:`train`'s work, holding the output folder's lock."""
+           distribution, mixed_precision, seed, init_weights, overwrite, verbose, command, objective,
+           model_options, skip_bad_images, sync_bn, chief=True, restore_from=None):
+    """:func:`train`'s work in ``out``, holding its lock; with ``chief=False`` (another worker
+    of a cluster) in a temporary folder, resuming from the checkpoint in ``restore_from``, and
+    without measuring or writing a record."""
     if overwrite:  # start over: a finished run, or an unfinished one's resume state
         remove_paths(*(paths[key] for key in ("weights", "record", "best", "log", "backup", "tensorboard")))
     elif paths["record"].exists():
@@ -375,7 +430,6 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
         started_with = commit
         write_json(started, {"commit": commit, "date": utc_now()})
     keras.utils.set_random_seed(seed)
-    distribution = get_distribution(strategy, tpu)
     side = image_size or (224 if recipe.augmentation == "imagenet" else spec.input_shape[0])
     model_shape = (side, side, spec.input_shape[-1])
     train_kwargs, test_kwargs = data_transforms(recipe.augmentation, model_shape[:2])
@@ -386,16 +440,14 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     train_split, test_split = splits["train"], splits["test"]
     if train_split.class_names != test_split.class_names:
         raise ValueError(f"The train and test splits of {data} have different classes.")
-    if train_split.dataset == "imagenet":
-        stats = IMAGENET_STATS
-    else:
-        stats = channel_stats(train_split.sample_images(STATS_SAMPLE, seed=seed))
+    stats = training_stats(train_split, seed)
     print(f"{name}: {train_split.description} -> {test_split.description}; {recipe.summary()}; "
           f"{distribution.description}")
 
     drop_train, drop_test = _drop_remainders(distribution, recipe.batch_size, train_split, test_split)
-    train_batches = train_split.batches(recipe.batch_size, shuffle=True, seed=seed, drop_remainder=drop_train)
-    test_batches = test_split.batches(recipe.batch_size, drop_remainder=drop_test)
+    train_batches = distribution.share(
+        train_split.batches(recipe.batch_size, shuffle=True, seed=seed, drop_remainder=drop_train))
+    test_batches = distribution.share(test_split.batches(recipe.batch_size, drop_remainder=drop_test))
     steps_per_epoch = (train_split.num_examples // recipe.batch_size if drop_train
                        else math.ceil(train_split.num_examples / recipe.batch_size))
 
@@ -408,17 +460,15 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
         with distribution.scope():
             model = load(name, weights=init_weights, num_classes=train_split.num_classes,
                          input_shape=model_shape, classifier_activation=None, **model_options)
+            if sync_bn:
+                synchronize_batch_norm(model)
             wrapper = training_model(model, stats, recipe.augmentation, seed, objective)
-            optimizer = CoupledSGD(
-                learning_rate_schedule(recipe, steps_per_epoch), momentum=recipe.momentum,
-                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
-            )
-            wrapper.compile(
-                optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=classification_metrics(train_split.num_classes),
-            )
-            resume_epoch = checkpoints.restore(wrapper)
+            compile_training(wrapper, recipe, steps_per_epoch, train_split.num_classes)
+            distribution.prepare(wrapper)
+            if chief:
+                resume_epoch = checkpoints.restore(wrapper)
+            else:  # the chief's checkpoint, if any
+                resume_epoch = checkpoints.epoch = restore_from and Checkpoints(restore_from).restore(wrapper)
             if resume_epoch is not None:
                 if resume_epoch > recipe.epochs:
                     raise ValueError(f"{paths['backup']} holds a checkpoint after epoch {resume_epoch}, more than "
@@ -438,12 +488,15 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
             ]
             if _tensorboard_available():
                 callbacks.append(keras.callbacks.TensorBoard(str(paths["tensorboard"])))
-            else:
+            elif chief:
                 print("TensorBoard logs skipped: TensorFlow and tensorboard are not both installed "
                       '(pip install -e ".[tf-cpu]").', file=sys.stderr)
             callbacks.append(checkpoints)  # last: an epoch is done once all its files are written
             if (resume_epoch or 0) < recipe.epochs:
-                wrapper.fit(train_batches, validation_data=test_batches, epochs=recipe.epochs,
+                # shuffle=False: the batches are shuffled already, by seed and epoch (Batches); Keras'
+                # own shuffle would reorder them with Python's global random state, which neither a
+                # resumed run nor the other processes of a cluster share.
+                wrapper.fit(train_batches, validation_data=test_batches, epochs=recipe.epochs, shuffle=False,
                             initial_epoch=resume_epoch or 0, callbacks=callbacks, verbose=verbosity(verbose))
             if checkpoints.diverged:
                 last = (f"the checkpoint after epoch {checkpoints.epoch} is kept in {paths['backup']}: run again "
@@ -457,6 +510,10 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     wall = time.perf_counter() - start
+    if not chief:
+        print(f"{name}: trained as a worker of {distribution.description}; the chief writes the "
+              "weights and the record")
+        return None
 
     # Measure the saved file, not the in-memory model: what users load is what is reported.
     evaluated = load(name, weights=str(paths["weights"]), num_classes=train_split.num_classes,
@@ -464,11 +521,54 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     accuracy = evaluate_split(evaluated, test_split, stats, batch_size=recipe.batch_size, verbose=verbose)
     log_rows = _read_log(paths["log"])
     command = command or f"keras_attn_zoo.training.train({name!r}, {os.fspath(data)!r}, {recipe.name!r}, ...)"
-    record = {
+    record = run_record(
+        name, paths["weights"], train_split, test_split, model_shape, stats, test_kwargs, accuracy, command, recipe,
+        log_rows,
+        objective=objective_record(getattr(wrapper, "dat_config", objective)),  # layers resolved
+        model_options=model_options,
+        epochs_completed=checkpoints.epoch,
+        wall_time_last_run_s=round(wall, 1),
+        resumed_after_epoch=resume_epoch,
+        strategy=distribution.description,
+        mixed_precision=mixed_precision,
+        sync_batch_norm=sync_bn,
+        seed=seed,
+        commit=started_with,
+        **({"resumed_with_commit": commit} if commit != started_with else {}),
+    )
+    if len(log_rows) != checkpoints.epoch:
+        print(f"WARNING: {paths['log']} has {len(log_rows)} rows for {checkpoints.epoch} epochs", file=sys.stderr)
+    write_json(paths["record"], record)
+    shutil.rmtree(paths["backup"])  # only now: a kill before the record resumes (and finishes) the run
+    print(f"Wrote {paths['weights']} and {paths['record']}: {accuracy['data']}: {accuracy_text(accuracy)}")
+    return record
+
+
+def run_record(name, weights_file, train_split, test_split, model_shape, stats, test_kwargs, accuracy, command,
+               recipe, log_rows, **training):
+    """A run's training record (``<name>.json`` beside its weights; what ``publish`` reads).
+
+    Args:
+        name: the registry name.
+        weights_file: the saved bare model's ``.weights.h5``.
+        train_split: the split it trained on.
+        test_split: the split it was measured on.
+        model_shape: the model's input shape.
+        stats: the ``ChannelStats`` it trained with.
+        test_kwargs: how test images were loaded (``data_transforms``).
+        accuracy: :func:`evaluate_split`'s measurement of the saved file.
+        command: the command line that ran it.
+        recipe: the :class:`~keras_attn_zoo.training.recipes.Recipe`.
+        log_rows: the per-epoch log's rows (their ``epoch_seconds`` add up to ``time_s``).
+        **training: the run's other facts (``epochs_completed``, ``strategy``, ``seed``,
+            ``commit``...), in the record's ``training`` section.
+    """
+    weights_file = Path(weights_file)
+    return {
         "model": name,
-        "file": paths["weights"].name,
-        "sha256": sha256(paths["weights"]),
-        "size": paths["weights"].stat().st_size,
+        "file": weights_file.name,
+        "sha256": sha256(weights_file),
+        "size": weights_file.stat().st_size,
         "num_classes": train_split.num_classes,
         "input_shape": list(model_shape),
         "class_names": list(train_split.class_names),
@@ -480,29 +580,14 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
             **({"skipped_images": list(dict.fromkeys([*train_split.skipped, *test_split.skipped]))}
                if train_split.skipped or test_split.skipped else {}),
             "recipe": recipe.to_dict(),
-            "objective": objective_record(getattr(wrapper, "dat_config", objective)),  # layers resolved
-            "model_options": model_options,
-            "epochs_completed": checkpoints.epoch,
             "time_s": round(sum(float(r.get("epoch_seconds") or 0) for r in log_rows), 1),
-            "wall_time_last_run_s": round(wall, 1),
-            "resumed_after_epoch": resume_epoch,
             "hardware": hardware(),
-            "strategy": distribution.description,
-            "mixed_precision": mixed_precision,
-            "seed": seed,
             "software": f"keras {keras.__version__}, backend {backend_version()}",
             "command": command,
-            "commit": started_with,
-            **({"resumed_with_commit": commit} if commit != started_with else {}),
+            **training,
             "date": utc_now(),
         },
     }
-    if len(log_rows) != checkpoints.epoch:
-        print(f"WARNING: {paths['log']} has {len(log_rows)} rows for {checkpoints.epoch} epochs", file=sys.stderr)
-    write_json(paths["record"], record)
-    shutil.rmtree(paths["backup"])  # only now: a kill before the record resumes (and finishes) the run
-    print(f"Wrote {paths['weights']} and {paths['record']}: {accuracy['data']}: {accuracy_text(accuracy)}")
-    return record
 
 
 def _drop_remainders(distribution, batch_size, *splits):
