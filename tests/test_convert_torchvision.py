@@ -21,7 +21,6 @@ import keras_attn_zoo as zoo
 from keras_attn_zoo import registry, weights
 from keras_attn_zoo.cli import main
 from keras_attn_zoo.convert import IMAGENET_STATS, convert_torchvision_checkpoint, load_state_dict
-from keras_attn_zoo.images import normalization_for
 from keras_attn_zoo.modelfile import load_model, metadata_stats
 from keras_attn_zoo.normalization import ChannelStats
 from keras_attn_zoo.registry import TORCHVISION_RESNETS, TORCHVISION_URL, load_with_report
@@ -133,7 +132,8 @@ def test_a_converted_plain_resnet_gives_torchvisions_logits(arch, tmp_path):
     assert_close_to_scale(model.predict(x, verbose=0), run_torch(reference, x))
     # the record beside the file: torchvision's normalisation, what predict / explain / export use
     record = weights.trained_record(out)
-    assert record.normalization == IMAGENET_STATS and normalization_for(model, str(out)) == IMAGENET_STATS
+    assert record.normalization == IMAGENET_STATS
+    assert registry.load_for_inference(model.name, str(out), input_shape=SIZE).normalization == IMAGENET_STATS
     assert (record.num_classes, record.input_shape, record.fresh_layers) == (1000, (224, 224, 3), ())
     assert record.sha256 == weights.sha256(out)
     assert dict(record.converted_from) == {"file": f"{arch}.pth", "sha256": weights.sha256(tmp_path / f"{arch}.pth"),
