@@ -87,7 +87,7 @@ def test_killed_run_resumes_to_the_unbroken_weights_which_load_under_tensorflow(
     training = record["training"]
     assert training["epochs_completed"] == 2 and "backend jax" in training["software"]
     assert [(s["from_epoch"], s["to_epoch"]) for s in training["sessions"]] == [(0, 1), (1, 2)]
-    assert [int(r["epoch"]) for r in log_rows(resumed)] == [0, 1]
+    assert [int(r["epoch"]) for r in log_rows(resumed)] == [1, 2]  # from 1, as the trainer's CSV log
     assert log_rows(resumed)[0] == log_rows(killed)[0]  # the first session's row, carried by the checkpoint
     assert not checkpoint_files(resumed, "resnet20")  # removed once the record is written
 

@@ -436,7 +436,7 @@ def train_on_device(
                     f"Training {name} diverged in epoch {epoch + 1} (the loss is not finite); nothing of it was "
                     "saved" + (", and the last checkpoint in " + str(out) + " is kept"
                                if checkpoint_files(out, name) else "") + ".")
-            meta["log"].append({"epoch": epoch, **{k: round(v, 6) for k, v in logs.items()},
+            meta["log"].append({"epoch": epoch + 1, **{k: round(v, 6) for k, v in logs.items()},
                                 "learning_rate": learning_rate, "epoch_seconds": round(last_seconds, 3),
                                 "train_seconds": round(train_seconds, 3)})
             meta["epochs_completed"] = epoch + 1

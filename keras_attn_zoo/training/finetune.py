@@ -508,7 +508,8 @@ def _fit(model, stats, augmentation, seed, train_batches, val_batches, learning_
     if start < end:
         if hasattr(train_batches, "set_epoch"):
             train_batches.set_epoch(start)  # the shuffling order of an uninterrupted run
-        wrapper.fit(train_batches, validation_data=val_batches, epochs=end, initial_epoch=start,
+        # shuffle=False: the batches are shuffled already, by seed and epoch (as in the trainer)
+        wrapper.fit(train_batches, validation_data=val_batches, epochs=end, initial_epoch=start, shuffle=False,
                     callbacks=callbacks, verbose=verbosity(verbose))
     if checkpoints.diverged:
         last = (f"the checkpoint after epoch {checkpoints.epoch} is kept in {backup}: run again to resume from it, "
