@@ -90,7 +90,7 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
     assert "Resuming from the checkpoint after epoch 1" in out
     assert "Epoch 1/2" not in out and "Epoch 2/2" in out
     rows = log_rows(tmp_path)
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]  # epochs count from 1 in the CSV log, as in the console
     # 0.01 only if the optimizer's step counter was restored (8 steps done, the drop at step 8).
     assert [float(r["learning_rate"]) for r in rows] == pytest.approx([0.1, 0.01])
     record = json.loads((tmp_path / "resnet20.json").read_text())
