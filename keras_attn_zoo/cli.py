@@ -333,6 +333,10 @@ def _evaluate_model_file(args):
     if args.weights or args.record:
         raise ValueError("A .keras file holds its own weights and is not published: give no --weights or --record.")
     stats = _normalization_argument(args)
+    if args.output:  # before measuring, not after
+        from keras_attn_zoo.explain.plots import require_matplotlib
+
+        require_matplotlib("the confusion-matrix picture (-o)")
     result = evaluate_model_file(args.name, args.data, args.split, batch_size=args.batch_size, limit=args.limit,
                                  data_dir=args.data_dir, skip_bad_images=args.skip_bad_images, normalization=stats)
     correct = sum(row[i] for i, row in enumerate(result["confusion"]))

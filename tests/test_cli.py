@@ -108,3 +108,21 @@ def test_predict_starts_the_backend_quietly_and_without_its_optional_extras(tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("docs/images/cat.jpg: cat ") and (tmp_path / "cat.png").is_file()
     assert result.stderr == "", result.stderr[-3000:]
+
+
+def test_a_missing_matplotlib_names_the_picture_and_the_extra_before_any_work(tmp_path, capsys, monkeypatch):
+    """Without matplotlib, `evaluate FILE.keras -o PNG` stops at once (the file is not even read)
+    and says which picture needs it and what to install; explain's pictures say theirs."""
+    import pytest
+
+    from keras_attn_zoo.explain.plots import require_matplotlib
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"^matplotlib is needed for pictures of attention: pip install 'keras_attn_zoo\[viz\]'\.$"):
+        require_matplotlib()
+    missing = tmp_path / "never_read.keras"
+    assert main(["evaluate", str(missing), "--data", str(tmp_path), "-o", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert "matplotlib is needed for the confusion-matrix picture (-o): pip install 'keras_attn_zoo[viz]'." in err
+    assert "never_read" not in err and not (tmp_path / "c.png").exists()

@@ -63,8 +63,13 @@ def test_folder_with_split_folders_decodes_exact_pixels(tmp_path):
     np.testing.assert_array_equal(held.x[3], test[1, 1])
     resized = load_split(tmp_path / "pets", "train", image_size=(4, 4), limit=3)
     assert resized.x.shape == (3, 4, 4, 3)
-    with pytest.raises(ValueError, match="has no 'validation' split folder"):
+    with pytest.raises(ValueError, match=r"pets has no validation split: it has test/, train/, no "
+                                         r"validation/ or val/\.$"):
         load_split(tmp_path / "pets", "validation")
+    write_folder(tmp_path / "no_train" / "test", per_class=1)  # split folders, but nothing to train on
+    with pytest.raises(ValueError, match=r"no_train has split folders \(test/\) but no train/ folder: put the "
+                                         r"training images in train/<class>/, or give one folder per class"):
+        load_split(tmp_path / "no_train", "test")
 
 
 @pytest.mark.multibackend

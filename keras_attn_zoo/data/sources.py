@@ -262,9 +262,14 @@ def _pick(index, split, where):
             raise ValueError(f"Found no class folders with images in {where}: expected <class>/<image>.")
         return (*index[None], True, None)
     folder = next((f for f in SPLIT_FOLDERS[split] if f in index), None)
-    if folder is None or "train" not in index:
-        have = ", ".join(sorted(index))
-        raise ValueError(f"{where} has no {split!r} split folder (it has {have}; a train folder is required).")
+    have = ", ".join(f"{f}/" for f in sorted(index))
+    if "train" not in index:
+        raise ValueError(f"{where} has split folders ({have}) but no train/ folder: put the training images in "
+                         "train/<class>/, or give one folder per class without split folders (a share of each "
+                         "class is then held out).")
+    if folder is None:
+        wanted = " or ".join(f"{f}/" for f in SPLIT_FOLDERS[split])
+        raise ValueError(f"{where} has no {split} split: it has {have}, no {wanted}.")
     classes, names, labels = index[folder]
     if classes != index["train"][0]:
         raise ValueError(

@@ -15,15 +15,14 @@ PANEL_INCHES = 4.0
 DPI = 100
 
 
-def require_matplotlib():
-    """``(matplotlib, Figure)``; an ImportError that names the extra when matplotlib is missing."""
+def require_matplotlib(what="pictures of attention"):
+    """``(matplotlib, Figure)``; an ImportError that names the picture asked for and the extra
+    to install when matplotlib is missing."""
     try:
         import matplotlib
         from matplotlib.figure import Figure
     except ImportError as e:
-        raise ImportError(
-            "Pictures of attention need matplotlib: pip install 'keras_attn_zoo[viz]'."
-        ) from e
+        raise ImportError(f"matplotlib is needed for {what}: pip install 'keras_attn_zoo[viz]'.") from e
     return matplotlib, Figure
 
 

@@ -165,7 +165,7 @@ def save_confusion_matrix(path, result, title):
     """Draw :func:`evaluate_model_file`'s confusion matrix (counts, rows: true class) as a PNG."""
     from keras_attn_zoo.explain.plots import require_matplotlib
 
-    _, Figure = require_matplotlib()
+    _, Figure = require_matplotlib("the confusion-matrix picture")
     names, matrix = result["class_names"], np.asarray(result["confusion"])
     side = 2.5 + 0.6 * len(names)
     figure = Figure(figsize=(side + 1.5, side))
