@@ -56,8 +56,9 @@ def _list(args):
 
 
 def _info(args):
-    # registry.model_info, read from the generated model index (no Keras): the parameter count was
-    # recorded from a build by scripts/make_docs.py (checked against builds in tests/test_models.py)
+    # registry.model_info, read from the generated model index (no Keras): the parameter count and
+    # multiply-adds were recorded from a build by scripts/make_docs.py (checked against builds in
+    # tests/test_models.py)
     name = _index_name(args.name)
     info = {**MODELS[name], "weights": published_tags(name)}
     if args.json:
@@ -68,6 +69,8 @@ def _info(args):
     print(f"  builder:    {info['builder']}({', '.join(f'{k}={v!r}' for k, v in info['builder_kwargs'].items())})")
     print(f"  input:      {info['input_shape']}, {info['num_classes']} classes")
     print(f"  parameters: {info['params']:,} trainable (ours, default configuration)")
+    print(f"  compute:    {info['macs']:,} multiply-adds per {'x'.join(map(str, info['input_shape']))} image "
+          f"({2 * info['macs'] / 1e9:.3g} GFLOPs; convolutions, dense layers and the attention layers' products)")
     for r in info["paper_results"]:
         extra = f" [{r['note']}]" if "note" in r else ""
         print(

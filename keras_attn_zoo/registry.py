@@ -16,6 +16,7 @@ import os
 import types
 import warnings
 
+from keras_attn_zoo.flops import count_macs
 from keras_attn_zoo.loading import (
     check_record_model, file_num_classes, inference_facts, load_pretrained, model_file,
 )
@@ -776,15 +777,26 @@ def load_for_inference(name_or_file, weights=None, *, class_names=None, normaliz
 
 
 @functools.lru_cache(maxsize=None)
+def _default_counts(name):
+    model = get_spec(name).build(name=name)
+    return count_trainable(model), count_macs(model)
+
+
 def _default_param_count(name):
-    return count_trainable(get_spec(name).build(name=name))
+    return _default_counts(name)[0]
+
+
+def _default_mac_count(name):
+    return _default_counts(name)[1]
 
 
 def model_info(name):
     """What the zoo knows about a model: paper, architecture, our and the paper's numbers.
 
     ``params`` is our trainable parameter count in the default configuration (computed by
-    building the model); ``paper_results`` lists each row of the paper's tables for this
+    building the model), ``macs`` the multiply-adds of one forward pass for one image of the
+    default input shape (``keras_attn_zoo.flops.count_macs``: convolutions, dense layers and
+    the attention layers' own products); ``paper_results`` lists each row of the paper's tables for this
     architecture with its reported top-1 error and parameter count.
     """
     spec = get_spec(name)
@@ -798,6 +810,7 @@ def model_info(name):
         "num_classes": spec.num_classes,
         "input_shape": spec.input_shape,
         "params": _default_param_count(spec.name),
+        "macs": _default_mac_count(spec.name),
         "paper_results": [
             {
                 "table": r.table,

@@ -4,7 +4,8 @@ source of those facts).
     python scripts/make_docs.py          # rewrite the table in README.md and keras_attn_zoo/model_index.py
     python scripts/make_docs.py --check  # exit 1 if either is out of date
 
-Our parameter counts are computed by building every model (about two minutes on 2 cores).
+Our parameter counts and multiply-adds (``keras_attn_zoo.flops.count_macs``, one image of the
+default input) are computed by building every model (about two minutes on 2 cores).
 """
 
 import argparse
@@ -42,15 +43,16 @@ def weights_table():
     return "\n".join(lines)
 
 
-def model_table(counts):
-    """Markdown table of every registered model; ``counts`` maps name -> our trainable params."""
+def model_table(counts, macs):
+    """Markdown table of every registered model; ``counts`` maps name -> our trainable params,
+    ``macs`` name -> our multiply-adds per image."""
     from keras_attn_zoo import get_spec, list_models
     from keras_attn_zoo.weights import published_tags
 
     lines = [
-        "| name | architecture | our params (default) | reference implementation's params "
-        "| paper: table, data set, params, top-1 error | weights |",
-        "| --- | --- | ---: | ---: | --- | --- |",
+        "| name | architecture | our params (default) | our multiply-adds per image (default input) "
+        "| reference implementation's params | paper: table, data set, params, top-1 error | weights |",
+        "| --- | --- | ---: | ---: | ---: | --- | --- |",
     ]
     for name in list_models():
         spec = get_spec(name)
@@ -64,7 +66,8 @@ def model_table(counts):
         if official is not None and spec.official_params_delta:
             reference += f" ({spec.official_params_delta:+,}, see notes)"
         weights = ", ".join(published_tags(name)) or "-"
-        lines.append(f"| `{name}` | {spec.description} | {counts[name]:,} | {reference} | {rows} | {weights} |")
+        lines.append(f"| `{name}` | {spec.description} | {counts[name]:,} | {macs[name]:,} | {reference} | {rows} "
+                     f"| {weights} |")
     return "\n".join(lines)
 
 
@@ -73,31 +76,39 @@ def readme_counts(text):
     return {m[1]: int(m[2].replace(",", "")) for m in re.finditer(r"^\| `(\w+)` \| [^|]+ \| ([\d,]+) \|", text, re.M)}
 
 
+def readme_macs(text):
+    """The multiply-adds per image the README's table states, by name."""
+    return {m[1]: int(m[2].replace(",", ""))
+            for m in re.finditer(r"^\| `(\w+)` \| [^|]+ \| [\d,]+ \| ([\d,]+) \|", text, re.M)}
+
+
 def _replace(text, start, end, table):
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{start}\n{table}\n{end}{tail}"
 
 
-def render(text, counts):
+def render(text, counts, macs):
     text = _replace(text, WEIGHTS_START, WEIGHTS_END, weights_table())
-    return _replace(text, START, END, model_table(counts))
+    return _replace(text, START, END, model_table(counts, macs))
 
 
-def model_index(counts):
+def model_index(counts, macs):
     """The text of ``keras_attn_zoo/model_index.py``: ``model_info(name)`` of every registered name
     (without ``weights``, which the manifest says at run time), with our parameter counts
-    ``counts``, so that ``keras-attn-zoo list`` and ``info`` answer without importing Keras."""
+    ``counts`` and multiply-adds ``macs``, so that ``keras-attn-zoo list`` and ``info`` answer
+    without importing Keras."""
     import pprint
 
     from keras_attn_zoo import registry
 
-    built = registry._default_param_count  # model_info's count, from ``counts`` instead of a build
-    registry._default_param_count = counts.__getitem__
+    # model_info's counts, from ``counts`` and ``macs`` instead of a build
+    built = registry._default_param_count, registry._default_mac_count
+    registry._default_param_count, registry._default_mac_count = counts.__getitem__, macs.__getitem__
     try:
         infos = {name: registry.model_info(name) for name in registry.list_models()}
     finally:
-        registry._default_param_count = built
+        registry._default_param_count, registry._default_mac_count = built
     for info in infos.values():
         del info["weights"]
     return (
@@ -115,11 +126,15 @@ def main():
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
     from keras_attn_zoo import count_trainable, get_spec, list_models
+    from keras_attn_zoo.flops import count_macs
 
-    counts = {name: count_trainable(get_spec(name).build(name=name)) for name in list_models()}
+    counts, macs = {}, {}
+    for name in list_models():
+        model = get_spec(name).build(name=name)
+        counts[name], macs[name] = count_trainable(model), count_macs(model)
     text = README.read_text()
-    new = render(text, counts)
-    index = model_index(counts)
+    new = render(text, counts, macs)
+    index = model_index(counts, macs)
     if args.check:
         fresh = new == text and MODEL_INDEX.is_file() and MODEL_INDEX.read_text() == index
         print("README.md and the model index are up to date" if fresh else "README.md or the model index is out of date")

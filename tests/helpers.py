@@ -63,6 +63,11 @@ def readme_counts():
     return make_docs().readme_counts((make_docs().README).read_text())
 
 
+def readme_macs():
+    """Our multiply-adds per image as the README's model table states them."""
+    return make_docs().readme_macs((make_docs().README).read_text())
+
+
 def extract_cifar(dest, per_class, split="test"):
     """The first ``per_class`` JPEGs of each class of the CIFAR-10 copy, extracted into ``dest``
     in its class-folder layout (``dest/test/cat/0000.jpg``...); returns ``dest / split``."""

@@ -3,7 +3,7 @@ real builds in test_models.py (every name), so nothing here builds a model."""
 
 from pathlib import Path
 
-from helpers import make_docs, readme_counts
+from helpers import make_docs, readme_counts, readme_macs
 from keras_attn_zoo import list_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -11,9 +11,9 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_readme_table_is_generated_from_the_registry():
-    counts = readme_counts()
-    assert sorted(counts) == list_models()
-    assert make_docs().render(README, counts) == README, "run: python scripts/make_docs.py"
+    counts, macs = readme_counts(), readme_macs()
+    assert sorted(counts) == sorted(macs) == list_models()
+    assert make_docs().render(README, counts, macs) == README, "run: python scripts/make_docs.py"
 
 
 def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
@@ -32,6 +32,8 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
 
 def test_the_command_lines_model_index_is_generated_from_the_registry():
     """``keras-attn-zoo list`` / ``info`` read ``keras_attn_zoo/model_index.py`` (no Keras): it is
-    ``model_info`` of every name, with the README's counts (checked against builds in test_models)."""
+    ``model_info`` of every name, with the README's counts and multiply-adds (checked against
+    builds in test_models)."""
     docs = make_docs()
-    assert docs.MODEL_INDEX.read_text() == docs.model_index(readme_counts()), "run: python scripts/make_docs.py"
+    index = docs.model_index(readme_counts(), readme_macs())
+    assert docs.MODEL_INDEX.read_text() == index, "run: python scripts/make_docs.py"

@@ -5,9 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from helpers import param_count, readme_counts, sample_images
+from helpers import param_count, readme_counts, readme_macs, sample_images
 from keras_attn_zoo import get_spec, list_models
 from keras_attn_zoo.explain import fa_gates, fa_layers
+from keras_attn_zoo.flops import count_macs
 from keras_attn_zoo.layers import SqueezeExcite
 from keras_attn_zoo.models import resnet
 
@@ -35,6 +36,7 @@ def test_forward_pass_and_named_layers(name):
     else:
         assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert param_count(name, model) == readme_counts()[name]  # the README states real counts
+    assert count_macs(model, spec.input_shape) == readme_macs()[name]  # and real multiply-adds
 
     names = {layer.name for layer in model.layers}
     assert {spec.classifier, spec.gradcam_layer} <= names
