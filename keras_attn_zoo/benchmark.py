@@ -1,7 +1,11 @@
-"""Speed of registry models on this machine: ``keras-attn-zoo benchmark NAME...``.
+"""Speed of registry models in this process: what ``keras-attn-zoo benchmark`` runs in each of
+its fresh processes (``keras_attn_zoo/benchmark_suite.py`` runs them in interleaved rounds).
 
-Two measurements, each the median of repeated timings after a warm-up (tracing and first-call
-costs excluded):
+:func:`prepare` writes, once per model and with one set of random weights, what every system
+needs (the weights file, the ONNX and TFLite exports, the PyTorch reference's state dict) and
+checks that each computes the Keras model's function; :func:`keras_inference` times the Keras
+model on the current backend. The measurements below are each the median of repeated timings
+after a warm-up (tracing and first-call costs excluded):
 
 | kind | what is timed |
 | --- | --- |
@@ -17,17 +21,24 @@ uint8 images; the report names which.
 >>> rows[0]["latency_ms"]  # batch 1  # doctest: +SKIP
 """
 
+import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
 import keras
 
+from keras_attn_zoo.convert.to_torch import reference_config, torch_state_dict
+from keras_attn_zoo.cpuload import CpuWindow
 from keras_attn_zoo.data import channel_stats, load_split
 from keras_attn_zoo.data.sources import ArraySplit
+from keras_attn_zoo.export import export_model
+from keras_attn_zoo.flops import count_macs
 from keras_attn_zoo.images import preprocess
-from keras_attn_zoo.registry import get_spec, load
+from keras_attn_zoo.registry import count_trainable, get_spec, load
+from keras_attn_zoo.timing import random_inputs, time_calls
 from keras_attn_zoo.training.optimizers import CoupledSGD
 from keras_attn_zoo.training.trainer import backend_version, hardware, training_model, utc_now
 
@@ -166,6 +177,133 @@ def objective(name, data=None, batch_size=128, steps=10, epochs=4, modes=tuple(O
     return rows
 
 
+# what prepare() writes for each system that runs a file: system -> (file name, export arguments)
+EXPORTS = {
+    "onnxruntime": ("model.onnx", {"format": "onnx"}),
+    "tflite": ("model.tflite", {"format": "tflite"}),
+    "tflite-int8": ("model_int8.tflite", {"format": "tflite", "quantize": "int8"}),
+}
+REFERENCE_FILES = ("reference.npz", "reference.json")
+
+
+def prepare(name, workdir, systems=tuple(EXPORTS) + ("torch-reference",), input_shape=None, data=None,
+            data_dir=None, calibration_images=32, seed=0):
+    """Write what the benchmark's systems need for one model, with one set of random weights.
+
+    In ``workdir``: ``model.weights.h5`` (the weights every system runs; seeded random
+    initialisation), the exports of :data:`EXPORTS` that ``systems`` name (each checked against
+    Keras by ``export_model``), and for ``"torch-reference"`` the reference's state dict
+    (``reference.npz``) and configuration (``reference.json``), its logits compared with ours.
+
+    Args:
+        name: a registry name.
+        workdir: a folder (made if missing).
+        systems: the systems to prepare for. Defaults to every one with a file.
+        input_shape: the model's input shape. Defaults to the registry's.
+        data: a data source whose test images calibrate the int8 export, or None for seeded
+            random inputs (the speed does not depend on them; the int8 check then agrees less).
+        data_dir: as in ``load_split``.
+        calibration_images: images for the int8 calibration and the exports' checks. Defaults to 32.
+        seed: the weights' seed. Defaults to 0.
+
+    Returns:
+        A dict: model, input_shape, macs, params, weights (the file), files (system -> file),
+        checks (system -> what its check found), reference (config, description).
+    """
+    spec = get_spec(name)
+    shape = tuple(input_shape or spec.input_shape)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    logits_model = load(spec.name, weights=None, input_shape=shape, classifier_activation=None)
+    weights = workdir / "model.weights.h5"
+    logits_model.save_weights(weights)
+    model = load(spec.name, weights=str(weights), input_shape=shape)
+    info = {"model": spec.name, "input_shape": list(shape), "macs": count_macs(model, shape),
+            "params": count_trainable(model), "weights": str(weights), "files": {}, "checks": {}}
+    samples = _sample_images(spec, shape, data, data_dir, calibration_images)
+    for system in (s for s in systems if s in EXPORTS):
+        file_name, arguments = EXPORTS[system]
+        report = export_model(model, workdir / file_name, representative_images=samples, **arguments)
+        info["files"][system] = str(report.path)
+        info["checks"][system] = {"ok": report.ok, "criterion": report.criterion, "samples": report.samples,
+                                  "max_abs_diff": max(report.max_abs_diff.values()),
+                                  "top1_agreement": report.top1_agreement}
+    config, description = reference_config(logits_model, spec.name)
+    info["reference"] = {"config": config, "description": description}
+    if "torch-reference" in systems and config is not None:
+        info["files"]["torch-reference"] = str(workdir / REFERENCE_FILES[0])
+        info["checks"]["torch-reference"] = _write_reference(logits_model, spec.name, config, samples[:4], workdir)
+    return info
+
+
+def _sample_images(spec, shape, data, data_dir, count):
+    """Model inputs for int8 calibration and the exports' checks: ``data``'s test images
+    (normalised by their own statistics), or seeded random ones."""
+    if data is None:
+        return random_inputs(count, shape, seed=1)
+    split = load_split(data, "test", image_size=shape[:2], limit=count, data_dir=data_dir)
+    pixels, _ = split.batches(count)[0]
+    return preprocess(pixels, channel_stats(pixels))
+
+
+def _write_reference(logits_model, name, config, x, workdir):
+    """Save the reference's state dict and config; its logits against ours on ``x``."""
+    from keras_attn_zoo import torch_reference
+
+    state = torch_state_dict(logits_model, name)
+    np.savez(workdir / REFERENCE_FILES[0], **state)
+    (workdir / REFERENCE_FILES[1]).write_text(json.dumps(config))
+    module = torch_reference.load_numpy_state(torch_reference.build(config), state).eval()
+    theirs = torch_reference.logits(module, x)
+    ours = keras.ops.convert_to_numpy(logits_model(x, training=False))
+    diff = float(np.max(np.abs(theirs - ours)))
+    scale = float(np.max(np.abs(ours))) or 1.0
+    return {"ok": diff <= 1e-4 * max(1.0, scale), "criterion": "max |logits diff| <= 1e-4 x max |logit|",
+            "samples": f"{len(x)} of the calibration inputs", "max_abs_diff": diff, "max_abs_logit": scale}
+
+
+def set_backend_threads(threads):
+    """Give the current Keras backend ``threads`` threads (before it runs anything): TensorFlow's
+    intra-op pool (inter-op 1), PyTorch's ``set_num_threads``; JAX reads its threads from
+    ``XLA_FLAGS`` at start (``benchmark_suite.thread_environment``)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    elif backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def keras_inference(name, weights, batches, input_shape=None, compiled=False, repeats=10, warmup=2,
+                    max_seconds=None):
+    """``{batch: [seconds per call]}`` of the Keras model with ``weights`` on the current backend:
+    ``predict_on_batch`` (Keras' predict function: a ``tf.function`` without XLA on a CPU,
+    ``jax.jit`` on JAX, eager under ``no_grad`` on PyTorch), or with ``compiled`` (TensorFlow
+    only) the model called in ``tf.function(jit_compile=True)`` (XLA)."""
+    spec = get_spec(name)
+    shape = tuple(input_shape or spec.input_shape)
+    model = load(spec.name, weights=weights, input_shape=shape)
+    if compiled:
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(f"compiled=True (XLA through tf.function) needs the TensorFlow backend, not {keras.backend.backend()}.")
+        import tensorflow as tf
+
+        function = tf.function(lambda x: model(x, training=False), jit_compile=True)
+        run = lambda x: function(x).numpy()  # noqa: E731
+    else:
+        run = model.predict_on_batch
+    times = {}
+    for batch in batches:
+        x = random_inputs(batch, shape)
+        times[batch] = time_calls(lambda: run(x), repeats, warmup, max_seconds)
+    return times
+
+
 def _training_arrays(spec, data, count, data_dir):
     """``(uint8 images, labels, description)``: ``count`` images of ``data``'s train split, or
     seeded random ones."""
@@ -215,28 +353,16 @@ class _EpochTimer(keras.callbacks.Callback):
 
 
 class _Steal:
-    """The share of CPU time the hypervisor gave to other machines (``steal`` in /proc/stat)
-    while the block ran, in percent; None where /proc/stat is missing. On a shared virtual
-    machine it explains timings that vary from one run to the next."""
+    """The share of CPU time the hypervisor gave to other machines while the block ran, in
+    percent (``keras_attn_zoo.cpuload``); None where /proc/stat is missing."""
 
     def __enter__(self):
-        self.start = _cpu_ticks()
+        self.window = CpuWindow().__enter__()
         return self
 
     def __exit__(self, *exc):
-        end = _cpu_ticks()
-        self.percent = None
-        if self.start and end and sum(end) > sum(self.start):
-            self.percent = round(100 * (end[7] - self.start[7]) / (sum(end) - sum(self.start)), 1)
-
-
-def _cpu_ticks():
-    try:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return values if len(values) >= 8 else None
+        self.window.__exit__(*exc)
+        self.percent = self.window.shares["steal"]
 
 
 def _median_seconds(call, repeats, warmup):

@@ -26,9 +26,14 @@ STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu", "data_parallel"
 TRAINING_MODES = ("model", "wrapper", "pipeline")  # benchmark.TRAINING_MODES
 AUGMENTATIONS = ("cifar", "cifar_reflect", "imagenet", "flip", "none")  # data.augment.AUGMENTATIONS
 PREDICTION_FORMATS = ("text", "csv", "json")  # predict.PREDICTION_FORMATS
+# benchmark_suite.INFERENCE_SYSTEMS and TRAINING_SYSTEMS
+INFERENCE_SYSTEMS = ("keras-tf", "keras-tf-xla", "keras-jax", "keras-torch", "onnxruntime", "tflite", "tflite-int8",
+                     "torch-reference")
+TRAINING_SYSTEMS = ("keras-tf", "torch-reference")
 
-# The commands that need no model, hence no Keras.
-LIGHT_COMMANDS = ("list", "info", "download")
+# The commands that need no model, hence no Keras (the benchmark's worker imports it for the tasks
+# that run Keras).
+LIGHT_COMMANDS = ("list", "info", "download", "benchmark-worker")
 
 def _index_name(name):
     """The registered name that ``name`` means, as ``registry.get_spec`` reads it (same message)."""
@@ -369,43 +374,170 @@ def _download(args):
 
 
 def _benchmark(args):
-    from keras_attn_zoo import benchmark
+    from keras_attn_zoo import benchmark_report, benchmark_suite
     from keras_attn_zoo.training.trainer import command_line
 
-    rows = []
-    for name in args.names:
-        if "inference" in args.kinds:
-            rows += benchmark.inference(name, batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
-        if "training" in args.kinds:
-            rows += benchmark.training(name, data=args.data, batch_size=args.train_batch_size,
-                                       steps=args.steps, modes=args.modes, data_dir=args.data_dir)
-        if "objective" in args.kinds:
-            rows += benchmark.objective(name, data=args.data, batch_size=args.train_batch_size,
-                                        steps=args.steps, data_dir=args.data_dir)
-    report = benchmark.markdown(rows, command_line("keras-attn-zoo", args.argv))
+    if args.from_json:
+        measurement = json.loads(Path(args.from_json).read_text())
+    else:
+        names = list(args.names)
+        training_models = args.training_models
+        if args.preset == "docs":
+            names = names or list(benchmark_suite.DOCS_MODELS)
+            training_models = training_models or [n for n in names if MODELS[n]["input_shape"][0] <= 64]
+        if not names:
+            raise ValueError("benchmark needs model names (or --preset docs, or --from-json FILE).")
+        settings = benchmark_suite.Settings(
+            models=tuple(_index_name(n) for n in names), systems=tuple(args.systems), kinds=tuple(args.kinds),
+            training_systems=tuple(args.training_systems),
+            training_models=None if training_models is None else tuple(_index_name(n) for n in training_models),
+            modes=tuple(args.modes), batch_sizes=tuple(args.batch_sizes), rounds=args.rounds, repeats=args.repeats,
+            warmup=args.warmup, max_seconds=args.max_seconds, train_batch_size=args.train_batch_size,
+            steps=args.steps, data=args.data, data_dir=args.data_dir, quiet=args.quiet,
+            quiet_timeout=args.quiet_timeout, cell_timeout=args.cell_timeout,
+            model_batch_sizes=_model_batch_sizes(args.model_batch_sizes), threads=args.threads,
+        )
+        measurement = benchmark_suite.run(settings, command_line("keras-attn-zoo", args.argv), workdir=args.workdir)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(measurement, indent=1))
+            print(f"Wrote {args.json}")
+    report = benchmark_report.markdown(measurement)
     print(report)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(report)
-        print(f"Wrote {args.output}")
+        print(f"Wrote {benchmark_report.write_section(args.output, report)}")
+
+
+def _model_batch_sizes(items):
+    """``NAME=1,8`` items as ``{name: (1, 8)}``."""
+    sizes = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        try:
+            values = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if not sep or not values or min(values) < 1:
+            raise ValueError(f"--model-batch-sizes takes NAME=B1,B2 (e.g. abn_resnet152=1,8); got {item!r}.")
+        sizes[_index_name(name)] = values
+    return sizes
+
+
+def _benchmark_worker(args):
+    """One task of ``benchmark`` in this (fresh) process; the result is the last line, as JSON.
+    Keras (and its backend) is imported only for the tasks that run it."""
+    from keras_attn_zoo import timing
+    from keras_attn_zoo.benchmark_suite import RESULT
+
+    task = json.loads(args.task)
+    kind, system = task["task"], task.get("system", "")
+    shape = tuple(task["image_shape"]) if task.get("image_shape") else None
+    timed = {"repeats": task.get("repeats", 10), "warmup": task.get("warmup", 2), "max_seconds": task.get("max_seconds")}
+    threads = task.get("threads")
+    if kind == "peak":
+        if threads:
+            _torch_threads(threads)
+        result = timing.matmul_peak()
+    elif kind == "prepare":
+        import_backend()
+        from keras_attn_zoo.benchmark import prepare
+
+        result = prepare(task["model"], task["dir"], task["systems"], data=task.get("data"), data_dir=task.get("data_dir"))
+    elif system == "torch-reference":
+        import numpy as np
+
+        from keras_attn_zoo import torch_reference
+
+        if threads:
+            _torch_threads(threads)
+        module = torch_reference.build(task["reference"])
+        if kind == "inference":  # the prepared weights (training starts from the module's own initialisation)
+            with np.load(task["file"]) as state:
+                torch_reference.load_numpy_state(module, dict(state))
+            result = {"times": torch_reference.time_inference(module, task["batches"], shape, **timed)}
+        else:
+            steps = torch_reference.time_training(module, task["batch"], shape, task["reference"]["classes"],
+                                                  task["steps"], task["steps"])
+            result = {"step_seconds": steps}
+        import torch
+
+        result["runtime"] = f"torch {torch.__version__}"
+    elif kind == "inference" and system == "onnxruntime":
+        times, runtime = timing.time_onnx(task["file"], task["batches"], shape, **timed, threads=threads)
+        result = {"times": times, "runtime": runtime}
+    elif kind == "inference" and system.startswith("tflite"):
+        times, runtime = timing.time_tflite(task["file"], task["batches"], shape, **timed, threads=threads)
+        result = {"times": times, "runtime": runtime}
+    else:
+        import_backend()
+        from keras_attn_zoo import benchmark
+        from keras_attn_zoo.training.trainer import backend_version
+
+        if threads:
+            benchmark.set_backend_threads(threads)
+
+        if kind == "inference":
+            result = {"times": benchmark.keras_inference(task["model"], task["weights"], task["batches"], shape,
+                                                         compiled=system == "keras-tf-xla", **timed)}
+        else:
+            measure = benchmark.training if kind == "training" else benchmark.objective
+            (row,) = measure(task["model"], data=task.get("data") if kind == "training" else None,
+                             batch_size=task["batch"], steps=task["steps"], epochs=2, modes=(task["mode"],),
+                             data_dir=task.get("data_dir"))
+            result = {"step_seconds": [row["step_ms"] / 1000], "data": row["data"]}
+        result["runtime"] = backend_version()
+    print(RESULT + json.dumps(result))
+
+
+def _torch_threads(threads):
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
 
 
 def _add_benchmark_parser(sub):
-    p = sub.add_parser("benchmark", help="inference latency / throughput and training images/s on this machine")
-    p.add_argument("names", nargs="+", metavar="NAME")
+    p = sub.add_parser("benchmark", help="speed of every system (Keras on 3 backends, ONNX, TFLite, a PyTorch "
+                                         "reference) in interleaved rounds of fresh processes, against the CPU's peak")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--preset", choices=("docs",),
+                   help="docs: the models of docs/benchmarks.md (the depth-20 set of every mechanism, "
+                        "ABN-ResNet-56/110/152), training for the CIFAR ones")
     p.add_argument("--kinds", nargs="+", default=["inference", "training"], choices=("inference", "training", "objective"),
-                   help="objective: step time of the DAT objective (first, second order) against plain training")
+                   help="objective: step time of the DAT objective against plain training (TensorFlow)")
+    p.add_argument("--systems", nargs="+", default=list(INFERENCE_SYSTEMS), choices=INFERENCE_SYSTEMS,
+                   help="inference systems (default all)")
+    p.add_argument("--training-systems", nargs="+", default=list(TRAINING_SYSTEMS), choices=TRAINING_SYSTEMS)
+    p.add_argument("--training-models", nargs="+", metavar="NAME", help="train only these (default: all NAMEs)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 128], help="inference batch sizes")
-    p.add_argument("--repeats", type=int, default=20, help="timed inference calls per batch size")
-    p.add_argument("--data", help="training images from this source's train split (default: random uint8)")
+    p.add_argument("--model-batch-sizes", nargs="+", default=[], metavar="NAME=B1,B2",
+                   help="other inference batch sizes for some models, e.g. abn_resnet152=1,8")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (a fresh process per cell and round)")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per batch size and round")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls first")
+    p.add_argument("--max-seconds", type=float, default=20.0, help="stop timing a batch size after this long (>= 1 call)")
+    p.add_argument("--data", help="images for int8 calibration and training (default: seeded random)")
     p.add_argument("--data-dir")
     p.add_argument("--train-batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=10, help="training steps per timed epoch")
-    p.add_argument("--modes", nargs="+", default=list(TRAINING_MODES), choices=TRAINING_MODES,
-                   help="how training is fed: model (normalised arrays), wrapper (+ augmentation), "
+    p.add_argument("--steps", type=int, default=5, help="timed training steps per round (after as many untimed)")
+    p.add_argument("--modes", nargs="+", default=["model"], choices=TRAINING_MODES,
+                   help="how Keras training is fed: model (normalised arrays), wrapper (+ augmentation), "
                         "pipeline (+ the trainer's batches)")
-    p.add_argument("-o", "--output", help="also write the markdown report here")
+    p.add_argument("--quiet", type=float, metavar="PERCENT",
+                   help="before each cell, wait until the CPU is at most this busy at nice 0 (plus steal)")
+    p.add_argument("--quiet-timeout", type=float, default=600.0, help="seconds to wait for --quiet at most")
+    p.add_argument("--cell-timeout", type=float, default=3600.0, help="seconds a cell's process may take")
+    p.add_argument("--threads", type=int, help="threads of every runtime (default: each runtime's own choice)")
+    p.add_argument("--workdir", help="keep the weights and exports here (default: a temporary folder)")
+    p.add_argument("--json", help="also write the measurement (every timed call) as JSON")
+    p.add_argument("--from-json", metavar="FILE", help="write the report of a saved measurement, measuring nothing")
+    p.add_argument("-o", "--output", help="put the report into this markdown file (between its speed markers)")
     p.set_defaults(func=_benchmark)
+    p = sub.add_parser("benchmark-worker", help="(internal) one task of `benchmark`, in a fresh process")
+    p.add_argument("task", help="the task as JSON")
+    p.set_defaults(func=_benchmark_worker)
 
 
 def _add_train_parser(sub):

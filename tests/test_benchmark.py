@@ -1,12 +1,19 @@
-"""`keras-attn-zoo benchmark`: timings that add up, on tiny batches of real CIFAR-10 images."""
+"""`keras-attn-zoo benchmark`: the interleaving, the report's arithmetic on a hand-made
+measurement, the CPU shares, the PyTorch references' logits, and one small real run."""
 
+import json
 import re
 
+import numpy as np
 import pytest
 
-from helpers import CIFAR10_ARCHIVE
-from keras_attn_zoo import benchmark
+import keras
+
+import keras_attn_zoo as zoo
+from keras_attn_zoo import benchmark, benchmark_report, benchmark_suite, cpuload, torch_reference
+from keras_attn_zoo.benchmark_suite import Cell, Settings
 from keras_attn_zoo.cli import main
+from keras_attn_zoo.convert.to_torch import reference_config, torch_state_dict
 
 
 def test_inference_rows_are_consistent():
@@ -18,23 +25,6 @@ def test_inference_rows_are_consistent():
         assert row["images_per_s"] == pytest.approx(1000 * row["batch"] / row["latency_ms"], rel=0.01)
 
 
-def test_training_modes_and_report(tmp_path, capsys):
-    report = tmp_path / "bench.md"
-    argv = ["benchmark", "resnet20", "--kinds", "training", "--data", str(CIFAR10_ARCHIVE),
-            "--train-batch-size", "8", "--steps", "2", "-o", str(report)]
-    assert main(argv) == 0
-    text = report.read_text()
-    assert text in capsys.readouterr().out
-    assert "Command: `keras-attn-zoo benchmark resnet20 --kinds training" in text
-    rows = re.findall(r"^\| resnet20 \| training/(\w+) \| 8 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+%|-) \| (.+) \|$",
-                      text, re.M)
-    assert [r[0] for r in rows] == list(benchmark.TRAINING_MODES)
-    for _, step_ms, images_per_s, steal, data in rows:
-        assert steal == "-" or 0 <= float(steal[:-1]) <= 100
-        assert float(images_per_s) == pytest.approx(8 * 1000 / float(step_ms), rel=0.02)
-        assert data == "CIFAR-10 (JPEG copy, quality 75), train split, 16 images"
-
-
 def test_bad_arguments_are_clear():
     with pytest.raises(ValueError, match="batch must be a positive integer"):
         benchmark.inference("resnet20", batch_sizes=(0,))
@@ -44,16 +34,200 @@ def test_bad_arguments_are_clear():
         benchmark.training("resnet20", modes=("tf.data",))
     with pytest.raises(ValueError, match="Did you mean"):
         benchmark.inference("resnet21")
+    with pytest.raises(ValueError, match=r"Unknown systems \['tensorrt'\]; expected some of \['keras-tf'"):
+        benchmark_suite.plan(["resnet20"], systems=["tensorrt"])
+    with pytest.raises(ValueError, match="rounds must be a positive integer, got 0"):
+        benchmark_suite.schedule([Cell("peak")], 0)
+
+def test_the_command_line_refuses_bad_settings_before_measuring(capsys):
+    assert main(["benchmark", "resnet20", "--model-batch-sizes", "resnet20=one"]) == 2
+    assert "--model-batch-sizes takes NAME=B1,B2 (e.g. abn_resnet152=1,8); got 'resnet20=one'" in capsys.readouterr().err
+    assert main(["benchmark"]) == 2
+    assert "benchmark needs model names (or --preset docs, or --from-json FILE)" in capsys.readouterr().err
+    assert main(["benchmark", "resnet21"]) == 2
+    assert "Unknown model name 'resnet21'. Did you mean: resnet32, resnet20" in capsys.readouterr().err
 
 
-def test_cpu_steal_is_the_share_of_ticks_taken_by_the_hypervisor(monkeypatch):
+def test_cpu_shares_are_of_all_ticks_and_others_exclude_the_measured_processes(monkeypatch):
     # /proc/stat's cpu line: user nice system idle iowait irq softirq steal ...
-    ticks = iter([[100, 0, 10, 50, 0, 0, 0, 40, 0, 0], [160, 0, 20, 70, 0, 0, 0, 50, 0, 0]])
-    monkeypatch.setattr(benchmark, "_cpu_ticks", lambda: next(ticks))
+    start = [100, 0, 10, 50, 0, 0, 0, 40, 0, 0]
+    end = [160, 30, 20, 70, 0, 0, 0, 50, 0, 0]  # 130 ticks: 70 busy (60 user + 10 system), 30 nice, 10 steal
+    monkeypatch.setattr(cpuload.os, "sysconf", lambda name: 100)  # 100 ticks per second
+    shares = cpuload.shares(start, end, own_cpu_seconds=0.2)  # the measured processes: 20 ticks
+    assert shares == {"steal": round(1000 / 130, 1), "nice": round(3000 / 130, 1), "busy": round(7000 / 130, 1),
+                      "others_busy": round(5000 / 130, 1)}
+    assert cpuload.shares(start, None)["steal"] is None  # no /proc/stat
+    ticks = iter([start, end])
+    monkeypatch.setattr(cpuload, "cpu_ticks", lambda: next(ticks))
     with benchmark._Steal() as steal:
         pass
-    assert steal.percent == 10.0  # 10 steal ticks of 100
-    monkeypatch.setattr(benchmark, "_cpu_ticks", lambda: None)  # no /proc/stat
-    with benchmark._Steal() as steal:
-        pass
-    assert steal.percent is None
+    assert steal.percent == round(1000 / 130, 1)
+
+
+def test_rounds_interleave_the_cells_and_every_cell_is_its_own_process():
+    cells = benchmark_suite.plan(["resnet20", "fa_resnet20"], systems=["keras-tf", "torch-reference"],
+                                 kinds=("inference", "training"), training_models=("resnet20",))
+    assert [c.label for c in cells] == [
+        "peak", "inference resnet20 keras-tf", "inference resnet20 torch-reference",
+        "training resnet20 keras-tf model", "training resnet20 torch-reference model",
+        "inference fa_resnet20 keras-tf", "inference fa_resnet20 torch-reference"]
+    a, b, c = cells[:3]
+    assert benchmark_suite.schedule([a, b, c], 2) == [(1, a), (1, b), (1, c), (2, a), (2, b), (2, c)]
+
+    calls = []
+
+    def runner(task, backend, timeout, log):  # stands for a fresh worker process
+        calls.append((task["task"], task.get("model"), task.get("system"), backend))
+        if task["task"] == "prepare":
+            has_reference = task["model"] == "resnet20"
+            return {"model": task["model"], "input_shape": [32, 32, 3], "macs": 1, "params": 1, "weights": "w.h5",
+                    "files": {}, "checks": {}, "reference": {"config": {"classes": 10} if has_reference else None,
+                                                             "description": "test" if has_reference else "none: test"}}
+        if task.get("system") == "keras-jax":
+            raise RuntimeError("the inference worker failed (exit 1): boom")
+        return {"gflops": 1.0} if task["task"] == "peak" else {"times": {"1": [0.1]}}
+
+    settings = Settings(models=("resnet20", "fa_resnet20"), systems=("keras-jax", "torch-reference"),
+                        kinds=("inference",), batch_sizes=(1,), rounds=2)
+    measurement = benchmark_suite.run(settings, "keras-attn-zoo benchmark ...", log=lambda *a: None, runner=runner)
+    one_round = [("peak", None, None, "tensorflow"), ("inference", "resnet20", "keras-jax", "jax"),
+                 ("inference", "resnet20", "torch-reference", "tensorflow"), ("inference", "fa_resnet20", "keras-jax", "jax")]
+    assert calls == [("prepare", "resnet20", None, "tensorflow"), ("prepare", "fa_resnet20", None, "tensorflow"),
+                     *one_round, *one_round]
+    skipped = [e for e in measurement["results"] if "skipped" in e]
+    assert [(e["round"], e["model"], e["skipped"]) for e in skipped] == [(1, "fa_resnet20", "no reference (none: test)"),
+                                                                         (2, "fa_resnet20", "no reference (none: test)")]
+    failed = [e["error"] for e in measurement["results"] if "error" in e]
+    assert failed == ["the inference worker failed (exit 1): boom"] * 4
+    assert all(set(e["cpu"]) == {"steal", "nice", "busy", "others_busy"} for e in measurement["results"] if "cpu" in e)
+
+
+def _fake_measurement():
+    """Two models, two systems, two rounds, made-up but exact timings."""
+    def inference(model, system, r, b1, b8, steal=2.0):
+        return {"round": r, "kind": "inference", "model": model, "system": system, "mode": "",
+                "result": {"times": {"1": b1, "8": b8}},
+                "cpu": {"steal": steal, "nice": 50.0, "busy": 60.0, "others_busy": 10.0}}
+
+    results = [
+        {"round": 1, "kind": "peak", "model": "", "system": "", "mode": "", "result": {"gflops": 80.0, "size": 2048, "libraries": {"numpy": 80.0}}},
+        inference("resnet20", "keras-tf", 1, [0.010, 0.012, 0.011], [0.040]),
+        inference("resnet20", "torch-reference", 1, [0.020], [0.100]),
+        inference("se_resnet20", "keras-tf", 1, [0.013], [0.050]),
+        {"round": 1, "kind": "training", "model": "resnet20", "system": "keras-tf", "mode": "model",
+         "result": {"step_seconds": [0.5]}, "cpu": {"steal": 0.0, "nice": 0.0, "busy": 10.0, "others_busy": 0.0}},
+        {"round": 1, "kind": "training", "model": "resnet20", "system": "torch-reference", "mode": "model",
+         "result": {"step_seconds": [0.9, 1.1]}, "cpu": {"steal": 0.0, "nice": 0.0, "busy": 10.0, "others_busy": 0.0}},
+        {"round": 2, "kind": "peak", "model": "", "system": "", "mode": "", "result": {"gflops": 100.0, "size": 2048, "libraries": {"numpy": 100.0}}},
+        inference("resnet20", "keras-tf", 2, [0.014], [0.060], steal=4.0),
+        inference("resnet20", "torch-reference", 2, [0.030], [0.080]),
+        inference("se_resnet20", "keras-tf", 2, [0.015], [0.070]),
+        {"round": 2, "kind": "inference", "model": "se_resnet20", "system": "torch-reference", "mode": "", "skipped": "no reference (none)"},
+    ]
+    settings = {**vars(Settings(models=("resnet20", "se_resnet20"))), "batch_sizes": (1, 8), "rounds": 2, "train_batch_size": 16,
+                "steps": 2, "repeats": 3, "warmup": 1}
+    info = lambda macs, params: {"macs": macs, "params": params, "checks": {}, "reference": {"description": "ref"}}  # noqa: E731
+    return {"command": "keras-attn-zoo benchmark resnet20 se_resnet20", "started": "2026-12-01 10:00 UTC",
+            "finished": "2026-12-01 11:00 UTC", "machine": {"cpu": "Test CPU", "cores": 2, "simd": ["avx2"],
+                                                            "virtual_machine": True, "kernel": "6.1", "nice": 0},
+            "versions": {"python": "3.11"}, "settings": settings, "load_before": None,
+            "models": {"resnet20": info(40_000_000, 1000), "se_resnet20": info(44_000_000, 1100)}, "results": results}
+
+
+def test_the_report_computes_every_number_from_the_timed_calls(tmp_path):
+    measurement = json.loads(json.dumps(_fake_measurement()))  # as read back from --json
+    text = benchmark_report.markdown(measurement)
+    # resnet20 on keras-tf at batch 1: round medians 11 and 14 ms -> median 12.5 (11.0-14.0);
+    # 80 images/s, 2 * 40M * 80 = 6.4 GFLOP/s, 6.4% of the best peak (100); the reference's
+    # round medians 20 and 30 ms -> 25 ms, 40 images/s -> 2.00x
+    assert "| `resnet20` | keras-tf | 1 | 12.5 (11.0-14.0) | 80.0 | 6.4 | 6% | 2.00x | 3% / 10% |" in text
+    assert "| `resnet20` | torch-reference | 8 | 90.0 (80.0-100.0) | 88.9 | 7.1 | 7% | 1.00x | 2% / 10% |" in text
+    assert "| `se_resnet20` | keras-tf | 8 | 60.0 (50.0-70.0) | 133.3 | 11.7 | 12% | - | 2% / 10% |" in text
+    assert "| `se_resnet20` | torch-reference | 1 | no reference (none) | | | | | |" in text
+    # training: 16 images per 0.5 s step; 3 * 2 * 40M * 32 = 7.68 GFLOP/s; the reference's mean step 1.0 s
+    assert "| `resnet20` | keras-tf | model | 500.0 (500.0-500.0) | 32.0 | 7.7 | 8% | 2.00x | 0% / 0% |" in text
+    # overhead: FLOPs +10%, params +10%; latency at batch 1 14 / 12.5 ms -> +12.0% (2 points over),
+    # at batch 8 60 / 50 ms -> +20.0% (10 points over: marked)
+    assert "| `se_resnet20` | `resnet20` | +10.0% | +10.0% | keras-tf | 1 | +12.0% | +2.0 points |" in text
+    assert "| `se_resnet20` | `resnet20` | +10.0% | +10.0% | keras-tf | 8 | +20.0% | +10.0 points **over** |" in text
+    assert "Peak: a 2048x2048 float32 matrix product, measured in every round on the same cores: 100.0 GFLOP/s at best" in text
+    assert text.startswith("Written by `keras-attn-zoo benchmark resnet20 se_resnet20` from 2026-12-01 10:00 UTC to "
+                           "2026-12-01 11:00 UTC on 2 CPU cores (Test CPU, AVX2, a virtual machine)")
+    assert "steal median 2% (max 4%)" in text
+
+    # the report goes between the speed markers; the start-up section stays as it was
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n\n## Start-up time\n\n<!-- startup:start -->\nkept\n<!-- startup:end -->\n")
+    benchmark_report.write_section(page, "first")
+    benchmark_report.write_section(page, text)
+    written = page.read_text()
+    assert written.count(benchmark_report.START) == 1 and "first" not in written and text in written
+    assert "<!-- startup:start -->\nkept\n<!-- startup:end -->" in written
+    # and the command line writes the same report from the saved measurement
+    saved = tmp_path / "m.json"
+    saved.write_text(json.dumps(measurement))
+    assert main(["benchmark", "--from-json", str(saved), "-o", str(page)]) == 0
+    assert page.read_text() == written
+
+
+def test_plain_twins_are_the_names_without_the_mechanism():
+    names = {"resnet20", "fa_se_resnet20", "abn_resnet20", "abn_resnet56"}
+    assert benchmark_report.plain_twin("fa_se_resnet20", names) == "resnet20"
+    assert benchmark_report.plain_twin("abn_resnet20", names) == "resnet20"
+    assert benchmark_report.plain_twin("abn_resnet56", names) is None  # resnet56 not benchmarked
+
+
+def _random_batchnorm(model, seed=0):
+    """BatchNorm statistics and scales away from their initial 0 / 1, so that each matters."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(lo, hi, w.shape).astype("float32") for w, (lo, hi) in
+                               zip(layer.get_weights(), ((0.5, 1.5), (-0.2, 0.2), (-0.2, 0.2), (0.5, 1.5)))])
+    return model
+
+
+@pytest.mark.parametrize("name", ["resnet20", "se_resnet20", "abn_resnet20"])
+def test_the_torch_reference_computes_our_logits_with_our_weights(name):
+    model = _random_batchnorm(zoo.load(name, classifier_activation=None))
+    config, description = reference_config(model, name)
+    module = torch_reference.load_numpy_state(torch_reference.build(config), torch_state_dict(model, name))
+    x = np.random.default_rng(1).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    ours = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(torch_reference.logits(module.eval(), x), ours, rtol=1e-4, atol=1e-4 * np.abs(ours).max())
+    expected = {"resnet20": ("CifarResNet", 3, None), "se_resnet20": ("CifarResNet", 3, 4)}
+    if name in expected:  # FANet's 3x3 projection shortcuts, Keras' BN epsilon, SE r = 4
+        assert (config["module"], config["shortcut_kernel"], config["se_ratio"]) == expected[name]
+        assert config["eps"] == pytest.approx(1e-3)
+    else:  # the ABN authors' module, the converter tests' own
+        assert config == {"module": "ABNResNet", "block": "basic", "counts": [3, 3, 3], "classes": 10, "imagenet": False}
+        assert "converter tests" in description
+
+
+def test_models_without_a_reference_say_why():
+    for name, why in (("fa_resnet20", "FANet's authors published no code"), ("paya_resnet20", "attend-and-rectify")):
+        config, description = reference_config(zoo.load(name), name)
+        assert config is None and description.startswith("none: ") and why in description
+
+
+def test_a_small_real_run_of_every_kind_of_system(tmp_path, capsys):
+    """resnet20 in one round: Keras on TensorFlow, the ONNX file, the PyTorch reference, and a
+    training step of each of Keras and the reference, every cell a fresh process."""
+    argv = ["benchmark", "resnet20", "--systems", "keras-tf", "onnxruntime", "torch-reference", "--rounds", "1",
+            "--batch-sizes", "1", "2", "--repeats", "2", "--warmup", "1", "--train-batch-size", "4", "--steps", "1",
+            "--threads", "1", "--json", str(tmp_path / "m.json"), "-o", str(tmp_path / "speed.md")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    measurement = json.loads((tmp_path / "m.json").read_text())
+    info = measurement["models"]["resnet20"]
+    assert info["macs"] == zoo.model_info("resnet20")["macs"]
+    assert info["checks"]["onnxruntime"]["ok"] and info["checks"]["torch-reference"]["ok"]
+    assert [e["kind"] + " " + e["system"] for e in measurement["results"]] == [
+        "peak ", "inference keras-tf", "inference onnxruntime", "inference torch-reference",
+        "training keras-tf", "training torch-reference"]
+    assert all("result" in e for e in measurement["results"]), [e.get("error") for e in measurement["results"]]
+    for system in ("keras-tf", "onnxruntime", "torch-reference"):
+        rows = re.findall(rf"^\| `resnet20` \| {system} \| ([12]) \| ([\d.]+) \(", out, re.M)
+        assert [r[0] for r in rows] == ["1", "2"]
+    assert "Command" not in out and "Written by `keras-attn-zoo benchmark resnet20 --systems" in out
+    assert (tmp_path / "speed.md").read_text().count(benchmark_report.START) == 1

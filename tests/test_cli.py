@@ -33,6 +33,7 @@ def test_cli_choices_equal_the_modules_that_define_them():
     from keras_attn_zoo.benchmark import TRAINING_MODES
     from keras_attn_zoo.data.augment import AUGMENTATIONS
     from keras_attn_zoo.predict import PREDICTION_FORMATS
+    from keras_attn_zoo.benchmark_suite import INFERENCE_SYSTEMS, TRAINING_SYSTEMS
     from keras_attn_zoo.training.distribute import STRATEGIES
     from keras_attn_zoo.training.recipes import RECIPES, SCHEDULES
 
@@ -40,6 +41,7 @@ def test_cli_choices_equal_the_modules_that_define_them():
     assert (cli.SCHEDULES, cli.STRATEGIES, cli.TRAINING_MODES) == (SCHEDULES, STRATEGIES, TRAINING_MODES)
     assert cli.AUGMENTATIONS == AUGMENTATIONS
     assert cli.PREDICTION_FORMATS == PREDICTION_FORMATS
+    assert (cli.INFERENCE_SYSTEMS, cli.TRAINING_SYSTEMS) == (tuple(INFERENCE_SYSTEMS), tuple(TRAINING_SYSTEMS))
 
 
 def test_info_reads_the_index_as_model_info_says(capsys):
