@@ -65,10 +65,48 @@ def _require(module, package):
         raise ImportError(f"Timing this system needs {package}: pip install 'keras_attn_zoo[test]'.") from e
 
 
+def _matmul_calls(a, b):
+    """``{library: a function computing a @ b}`` for every installed library with its own
+    float32 GEMM: NumPy's BLAS, onnxruntime's MLAS, TensorFlow's (oneDNN / Eigen), PyTorch's."""
+    calls = {f"numpy {np.__version__}": lambda: a @ b}
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        ort = None
+    if ort is not None:
+        n, k, m = a.shape[0], a.shape[1], b.shape[1]
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["A", "B"], ["C"])], "matmul",
+            [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, k]),
+             helper.make_tensor_value_info("B", TensorProto.FLOAT, [k, m])],
+            [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, m])])
+        session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        calls[f"onnxruntime {ort.__version__}"] = lambda: session.run(None, {"A": a, "B": b})
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import tensorflow as tf
+    except ImportError:
+        tf = None
+    if tf is not None:
+        ta, tb = tf.constant(a), tf.constant(b)
+        calls[f"tensorflow {tf.__version__}"] = lambda: tf.matmul(ta, tb).numpy()
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        pa, pb = torch.from_numpy(a), torch.from_numpy(b)
+        calls[f"torch {torch.__version__.split('+')[0]}"] = lambda: torch.mm(pa, pb)
+    return calls
+
+
 def matmul_peak(size=2048, repeats=5):
     """The CPU's float32 peak as this machine reaches it: GFLOP/s of the fastest of ``repeats``
-    ``size x size`` matrix products (``2 * size**3`` flops each), in NumPy's BLAS and in PyTorch
-    (when installed), on all cores each library uses by default.
+    ``size x size`` matrix products (``2 * size**3`` flops each) in each installed library
+    (NumPy, onnxruntime, TensorFlow, PyTorch: their GEMMs differ, e.g. in whether they use
+    AVX-512 on this CPU), on all cores each uses by default.
 
     Returns:
         ``{"gflops": the best of them, "size": size, "libraries": {library: GFLOP/s}}``.
@@ -77,15 +115,8 @@ def matmul_peak(size=2048, repeats=5):
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((size, size)).astype("float32") for _ in range(2))
     flops = 2 * size ** 3
-    libraries = {f"numpy {np.__version__}": min(time_calls(lambda: a @ b, repeats, 1))}
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is not None:
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        libraries[f"torch {torch.__version__.split('+')[0]}"] = min(time_calls(lambda: torch.mm(ta, tb), repeats, 1))
-    rates = {name: round(flops / seconds / 1e9, 1) for name, seconds in libraries.items()}
+    rates = {name: round(flops / min(time_calls(call, repeats, 1)) / 1e9, 1)
+             for name, call in _matmul_calls(a, b).items()}
     return {"gflops": max(rates.values()), "size": size, "libraries": rates}
 
 

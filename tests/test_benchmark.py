@@ -118,7 +118,7 @@ def _fake_measurement():
          "result": {"step_seconds": [0.5]}, "cpu": {"steal": 0.0, "nice": 0.0, "busy": 10.0, "others_busy": 0.0}},
         {"round": 1, "kind": "training", "model": "resnet20", "system": "torch-reference", "mode": "model",
          "result": {"step_seconds": [0.9, 1.1]}, "cpu": {"steal": 0.0, "nice": 0.0, "busy": 10.0, "others_busy": 0.0}},
-        {"round": 2, "kind": "peak", "model": "", "system": "", "mode": "", "result": {"gflops": 100.0, "size": 2048, "libraries": {"numpy": 100.0}}},
+        {"round": 2, "kind": "peak", "model": "", "system": "", "mode": "", "result": {"gflops": 100.0, "size": 2048, "libraries": {"numpy": 60.0, "tensorflow": 100.0}}},
         inference("resnet20", "keras-tf", 2, [0.014], [0.060], steal=4.0),
         inference("resnet20", "torch-reference", 2, [0.030], [0.080]),
         inference("se_resnet20", "keras-tf", 2, [0.015], [0.070]),
@@ -151,6 +151,7 @@ def test_the_report_computes_every_number_from_the_timed_calls(tmp_path):
     assert "| `se_resnet20` | `resnet20` | +10.0% | +10.0% | keras-tf | 1 | +12.0% | +2.0 points |" in text
     assert "| `se_resnet20` | `resnet20` | +10.0% | +10.0% | keras-tf | 8 | +20.0% | +10.0 points **over** |" in text
     assert "Peak: a 2048x2048 float32 matrix product, measured in every round on the same cores: 100.0 GFLOP/s at best" in text
+    assert "(rounds 80.0-100.0, median 90.0; the fastest of numpy 60, tensorflow 100 GFLOP/s in the best round)" in text
     assert text.startswith("Written by `keras-attn-zoo benchmark resnet20 se_resnet20` from 2026-12-01 10:00 UTC to "
                            "2026-12-01 11:00 UTC on 2 CPU cores (Test CPU, AVX2, a virtual machine)")
     assert "steal median 2% (max 4%)" in text
