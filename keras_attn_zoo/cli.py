@@ -436,9 +436,7 @@ def _benchmark_worker(args):
     timed = {"repeats": task.get("repeats", 10), "warmup": task.get("warmup", 2), "max_seconds": task.get("max_seconds")}
     threads = task.get("threads")
     if kind == "peak":
-        if threads:
-            _torch_threads(threads)
-        result = timing.matmul_peak()
+        result = timing.matmul_peak(threads=threads)
     elif kind == "prepare":
         import_backend()
         from keras_attn_zoo.benchmark import prepare

@@ -65,9 +65,11 @@ def _require(module, package):
         raise ImportError(f"Timing this system needs {package}: pip install 'keras_attn_zoo[test]'.") from e
 
 
-def _matmul_calls(a, b):
+def _matmul_calls(a, b, threads=None):
     """``{library: a function computing a @ b}`` for every installed library with its own
-    float32 GEMM: NumPy's BLAS, onnxruntime's MLAS, TensorFlow's (oneDNN / Eigen), PyTorch's."""
+    float32 GEMM: NumPy's BLAS, onnxruntime's MLAS, TensorFlow's (oneDNN / Eigen), PyTorch's;
+    with ``threads`` threads where the library takes a number (NumPy's BLAS reads it from
+    ``OPENBLAS_NUM_THREADS`` at start)."""
     calls = {f"numpy {np.__version__}": lambda: a @ b}
     try:
         import onnxruntime as ort
@@ -81,8 +83,11 @@ def _matmul_calls(a, b):
             [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, k]),
              helper.make_tensor_value_info("B", TensorProto.FLOAT, [k, m])],
             [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, m])])
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
         session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
-                                       providers=["CPUExecutionProvider"])
+                                       options, providers=["CPUExecutionProvider"])
         calls[f"onnxruntime {ort.__version__}"] = lambda: session.run(None, {"A": a, "B": b})
     try:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -90,6 +95,9 @@ def _matmul_calls(a, b):
     except ImportError:
         tf = None
     if tf is not None:
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
         ta, tb = tf.constant(a), tf.constant(b)
         calls[f"tensorflow {tf.__version__}"] = lambda: tf.matmul(ta, tb).numpy()
     try:
@@ -97,16 +105,19 @@ def _matmul_calls(a, b):
     except ImportError:
         torch = None
     if torch is not None:
+        if threads:
+            torch.set_num_threads(threads)
         pa, pb = torch.from_numpy(a), torch.from_numpy(b)
         calls[f"torch {torch.__version__.split('+')[0]}"] = lambda: torch.mm(pa, pb)
     return calls
 
 
-def matmul_peak(size=2048, repeats=5):
+def matmul_peak(size=2048, repeats=5, threads=None):
     """The CPU's float32 peak as this machine reaches it: GFLOP/s of the fastest of ``repeats``
     ``size x size`` matrix products (``2 * size**3`` flops each) in each installed library
     (NumPy, onnxruntime, TensorFlow, PyTorch: their GEMMs differ, e.g. in whether they use
-    AVX-512 on this CPU), on all cores each uses by default.
+    AVX-512 on this CPU), on ``threads`` threads (default: as many as each library uses by
+    default, every core).
 
     Returns:
         ``{"gflops": the best of them, "size": size, "libraries": {library: GFLOP/s}}``.
@@ -116,7 +127,7 @@ def matmul_peak(size=2048, repeats=5):
     a, b = (rng.standard_normal((size, size)).astype("float32") for _ in range(2))
     flops = 2 * size ** 3
     rates = {name: round(flops / min(time_calls(call, repeats, 1)) / 1e9, 1)
-             for name, call in _matmul_calls(a, b).items()}
+             for name, call in _matmul_calls(a, b, threads).items()}
     return {"gflops": max(rates.values()), "size": size, "libraries": rates}
 
 
