@@ -208,7 +208,8 @@ def prepare(name, workdir, systems=tuple(EXPORTS) + ("torch-reference",), input_
 
     Returns:
         A dict: model, input_shape, macs, params, weights (the file), files (system -> file),
-        checks (system -> what its check found), reference (config, description).
+        checks (system -> what its check found, or the export's ``error``: that system then
+        has no file), reference (config, description).
     """
     spec = get_spec(name)
     shape = tuple(input_shape or spec.input_shape)
@@ -224,7 +225,11 @@ def prepare(name, workdir, systems=tuple(EXPORTS) + ("torch-reference",), input_
     samples = _sample_images(spec, shape, data, data_dir, calibration_images)
     for system in (s for s in systems if s in EXPORTS):
         file_name, arguments = EXPORTS[system]
-        report = export_model(model, workdir / file_name, representative_images=samples, **arguments)
+        try:
+            report = export_model(model, workdir / file_name, representative_images=samples, **arguments)
+        except ValueError as e:  # e.g. an operation TFLite has no built-in for: the report says so
+            info["checks"][system] = {"ok": False, "error": str(e)}
+            continue
         info["files"][system] = str(report.path)
         info["checks"][system] = {"ok": report.ok, "criterion": report.criterion, "samples": report.samples,
                                   "max_abs_diff": max(report.max_abs_diff.values()),

@@ -210,6 +210,10 @@ def markdown(measurement):
         "other processes' share while the row ran.",
         "",
     ]
+    if measurement.get("rechecked"):
+        lines += [f"Checks: the exports were made and checked again on {measurement['rechecked']['at']} "
+                  "(`--from-json FILE --recheck`: the same seeded weights and inputs, today's export code and "
+                  "its parity criterion); the timings are those of the run above.", ""]
     if top:
         libraries = max((e["result"] for e in _ok_entries(measurement["results"], kind="peak")), key=lambda r: r["gflops"])
         lines += [f"Peak: a {libraries['size']}x{libraries['size']} float32 matrix product, measured in every round "
@@ -228,6 +232,7 @@ def markdown(measurement):
               "| model | multiply-adds / image | parameters | PyTorch reference | checks |", "| --- | ---: | ---: | --- | --- |"]
     for model, info in measurement["models"].items():
         checks = "; ".join(
+            f"{system}: export FAILED ({c['error']})" if "error" in c else
             f"{system}: {'ok' if c['ok'] else 'FAILED'} ({c['criterion']}, max diff {c['max_abs_diff']:.2g}"
             + (f", top-1 agreement {c['top1_agreement']:.0%}" if c.get("top1_agreement") is not None else "") + ")"
             for system, c in info["checks"].items())

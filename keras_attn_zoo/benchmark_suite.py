@@ -224,7 +224,35 @@ def _skip_reason(cell, info):
         return None
     if cell.system == "torch-reference" and not info["reference"]["config"]:
         return f"no reference ({info['reference']['description']})"
+    error = info["checks"].get(cell.system, {}).get("error")
+    if cell.kind == "inference" and error:
+        return f"no file: the export failed ({error})"
     return None
+
+
+def recheck(measurement, log=print, runner=run_worker, workdir=None):
+    """Export every model of a saved measurement again and replace its checks (not its times).
+
+    The exports are made as :func:`run` made them (same seeded weights, systems and
+    calibration data), by the code installed now: after a change to the export's parity
+    criterion, the page then reports what today's code finds, while the timings stay those
+    that were measured. ``measurement["rechecked"]`` records when; the report says so.
+    """
+    import tempfile
+
+    settings = measurement["settings"]
+    needs = {s for s in settings["systems"] if "inference" in settings["kinds"]}
+    if "training" in settings["kinds"]:
+        needs |= set(settings["training_systems"])
+    with tempfile.TemporaryDirectory(prefix="keras-attn-zoo-recheck-") as tmp:
+        root = workdir or tmp
+        for model, info in measurement["models"].items():
+            log(f"benchmark: re-exporting {model} for its checks")
+            task = {"task": "prepare", "model": model, "dir": os.path.join(root, model), "systems": sorted(needs),
+                    "data": settings["data"], "data_dir": settings["data_dir"]}
+            info["checks"] = runner(task, "tensorflow", settings["cell_timeout"], log)["checks"]
+    measurement["rechecked"] = {"at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "versions": versions()}
+    return measurement
 
 
 def run(settings, command="", log=print, runner=run_worker, workdir=None):

@@ -379,6 +379,13 @@ def _benchmark(args):
 
     if args.from_json:
         measurement = json.loads(Path(args.from_json).read_text())
+        if args.recheck:
+            benchmark_suite.recheck(measurement, workdir=args.workdir)
+            if args.json:
+                Path(args.json).write_text(json.dumps(measurement, indent=1))
+                print(f"Wrote {args.json}")
+    elif args.recheck:
+        raise ValueError("--recheck re-exports the models of a saved measurement: give it with --from-json FILE.")
     else:
         names = list(args.names)
         training_models = args.training_models
@@ -531,6 +538,8 @@ def _add_benchmark_parser(sub):
     p.add_argument("--workdir", help="keep the weights and exports here (default: a temporary folder)")
     p.add_argument("--json", help="also write the measurement (every timed call) as JSON")
     p.add_argument("--from-json", metavar="FILE", help="write the report of a saved measurement, measuring nothing")
+    p.add_argument("--recheck", action="store_true",
+                   help="with --from-json: export the models again and replace their checks (timings kept)")
     p.add_argument("-o", "--output", help="put the report into this markdown file (between its speed markers)")
     p.set_defaults(func=_benchmark)
     p = sub.add_parser("benchmark-worker", help="(internal) one task of `benchmark`, in a fresh process")

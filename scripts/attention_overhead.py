@@ -55,6 +55,7 @@ def worker(names, workdir, profile):
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.enable_profiling = profile
+        options.profile_file_prefix = str(Path(workdir) / f"{name}_profile")  # not into the current folder
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = session.get_inputs()[0].name
         times = {"tf": {}, "ort": {}, "macs": count_macs(model), "params": zoo.count_trainable(model)}
@@ -68,7 +69,9 @@ def worker(names, workdir, profile):
                     run()
                 times[system][batch] = (time.process_time() - start) / calls
         if profile:
-            events = json.loads(Path(session.end_profiling()).read_text())
+            profile_file = Path(session.end_profiling())
+            events = json.loads(profile_file.read_text())
+            profile_file.unlink()
             by_type = collections.Counter()
             for e in events:
                 if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):

@@ -85,7 +85,8 @@ def test_rounds_interleave_the_cells_and_every_cell_is_its_own_process():
                                                              "description": "test" if has_reference else "none: test"}}
         if task.get("system") == "keras-jax":
             raise RuntimeError("the inference worker failed (exit 1): boom")
-        return {"gflops": 1.0} if task["task"] == "peak" else {"times": {"1": [0.1]}}
+        peak = {"gflops": 1.0, "size": 64, "libraries": {"numpy": 1.0}}
+        return peak if task["task"] == "peak" else {"times": {"1": [0.1]}}
 
     settings = Settings(models=("resnet20", "fa_resnet20"), systems=("keras-jax", "torch-reference"),
                         kinds=("inference",), batch_sizes=(1,), rounds=2)
@@ -100,6 +101,24 @@ def test_rounds_interleave_the_cells_and_every_cell_is_its_own_process():
     failed = [e["error"] for e in measurement["results"] if "error" in e]
     assert failed == ["the inference worker failed (exit 1): boom"] * 4
     assert all(set(e["cpu"]) == {"steal", "nice", "busy", "others_busy"} for e in measurement["results"] if "cpu" in e)
+
+
+def test_a_failed_export_skips_its_system_and_says_why():
+    def runner(task, backend, timeout, log):
+        if task["task"] == "prepare":
+            return {"model": task["model"], "input_shape": [32, 32, 3], "macs": 1, "params": 1, "weights": "w.h5",
+                    "files": {"onnxruntime": "m.onnx"}, "reference": {"config": None, "description": "none: test"},
+                    "checks": {"tflite": {"ok": False, "error": "needs operations that are not TFLite built-ins"}}}
+        peak = {"gflops": 1.0, "size": 64, "libraries": {"numpy": 1.0}}
+        return peak if task["task"] == "peak" else {"times": {"1": [0.1]}}
+
+    settings = Settings(models=("resnet20",), systems=("onnxruntime", "tflite"), kinds=("inference",), batch_sizes=(1,), rounds=1)
+    measurement = benchmark_suite.run(settings, "", log=lambda *a: None, runner=runner)
+    assert [e.get("skipped") for e in measurement["results"]] == [
+        None, None, "no file: the export failed (needs operations that are not TFLite built-ins)"]
+    text = benchmark_report.markdown(measurement)
+    assert "tflite: export FAILED (needs operations that are not TFLite built-ins)" in text
+    assert "| `resnet20` | tflite | 1 | no file: the export failed (needs operations that are not TFLite built-ins) |" in text
 
 
 def _fake_measurement():
@@ -169,6 +188,28 @@ def test_the_report_computes_every_number_from_the_timed_calls(tmp_path):
     saved.write_text(json.dumps(measurement))
     assert main(["benchmark", "--from-json", str(saved), "-o", str(page)]) == 0
     assert page.read_text() == written
+
+
+def test_recheck_replaces_the_checks_and_keeps_the_timings(capsys):
+    measurement = json.loads(json.dumps(_fake_measurement()))
+    measurement["settings"]["systems"], measurement["settings"]["kinds"] = ["onnxruntime"], ["inference"]
+    results = json.dumps(measurement["results"])
+    tasks = []
+
+    def runner(task, backend, timeout, log):
+        tasks.append((task["task"], task["model"], task["systems"], backend))
+        return {"checks": {"onnxruntime": {"ok": True, "criterion": "new", "samples": "16", "max_abs_diff": 1e-6,
+                                           "top1_agreement": 1.0}}}
+
+    benchmark_suite.recheck(measurement, log=lambda *a: None, runner=runner)
+    assert tasks == [("prepare", "resnet20", ["onnxruntime"], "tensorflow"), ("prepare", "se_resnet20", ["onnxruntime"], "tensorflow")]
+    assert json.dumps(measurement["results"]) == results
+    assert measurement["models"]["resnet20"]["checks"]["onnxruntime"]["criterion"] == "new"
+    text = benchmark_report.markdown(measurement)
+    assert f"Checks: the exports were made and checked again on {measurement['rechecked']['at']}" in text
+    assert "onnxruntime: ok (new, max diff 1e-06, top-1 agreement 100%)" in text
+    assert main(["benchmark", "resnet20", "--recheck"]) == 2
+    assert "--recheck re-exports the models of a saved measurement: give it with --from-json FILE" in capsys.readouterr().err
 
 
 def test_plain_twins_are_the_names_without_the_mechanism():
