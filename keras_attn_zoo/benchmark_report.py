@@ -244,11 +244,7 @@ def markdown(measurement):
                   "| model | system | batch | ms per call | images/s | GFLOP/s | % of peak | x reference | CPU steal / others |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in inference:
-            if "missing" in r:
-                lines.append(f"| `{r['model']}` | {r['system']} | {r['batch']} | {r['missing']} | | | | | |")
-                continue
-            lines.append(f"| `{r['model']}` | {r['system']} | {r['batch']} | {_ms(r['seconds'])} | {r['images_per_s']:.1f} "
-                         f"| {r['gflops']:.1f} | {_pct(r['peak_share'])} | {_ratio(r['vs_reference'])} | {r['cpu']} |")
+            lines.append(_speed_row(r, r["batch"]))
     for kind, title in (("training", "Training"), ("objective", "Training objective (DAT against plain cross-entropy)")):
         rows = training_rows(measurement, kind)
         if not rows:
@@ -260,11 +256,7 @@ def markdown(measurement):
                   f"| % of peak | {against} | CPU steal / others |",
                   "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in rows:
-            if "missing" in r:
-                lines.append(f"| `{r['model']}` | {r['system']} | {r['mode']} | {r['missing']} | | | | | |")
-                continue
-            lines.append(f"| `{r['model']}` | {r['system']} | {r['mode']} | {_ms(r['seconds'])} | {r['images_per_s']:.1f} "
-                         f"| {r['gflops']:.1f} | {_pct(r['peak_share'])} | {_ratio(r['vs_reference'])} | {r['cpu']} |")
+            lines.append(_speed_row(r, r["mode"]))
     overhead = overhead_rows(measurement, inference)
     if overhead:
         lines += ["", "**Attention overhead** over the plain twin (latency = time per call; a row whose latency "
@@ -278,15 +270,25 @@ def markdown(measurement):
     return "\n".join(lines)
 
 
-def write_section(path, section, title="## Speed"):
-    """Put ``section`` between the speed markers of the markdown file ``path`` (added under
-    ``title`` at the end if the file has none); the rest of the file stays as it is."""
+def _speed_row(r, column):
+    """One row of the inference or training table; ``column`` is its third cell (batch or feed)."""
+    if "missing" in r:
+        return f"| `{r['model']}` | {r['system']} | {column} | {r['missing']} | | | | | |"
+    return (f"| `{r['model']}` | {r['system']} | {column} | {_ms(r['seconds'])} | {r['images_per_s']:.1f} "
+            f"| {r['gflops']:.1f} | {_pct(r['peak_share'])} | {_ratio(r['vs_reference'])} | {r['cpu']} |")
+
+
+def write_section(path, section, title="## Speed", markers=(START, END)):
+    """Put ``section`` between the ``markers`` (the speed section's by default) of the markdown
+    file ``path`` (added under ``title`` at the end if the file has none); the rest of the file
+    stays as it is."""
     path = Path(path)
+    start, end = markers
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"{START}\n{section}\n{END}"
-    if START in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
+    block = f"{start}\n{section}\n{end}"
+    if start in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + f"\n\n{title}\n\n" + block + "\n"
     path.write_text(text)

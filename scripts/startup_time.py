@@ -22,6 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from keras_attn_zoo.benchmark_report import write_section  # noqa: E402  (imports no Keras)
+
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- startup:start -->", "<!-- startup:end -->"
 COMMANDS = (
@@ -91,18 +94,6 @@ def report(times, labels, runs, argv, busy):
     return "\n".join(lines)
 
 
-def write_section(path, section):
-    path = Path(path)
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"{START}\n{section}\n{END}"
-    if START in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Start-up time\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", help="another checkout of the repository to compare with (e.g. main)")
@@ -115,7 +106,7 @@ def main():
     section = report(times, [label for label, _ in checkouts], args.runs, sys.argv[1:], busy)
     print(section)
     if args.output:
-        write_section(args.output, section)
+        write_section(args.output, section, "## Start-up time", (START, END))
         print(f"wrote {args.output}")
     return 0
 
