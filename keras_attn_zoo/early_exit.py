@@ -222,14 +222,15 @@ def sweep(model, images, labels, thresholds, latency_images=20, batch_size=64):
             "exit_macs": [float(m) for m in exits.cumulative_macs]}
 
 
-def sweep_markdown(report, title):
-    """The sweep of :func:`sweep` as a markdown table."""
+def sweep_markdown(report, title, written=None):
+    """The sweep of :func:`sweep` as a markdown table, under ``title`` and the ``written`` line
+    (how it was measured) if given."""
     names = report["exit_names"]
 
     def ms(value):
         return "-" if value is None else f"{value:.2f}"
 
-    lines = [f"# {title}", ""]
+    lines = [f"# {title}", ""] + ([written, ""] if written else [])
     lines.append("Each module's own top-1 (argmax of its logits): " + ", ".join(
         f"{name} {100 * acc:.2f}%" for name, acc in report["modules"].items()) + ".")
     lines.append("")

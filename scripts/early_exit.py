@@ -12,6 +12,7 @@ describe the idea; no published code implements it): see ``keras_attn_zoo.early_
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,12 +33,14 @@ def main(argv=None):
     parser.add_argument("-o", "--output", default=None, help="write the markdown table here (and a .json beside it)")
     args = parser.parse_args(argv)
 
+    import keras
     import numpy as np
 
     from keras_attn_zoo.data import load_split
     from keras_attn_zoo.early_exit import sweep, sweep_markdown
     from keras_attn_zoo.images import preprocess
     from keras_attn_zoo.registry import load_for_inference
+    from keras_attn_zoo.training.trainer import command_line, hardware
 
     loaded = load_for_inference(args.model, args.weights)
     model = loaded.model
@@ -49,13 +52,17 @@ def main(argv=None):
     labels = np.concatenate(ys)
     report = sweep(model, images, labels, args.thresholds, args.latency_images, args.batch_size)
     title = (f"Early exit: {model.name} ({args.weights or 'random weights'}), {split.description}")
-    text = sweep_markdown(report, title)
+    command = command_line("python", ["scripts/early_exit.py", *(sys.argv[1:] if argv is None else argv)])
+    written = (f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+               f"{hardware()}, {keras.backend.backend()} backend. CPU latency: the median wall time over "
+               f"{args.latency_images} images fed one at a time (batch 1) after a warm-up, in this process.")
+    text = sweep_markdown(report, title, written)
     print(text)
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-        out.with_suffix(".json").write_text(json.dumps({"model": model.name, "weights": args.weights,
+        out.with_suffix(".json").write_text(json.dumps({"model": model.name, "weights": args.weights, "command": command,
                                                         "data": split.description, **report}, indent=2) + "\n")
     return 0
 

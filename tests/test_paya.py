@@ -591,6 +591,10 @@ def test_early_exit_script_on_a_tiny_subset(tmp_path):
     assert set(report["modules"]) == {"stage1_paya", "stage2_paya", "stage3_paya", "predictions"}
     text = out.read_text()
     assert "| full model |" in text and "left at stage1_paya" in text
+    # the page says how it was made: the command as typed, when, on what
+    assert text.split("\n")[2].startswith("Written by `python scripts/early_exit.py paya_resnet20 --data ")
+    assert "CPU latency: the median wall time over 2 images fed one at a time (batch 1)" in text
+    assert report["command"].startswith("python scripts/early_exit.py paya_resnet20")
 
 
 @pytest.mark.multibackend

@@ -308,7 +308,8 @@ def test_cli_download(published, server, monkeypatch, capsys):
 
 # The published CIFAR-10 weights and their top-1 on all 10,000 JPEG test images, as measured by
 # `keras-attn-zoo evaluate NAME --weights cifar10 --data ... --record`.
-BUNDLED = {"abn_resnet20": 0.8503, "fa_resnet20": 0.8536, "fa_se_resnet20": 0.8494, "resnet20": 0.8477, "se_resnet20": 0.8504}
+BUNDLED = {"abn_resnet20": 0.8503, "fa_resnet20": 0.8536, "fa_se_resnet20": 0.8494, "paya_resnet20": 0.8805,
+           "resnet20": 0.8786, "se_resnet20": 0.8504}
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLED))
