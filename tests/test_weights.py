@@ -306,31 +306,32 @@ def test_cli_download(published, server, monkeypatch, capsys):
     assert "resnet32 has no published weights" in capsys.readouterr().err
 
 
-# The published CIFAR-10 weights and their top-1 on all 10,000 JPEG test images, as measured by
-# `keras-attn-zoo evaluate NAME --weights cifar10 --data ... --record`.
-BUNDLED = {"abn_resnet20": 0.8503, "fa_resnet20": 0.8536, "fa_se_resnet20": 0.8494, "paya_resnet20": 0.8805,
-           "resnet20": 0.8786, "se_resnet20": 0.8504}
+# The published CIFAR-10 weights (model, tag) and their top-1 on all 10,000 JPEG test images, as
+# measured by `keras-attn-zoo evaluate NAME --weights TAG --data ... --record`.
+BUNDLED = {("abn_resnet20", "cifar10"): 0.8503, ("fa_resnet20", "cifar10"): 0.8536,
+           ("fa_se_resnet20", "cifar10"): 0.8494, ("paya_resnet20", "cifar10"): 0.8805,
+           ("resnet20", "cifar10"): 0.8786, ("se_resnet20", "cifar10"): 0.8504}
 
 
-@pytest.mark.parametrize("name", sorted(BUNDLED))
-def test_the_bundled_weights_load_offline_and_classify_real_test_images(name, monkeypatch):
+@pytest.mark.parametrize("name, tag", sorted(BUNDLED))
+def test_the_bundled_weights_load_offline_and_classify_real_test_images(name, tag, monkeypatch):
     """Each published file: verified, offline, with its recorded normalisation, on real CIFAR-10
     test images (200 of them; the full-split numbers are `keras-attn-zoo evaluate --all`'s)."""
     from helpers import cifar_sample
     from keras_attn_zoo.data.preprocessing import preprocess_input
 
     monkeypatch.setenv("KERAS_ATTN_ZOO_OFFLINE", "1")
-    row = [r for r in weights.published_rows() if (r["model"], r["tag"]) == (name, "cifar10")][0]
-    assert row["accuracy"]["top1"] == BUNDLED[name] and row["accuracy"]["images"] == 10_000
-    model = zoo.load(name, weights="cifar10")
+    row = [r for r in weights.published_rows() if (r["model"], r["tag"]) == (name, tag)][0]
+    assert row["accuracy"]["top1"] == BUNDLED[name, tag] and row["accuracy"]["images"] == 10_000
+    model = zoo.load(name, weights=tag)
     x, y = cifar_sample(per_class=20, split="test")
-    probs = model.predict(preprocess_input(model, x * 255.0, weights="cifar10"), verbose=0)
+    probs = model.predict(preprocess_input(model, x * 255.0, weights=tag), verbose=0)
     assert (probs.argmax(axis=1) == y).mean() >= 0.75
 
 
 def test_every_published_weight_is_pinned_here_with_its_training_log():
     rows = weights.published_rows()
-    assert sorted(r["model"] for r in rows) == sorted(BUNDLED)
+    assert sorted((r["model"], r["tag"]) for r in rows) == sorted(BUNDLED)
     for row in rows:  # one line per epoch trained, and the last one's validation is the row's
         lines = (weights.MANIFEST.parent / row["training_log"]).read_text().splitlines()
         assert len(lines) == 1 + row["training"]["epochs_completed"]
