@@ -301,13 +301,16 @@ def _finetune(args):
 
 
 def _evaluate(args):
+    from keras_attn_zoo.explain.plots import require_matplotlib
     from keras_attn_zoo.training import evaluate, write_results
-    from keras_attn_zoo.training.evaluate import record_accuracy, verify_published
+    from keras_attn_zoo.training.evaluate import (
+        confusion_text, record_accuracy, save_confusion_matrix, verify_published,
+    )
     from keras_attn_zoo.training.trainer import accuracy_text, command_line
 
     if args.all:
-        if args.name or args.weights or args.record:
-            raise ValueError("--all re-measures every published weight: give no NAME, --weights or --record.")
+        if args.name or args.weights or args.record or args.output:
+            raise ValueError("--all re-measures every published weight: give no NAME, --weights, --record or -o.")
         checked = verify_published(args.data, manifest=args.manifest, limit=args.limit,
                                    batch_size=args.batch_size, data_dir=args.data_dir)
         for c in checked:
@@ -318,32 +321,37 @@ def _evaluate(args):
         return
     if args.name and args.name.endswith(".keras"):
         return _evaluate_model_file(args)
-    if args.output or args.mean is not None or args.std is not None:
-        raise ValueError("-o (the confusion-matrix PNG), --mean and --std are for a fine-tuned .keras file; "
-                         "weights of a registered name are measured with their training record's.")
+    if args.mean is not None or args.std is not None:
+        raise ValueError("--mean and --std are for a fine-tuned .keras file that records none; weights of a "
+                         "registered name are measured with their training record's.")
     if not args.name or not args.weights:
         raise ValueError("evaluate needs NAME and --weights (or --all).")
+    if args.output:  # before measuring, not after
+        require_matplotlib("the confusion-matrix picture (-o)")
     result = evaluate(args.name, args.weights, args.data, args.split, batch_size=args.batch_size,
                       limit=args.limit, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                      skip_bad_images=args.skip_bad_images)
+                      skip_bad_images=args.skip_bad_images, per_class=True)
     print(f"{args.name} ({args.weights}) on {result['data']}: {accuracy_text(result)}")
+    print(confusion_text(result))
+    if args.output:
+        title = f"{args.name} ({Path(str(args.weights)).name})\n{accuracy_text(result)}, {result['images']} images"
+        print(f"wrote {save_confusion_matrix(args.output, result, title)}")
     if args.record:
         if is_path(args.weights):
             raise ValueError("--record stores a measurement of published weights: pass a tag, not a file.")
-        record_accuracy(args.name, args.weights, result, command_line("keras-attn-zoo", args.argv),
-                        args.manifest)
+        accuracy = {k: v for k, v in result.items() if k not in ("class_names", "recall", "confusion")}
+        record_accuracy(args.name, args.weights, accuracy, command_line("keras-attn-zoo", args.argv), args.manifest)
         print(f"recorded in {args.manifest or 'weights/manifest.json'}; wrote {write_results(args.results, args.manifest)}")
 
 
 def _evaluate_model_file(args):
+    from keras_attn_zoo.explain.plots import require_matplotlib
     from keras_attn_zoo.training.evaluate import confusion_text, evaluate_model_file, save_confusion_matrix
 
     if args.weights or args.record:
         raise ValueError("A .keras file holds its own weights and is not published: give no --weights or --record.")
     stats = _normalization_argument(args)
     if args.output:  # before measuring, not after
-        from keras_attn_zoo.explain.plots import require_matplotlib
-
         require_matplotlib("the confusion-matrix picture (-o)")
     result = evaluate_model_file(args.name, args.data, args.split, batch_size=args.batch_size, limit=args.limit,
                                  data_dir=args.data_dir, skip_bad_images=args.skip_bad_images, normalization=stats)
@@ -628,7 +636,7 @@ def _add_weights_parsers(sub):
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test", choices=("train", "val", "validation", "test"),
                    help="test (a val/ folder if there is no test/), val or train")
-    p.add_argument("-o", "--output", help="with a .keras file: also draw the confusion matrix into this PNG")
+    p.add_argument("-o", "--output", help="also draw the confusion matrix into this PNG")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="a seeded subset of this many images")
     p.add_argument("--data-dir")

@@ -206,6 +206,17 @@ def test_weights_trained_on_five_classes_keep_their_classes_names_and_normalisat
     out = capsys.readouterr().out
     assert f"on image folder flowers, test split, 10 images: top-1 {top1:.4f}" in out
     assert "top-5" not in out and "top5" not in out  # five classes: every label is in the top 5
+    # per class, by the weights' own class names, counted from the same predictions
+    predicted = np.argmax(model.predict(preprocess(pixels, STATS), verbose=0), -1)
+    hits = [int(np.sum((predicted == i) & (np.asarray(labels) == i))) for i in range(5)]
+    assert "per-class recall (the share of each class's images predicted as that class):" in out
+    for name, hit in zip(FLOWERS, hits):
+        assert f"  {name:<10}  {hit / 2:.4f}  ({hit}/2)" in out
+    assert "confusion matrix (rows: true class, columns: predicted class):" in out
+    png = tmp_path / "flowers_confusion.png"
+    pytest.importorskip("matplotlib")
+    assert main(["evaluate", "fa_resnet20", "--weights", str(weights), "--data", str(data), "-o", str(png)]) == 0
+    assert f"wrote {png}" in capsys.readouterr().out and png.stat().st_size > 1000
     assert main(["evaluate", "fa_resnet20", "--weights", str(weights), "--data", str(cifar_jpegs)]) == 2
     assert "are not those the weights were trained on (daisy, dandelion" in capsys.readouterr().err
 

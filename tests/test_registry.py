@@ -29,7 +29,8 @@ def test_list_models_has_every_name_and_wildcards():
     assert len(zoo.list_models("abn_*")) == 18
     assert all(n.startswith("se_") for n in zoo.list_models("se_*"))
     assert zoo.list_models("nothing*") == []
-    assert zoo.list_models(pretrained=True) == ["abn_resnet20", "fa_resnet20", "fa_se_resnet20", "resnet20", "se_resnet20"]  # weights/manifest.json
+    assert zoo.list_models(pretrained=True) == [
+        "abn_resnet20", "fa_resnet20", "fa_se_resnet20", "paya_resnet20", "resnet20", "se_resnet20"]  # weights/manifest.json
 
 
 def test_unknown_name_suggests_close_matches():

@@ -36,7 +36,7 @@ def _weights_record(name, weights):
 
 
 def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, data_dir=None,
-             manual_dir=None, seed=0, verbose="auto", skip_bad_images=False):
+             manual_dir=None, seed=0, verbose="auto", skip_bad_images=False, per_class=False):
     """Measure weights of a model on a data split, with the weights' own preprocessing.
 
     Args:
@@ -50,10 +50,13 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
         seed: seed of ``limit``. Defaults to 0.
         verbose: as in :func:`evaluate_split`. Defaults to "auto".
         skip_bad_images: as in ``load_split``. Defaults to False.
+        per_class: also count the confusion matrix (a second pass over the split): the result
+            then has "class_names", "recall" and "confusion" as :func:`evaluate_model_file`'s.
+            Defaults to False.
 
     Returns:
         ``{"top1", "top5", "top1_error", "split", "images", "data"}`` (no "top5" for 5 or fewer
-        classes).
+        classes), and with ``per_class`` the per-class entries.
     """
     name = get_spec(name).name
     record = _weights_record(name, weights)
@@ -70,7 +73,22 @@ def evaluate(name, weights, data, split="test", *, batch_size=256, limit=None, d
             f"The classes of {data_split.description} ({', '.join(data_split.class_names[:5])}...) "
             f"are not those the weights were trained on ({', '.join(loaded.class_names[:5])}...)."
         )
-    return evaluate_split(loaded.model, data_split, loaded.normalization, batch_size=batch_size, verbose=verbose)
+    result = evaluate_split(loaded.model, data_split, loaded.normalization, batch_size=batch_size, verbose=verbose)
+    if per_class:
+        names = list(loaded.class_names or data_split.class_names)
+        result.update(per_class_counts(confusion_matrix(loaded.model, data_split, loaded.normalization, batch_size),
+                                       names))
+    return result
+
+
+def per_class_counts(matrix, names):
+    """``{"class_names", "recall", "confusion"}`` of a confusion matrix (rows: true class)."""
+    totals = matrix.sum(axis=1)
+    return {
+        "class_names": list(names),
+        "recall": [round(float(matrix[i, i] / totals[i]), 6) if totals[i] else None for i in range(len(names))],
+        "confusion": matrix.tolist(),
+    }
 
 
 def confusion_matrix(model, split, stats, batch_size=256):
@@ -133,20 +151,18 @@ def evaluate_model_file(path, data, split="test", *, batch_size=256, limit=None,
         raise ValueError(f"The classes of {data_split.description} ({', '.join(data_split.class_names)}) are not "
                          f"those {path} was trained on ({', '.join(names)}).")
     matrix = confusion_matrix(model, data_split, stats, batch_size)
-    totals = matrix.sum(axis=1)
     return {
         "top1": round(float(np.trace(matrix) / matrix.sum()), 6),
         "images": int(matrix.sum()),
         "data": data_split.description,
         "split": data_split.split,
-        "class_names": names,
-        "recall": [round(float(matrix[i, i] / totals[i]), 6) if totals[i] else None for i in range(len(names))],
-        "confusion": matrix.tolist(),
+        **per_class_counts(matrix, names),
     }
 
 
 def confusion_text(result):
-    """Per-class recall and the confusion matrix of :func:`evaluate_model_file` as console lines."""
+    """Per-class recall and the confusion matrix of :func:`evaluate_model_file` (or of
+    :func:`evaluate` with ``per_class``) as console lines."""
     names, matrix = result["class_names"], np.asarray(result["confusion"])
     width = max(len(n) for n in names)
     cell = max(6, len(str(matrix.max())) + 2, *(len(n) + 2 for n in names))
