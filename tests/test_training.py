@@ -146,6 +146,12 @@ def test_train_publish_evaluate_results(tmp_path, monkeypatch, capsys):
     assert zoo.list_models(pretrained=True) == ["resnet20"]
     assert main(["publish", str(run / "resnet20.weights.h5"), "--tag", "cifar10", "--manifest", str(manifest)]) == 2
     assert "already has resnet20:cifar10" in capsys.readouterr().err
+    # a log an earlier version numbered from 0 (Keras' CSVLogger) is published counting from 1
+    header, first = (run / "training_log.csv").read_text().splitlines()
+    (run / "training_log.csv").write_text(f"{header}\n0{first[1:]}\n")
+    assert main(["publish", str(run / "resnet20.weights.h5"), "--tag", "cifar10", "--overwrite",
+                 "--manifest", str(manifest), "--results", str(results)]) == 0
+    assert log.read_text().splitlines() == [header, first] and first.startswith("1,")
 
     # Users' images get the recorded normalisation; the published tag measures the same.
     images = np.full((1, 32, 32, 3), 128, "uint8")

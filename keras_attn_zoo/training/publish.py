@@ -6,6 +6,7 @@ architecture (``registry.load``) and writes the row that ``weights.WeightRecord`
 
 import datetime
 import json
+import math
 import os
 import shutil
 import uuid
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from keras_attn_zoo import weights as weights_lib
 from keras_attn_zoo.registry import load
+from keras_attn_zoo.training.checkpoints import trim_log
 
 
 def publish(weights_file, tag, manifest=None, overwrite=False, url=None):
@@ -71,6 +73,8 @@ def publish(weights_file, tag, manifest=None, overwrite=False, url=None):
     if log.is_file():
         (manifest.parent / "logs").mkdir(exist_ok=True)
         shutil.copyfile(log, manifest.parent / log_name)
+        # the epochs the weights were trained for, numbered from 1 (an earlier version's log from 0)
+        trim_log(manifest.parent / log_name, record["training"].get("epochs_completed", math.inf))
     row = {
         "model": model,
         "tag": tag,
