@@ -412,7 +412,10 @@ def _benchmark(args):
             quiet_timeout=args.quiet_timeout, cell_timeout=args.cell_timeout,
             model_batch_sizes=_model_batch_sizes(args.model_batch_sizes), threads=args.threads,
         )
-        measurement = benchmark_suite.run(settings, command_line("keras-attn-zoo", args.argv), workdir=args.workdir)
+        # --workdir only says where the scratch files go (often /tmp/...): the page's command leaves it out
+        argv = [a for i, a in enumerate(args.argv) if a != "--workdir" and (i == 0 or args.argv[i - 1] != "--workdir")
+                and not a.startswith("--workdir=")]
+        measurement = benchmark_suite.run(settings, command_line("keras-attn-zoo", argv), workdir=args.workdir)
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(measurement, indent=1))

@@ -273,3 +273,16 @@ def test_a_small_real_run_of_every_kind_of_system(tmp_path, capsys):
         assert [r[0] for r in rows] == ["1", "2"]
     assert "Command" not in out and "Written by `keras-attn-zoo benchmark resnet20 --systems" in out
     assert (tmp_path / "speed.md").read_text().count(benchmark_report.START) == 1
+
+
+def test_the_recorded_command_leaves_out_the_scratch_folder(monkeypatch, tmp_path, capsys):
+    """--workdir says where scratch files go (often /tmp): the page's command is what a user types."""
+    seen = {}
+
+    def fake_run(settings, command, workdir=None):
+        seen["command"], seen["workdir"] = command, workdir
+        return json.loads(json.dumps(_fake_measurement()))
+
+    monkeypatch.setattr(benchmark_suite, "run", fake_run)
+    assert main(["benchmark", "resnet20", "--rounds", "1", "--workdir", str(tmp_path / "files")]) == 0
+    assert seen == {"command": "keras-attn-zoo benchmark resnet20 --rounds 1", "workdir": str(tmp_path / "files")}
