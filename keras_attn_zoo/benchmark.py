@@ -10,7 +10,7 @@ after a warm-up (tracing and first-call costs excluded):
 | kind | what is timed |
 | --- | --- |
 | ``inference`` | ``predict_on_batch`` (the compiled predict function) at batch 1 (latency, ms) and at a large batch (images/s) |
-| ``training`` | training steps of the trainer's optimizer (``CoupledSGD``) and loss, fed three ways, to show where time goes: ``model`` (the bare model on normalised float arrays), ``wrapper`` (the trainer's ``images -> augmentation -> normalisation -> model`` on uint8 arrays) and ``pipeline`` (the wrapper fed by the trainer's own batches, a ``PyDataset``) |
+| ``training`` | training steps of the trainer's optimizer (``CoupledSGD``) and loss, fed four ways, to show where time goes: ``model`` (the bare model on normalised float arrays), ``wrapper`` (the trainer's ``images -> augmentation -> normalisation -> model`` on uint8 arrays), ``pipeline`` (the wrapper fed by the trainer's own batches, a ``PyDataset``) and ``trainer`` (``training.train`` itself, on a data set: its epoch as its log times it, with the validation on a fifth as many test images as it trains on, CIFAR's proportion, and its callbacks); a step's time is its epoch's over its steps |
 | ``objective`` | the cost of the discriminative-attention objective: the trainer's wrapper on uint8 arrays trained with plain cross-entropy, with DAT (first order) and with DAT in second order (skipped on TensorFlow, which refuses it through BatchNormalization); each row gives its step time as a multiple of the plain one |
 
 Weights are random: speed does not depend on them. Training data are a seeded random subset of a
@@ -30,6 +30,7 @@ import numpy as np
 
 import keras
 
+from keras_attn_zoo import benchmark_suite
 from keras_attn_zoo.convert.to_torch import reference_config, torch_state_dict
 from keras_attn_zoo.cpuload import CpuWindow
 from keras_attn_zoo.data import channel_stats, load_split
@@ -42,7 +43,8 @@ from keras_attn_zoo.timing import random_inputs, time_calls
 from keras_attn_zoo.training.optimizers import CoupledSGD
 from keras_attn_zoo.training.trainer import backend_version, hardware, training_model, utc_now
 
-TRAINING_MODES = ("model", "wrapper", "pipeline")
+TRAINING_MODES = tuple(benchmark_suite.TRAINING_MODES)
+VALIDATION_SHARE = 5  # the trainer mode validates on 1/5 as many images as it trains on (CIFAR: 10,000 / 50,000)
 OBJECTIVE_MODES = {"cross_entropy": None, "dat": "dat", "dat_second_order": {"second_order": True}}
 
 
@@ -81,7 +83,8 @@ def training(name, data=None, batch_size=128, steps=10, epochs=4, modes=TRAINING
     """Training images/s of a CIFAR-size model, fed as the ``modes`` say (see the module doc).
 
     Each mode fits ``epochs`` epochs of ``steps`` batches; the first is warm-up (tracing), the
-    median of the others is reported.
+    median step of the others is reported (the trainer mode: the median epoch, validation
+    included, over its steps).
 
     Args:
         name: a registry model name.
@@ -105,12 +108,23 @@ def training(name, data=None, batch_size=128, steps=10, epochs=4, modes=TRAINING
         raise ValueError(f"Unknown training modes {sorted(unknown)}; expected some of {TRAINING_MODES}.")
     spec = get_spec(name)
     count = batch_size * steps
+    if "trainer" in modes and data is None:
+        raise ValueError("The trainer mode runs the trainer itself, which reads a data set: give data (--data).")
     x, y, description = _training_arrays(spec, data, count, data_dir)
     stats = channel_stats(x)
     normalised = preprocess(x, stats)  # what the wrapper's normalisation layer computes
 
     rows = []
     for mode in modes:
+        if mode == "trainer":
+            with _Steal() as steal:
+                seconds, description = _trainer_epochs(spec.name, data, batch_size, steps, epochs, data_dir)
+            rows.append({"model": spec.name, "kind": "training/trainer", "batch": batch_size,
+                         "step_ms": round(1000 * statistics.median(seconds[1:]) / steps, 1),
+                         "images_per_s": round(count / statistics.median(seconds[1:]), 1),
+                         "first_epoch_extra_s": round(seconds[0] - statistics.median(seconds[1:]), 2),
+                         "cpu_steal_pct": steal.percent, "data": description})
+            continue
         keras.utils.set_random_seed(0)
         model = load(spec.name, weights=None, classifier_activation=None)
         if mode == "model":
@@ -127,11 +141,33 @@ def training(name, data=None, batch_size=128, steps=10, epochs=4, modes=TRAINING
         timer = _EpochTimer()
         with _Steal() as steal:
             net.fit(**fit_args, epochs=epochs, callbacks=[timer], verbose=0)
-        seconds = statistics.median(timer.seconds[1:])
+        step_seconds, seconds = timer.timed_steps()
         rows.append({"model": spec.name, "kind": f"training/{mode}", "batch": batch_size,
-                     "step_ms": round(1000 * seconds / steps, 1), "images_per_s": round(count / seconds, 1),
+                     "step_ms": round(1000 * seconds, 1), "images_per_s": round(batch_size / seconds, 1),
+                     "step_seconds": [round(t, 5) for t in step_seconds],
+                     "first_epoch_extra_s": round(timer.seconds[0] - statistics.median(timer.seconds[1:]), 2),
                      "cpu_steal_pct": steal.percent, "data": description})
     return rows
+
+
+def _trainer_epochs(name, data, batch_size, steps, epochs, data_dir):
+    """``(seconds of each epoch, data description)`` of ``training.train`` on ``batch_size *
+    steps`` training images of ``data`` and a ``VALIDATION_SHARE``-th as many test images, with
+    the depth-20 set's recipe (onecycle; speed does not depend on the schedule), as its own log
+    times them (``epoch_seconds``: the steps and the validation; the checkpoint and log files
+    written after it take milliseconds)."""
+    import csv
+    import tempfile
+
+    from keras_attn_zoo.training.trainer import LOG_FILE, train
+
+    with tempfile.TemporaryDirectory(prefix="benchmark-trainer-") as folder:
+        record = train(name, data, "onecycle", output_dir=folder, limit=batch_size * steps,
+                       eval_limit=max(1, batch_size * steps // VALIDATION_SHARE), data_dir=data_dir, epochs=epochs,
+                       batch_size=batch_size, verbose=0)
+        with open(Path(folder) / LOG_FILE, newline="") as f:
+            seconds = [float(row["epoch_seconds"]) for row in csv.DictReader(f)]
+    return seconds, f"{record['training']['data']} (validation: {record['accuracy']['data']})"
 
 
 def objective(name, data=None, batch_size=128, steps=10, epochs=4, modes=tuple(OBJECTIVE_MODES), data_dir=None):
@@ -167,13 +203,13 @@ def objective(name, data=None, batch_size=128, steps=10, epochs=4, modes=tuple(O
         timer = _EpochTimer()
         with _Steal() as steal:
             net.fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=[timer], verbose=0)
-        seconds = statistics.median(timer.seconds[1:])
+        step_seconds, seconds = timer.timed_steps()
         plain = seconds if mode == "cross_entropy" else plain
         ratio = None if plain is None else round(seconds / plain, 2)
         rows.append({"model": spec.name, "kind": f"objective/{mode}" + (f", {ratio}x plain" if ratio and mode != "cross_entropy" else ""),
-                     "batch": batch_size, "step_ms": round(1000 * seconds / steps, 1),
-                     "images_per_s": round(len(x) / seconds, 1), "cpu_steal_pct": steal.percent,
-                     "data": description, "ratio": ratio})
+                     "batch": batch_size, "step_ms": round(1000 * seconds, 1),
+                     "images_per_s": round(batch_size / seconds, 1), "step_seconds": [round(t, 5) for t in step_seconds],
+                     "cpu_steal_pct": steal.percent, "data": description, "ratio": ratio})
     return rows
 
 
@@ -346,15 +382,33 @@ def markdown(rows, command=None):
 
 
 class _EpochTimer(keras.callbacks.Callback):
+    """Seconds of every epoch, and of every step of every epoch (a step's call returns when its
+    work is done: a CPU runs it synchronously)."""
+
     def __init__(self):
         super().__init__()
-        self.seconds = []
+        self.seconds, self.steps = [], []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
+        self.steps.append([])
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.step_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps[-1].append(time.perf_counter() - self.step_start)
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self.start)
+
+    def timed_steps(self):
+        """``(the steps' seconds after the first epoch, their median)``. The median: Keras makes a
+        new data iterator for every epoch, and on TensorFlow the step after it stalls by seconds
+        at random (3-5 s on this project's CPU; in the trainer's 391-step epochs with validation
+        no such stall shows), which a short timed epoch's mean would charge to every step."""
+        steps = [t for epoch_steps in self.steps[1:] for t in epoch_steps]
+        return steps, statistics.median(steps)
 
 
 class _Steal:

@@ -21,7 +21,7 @@ Every number is computed here from the measurement's timed calls and the models'
 import statistics
 from pathlib import Path
 
-from keras_attn_zoo.benchmark_suite import INFERENCE_SYSTEMS, TRAINING_SYSTEMS
+from keras_attn_zoo.benchmark_suite import INFERENCE_SYSTEMS, TRAINING_MODES, TRAINING_SYSTEMS
 
 START, END = "<!-- speed:start -->", "<!-- speed:end -->"
 # the mechanisms' name prefixes, longest first (registry names are "<mechanism>_<architecture>")
@@ -90,6 +90,18 @@ def inference_rows(measurement):
     return rows
 
 
+OBJECTIVE_TEXT = ("the trainer's wrapper (augmentation, normalisation, model) on uint8 arrays trained with `CoupledSGD`: "
+                  "plain cross-entropy, DAT (first order), DAT in second order (JAX only: TensorFlow refuses it "
+                  "through BatchNormalization)")
+
+
+def step_statistic(measurement):
+    """How the measurement's training steps are summarised: "median" (a step after which Keras
+    made a new data iterator can stall by seconds, ``benchmark._EpochTimer``), or "mean" in
+    measurements saved before it recorded per-step times."""
+    return measurement.get("step_statistic", "mean")
+
+
 def training_rows(measurement, kind="training"):
     """One dict per (model, system, mode) training (or objective) cell: seconds per step, images/s,
     GFLOP/s (3x the forward's multiply-adds), share of peak, ratio to the reference's step (for
@@ -99,7 +111,7 @@ def training_rows(measurement, kind="training"):
     rows = []
     for model, info in measurement["models"].items():
         keys = dict.fromkeys((e["system"], e["mode"]) for e in measurement["results"] if e["kind"] == kind and e["model"] == model)
-        found, reference = [], None
+        found, reference = [], {}  # images/s of what each row is compared with: per system for the objective
         for system, mode in keys:
             entries = _ok_entries(measurement["results"], kind=kind, model=model, system=system, mode=mode)
             if not entries:
@@ -108,16 +120,18 @@ def training_rows(measurement, kind="training"):
                 found.append({"model": model, "system": system, "mode": mode, "batch": batch,
                               "missing": other[0].get("error") or other[0].get("skipped")})
                 continue
-            seconds = _median_range([statistics.mean(e["result"]["step_seconds"]) for e in entries])
+            summary = getattr(statistics, step_statistic(measurement))
+            seconds = _median_range([summary(e["result"]["step_seconds"]) for e in entries])
             gflops = 3 * 2 * info["macs"] * batch / seconds[0] / 1e9
             row = {"model": model, "system": system, "mode": mode, "batch": batch, "seconds": seconds,
                    "rounds": len(entries), "images_per_s": batch / seconds[0], "gflops": gflops,
                    "peak_share": gflops / top[2] if top else None, "cpu": _cpu(entries)}
-            if system == "torch-reference" or (kind == "objective" and mode == "cross_entropy"):
-                reference = row["images_per_s"]
+            if (kind == "training" and system == "torch-reference") or (kind == "objective" and mode == "cross_entropy"):
+                reference[system if kind == "objective" else None] = row["images_per_s"]
             found.append(row)
         for row in found:
-            row["vs_reference"] = None if reference is None or "missing" in row else row["images_per_s"] / reference
+            against = reference.get(row["system"] if kind == "objective" else None)
+            row["vs_reference"] = None if against is None or "missing" in row else row["images_per_s"] / against
         rows += found
     return rows
 
@@ -228,6 +242,9 @@ def markdown(measurement):
     lines += [f"| {s} | {INFERENCE_SYSTEMS[s]} |" for s in used if s in INFERENCE_SYSTEMS]
     trained = dict.fromkeys(e["system"] for e in measurement["results"] if e["kind"] == "training")
     lines += [f"| {s} (training) | {TRAINING_SYSTEMS[s]} |" for s in trained if s in TRAINING_SYSTEMS]
+    objective = dict.fromkeys(e["system"] for e in measurement["results"] if e["kind"] == "objective")
+    lines += [f"| {s} (objective) | {OBJECTIVE_TEXT} on {INFERENCE_SYSTEMS[s].split(':')[0]} |" for s in objective
+              if s in INFERENCE_SYSTEMS]
     lines += ["", "**References and checks** (each system's file or module against the Keras model, same inputs)", "",
               "| model | multiply-adds / image | parameters | PyTorch reference | checks |", "| --- | ---: | ---: | --- | --- |"]
     for model, info in measurement["models"].items():
@@ -250,13 +267,15 @@ def markdown(measurement):
         if not rows:
             continue
         against = "x plain" if kind == "objective" else "x reference"
-        lines += ["", f"**{title}** (batch {settings['train_batch_size']}, the mean of {settings['steps']} steps after a "
+        lines += ["", f"**{title}** (batch {settings['train_batch_size']}, the {step_statistic(measurement)} of {settings['steps']} steps after a "
                   "warm-up of as many)", "",
                   f"| model | system | {'objective' if kind == 'objective' else 'fed'} | ms per step | images/s | GFLOP/s "
                   f"| % of peak | {against} | CPU steal / others |",
                   "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in rows:
             lines.append(_speed_row(r, r["mode"]))
+        if kind == "training":
+            lines += _feed_lines(rows)
     overhead = overhead_rows(measurement, inference)
     if overhead:
         lines += ["", "**Attention overhead** over the plain twin (latency = time per call; a row whose latency "
@@ -268,6 +287,24 @@ def markdown(measurement):
             lines.append(f"| `{r['model']}` | `{r['twin']}` | {r['flops']:+.1f}% | {r['params']:+.1f}% | {r['system']} "
                          f"| {r['batch']} | {r['latency']:+.1f}% | {r['excess']:+.1f} points{mark} |")
     return "\n".join(lines)
+
+
+def _feed_lines(rows):
+    """What each way of feeding Keras' training means, and each one's images/s as a share of the
+    bare model's, when a training table has more than the bare model's row."""
+    keras_rows = [r for r in rows if r["system"] == "keras-tf" and "missing" not in r]
+    modes = list(dict.fromkeys(r["mode"] for r in keras_rows))
+    if modes == ["model"] or not modes:
+        return []
+    lines = ["", "Fed: " + "; ".join(f"**{m}**, {TRAINING_MODES[m]}" for m in modes if m in TRAINING_MODES) + "."]
+    shares = []
+    for model in dict.fromkeys(r["model"] for r in keras_rows):
+        speed = {r["mode"]: r["images_per_s"] for r in keras_rows if r["model"] == model}
+        if "model" in speed and len(speed) > 1:
+            shares.append(f"`{model}` " + ", ".join(f"{m} {speed[m] / speed['model']:.0%}" for m in speed if m != "model"))
+    if shares:
+        lines += ["", "Images/s as a share of the bare model's (fed: model): " + "; ".join(shares) + "."]
+    return lines
 
 
 def _speed_row(r, column):

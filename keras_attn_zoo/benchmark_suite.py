@@ -48,7 +48,17 @@ TRAINING_SYSTEMS = {
     "keras-tf": "a Keras training step on TensorFlow as the trainer runs it: `CoupledSGD` (lr 0.01, Nesterov momentum 0.9, coupled weight decay 5e-4), cross-entropy from logits (ABN: plus the attention branch's; PAYA: its own loss), `fit` on normalised arrays",
     "torch-reference": "the PyTorch reference's step: `torch.optim.SGD` with the same settings, `CrossEntropyLoss` (ABN: both branches'), BatchNorm in training mode",
 }
-OBJECTIVES = ("cross_entropy", "dat")  # benchmark.OBJECTIVE_MODES run on TensorFlow
+# how a keras-tf training cell is fed (``--modes``; benchmark.training runs them)
+TRAINING_MODES = {
+    "model": "the bare model on normalised float arrays",
+    "wrapper": "the trainer's `images -> augmentation -> normalisation -> model` on uint8 arrays",
+    "pipeline": "the wrapper fed by the trainer's own batches (a `PyDataset`)",
+    "trainer": "`training.train` itself: its epoch as its log times it (the steps, the validation on a fifth as "
+               "many test images as it trains on, CIFAR's proportion), over its steps",
+}
+# system -> the objective modes (benchmark.OBJECTIVE_MODES) it runs: TensorFlow refuses the second
+# order through BatchNormalization, JAX computes it
+OBJECTIVE_SYSTEMS = {"keras-tf": ("cross_entropy", "dat"), "keras-jax": ("cross_entropy", "dat", "dat_second_order")}
 BACKENDS = {"keras-jax": "jax", "keras-torch": "torch"}  # others run on TensorFlow (or none)
 RESULT = "BENCHMARK-RESULT "  # the line a worker ends with
 DOCS_MODELS = ("resnet20", "se_resnet20", "fa_resnet20", "fa_se_resnet20", "abn_resnet20", "paya_resnet20",
@@ -92,7 +102,8 @@ def plan(models, systems=tuple(INFERENCE_SYSTEMS), kinds=("inference",), trainin
             for system in training_systems:
                 cells += [Cell("training", model, system, mode) for mode in (modes if system == "keras-tf" else ("model",))]
         if "objective" in kinds:
-            cells += [Cell("objective", model, "keras-tf", mode) for mode in OBJECTIVES]
+            cells += [Cell("objective", model, system, mode) for system, modes in OBJECTIVE_SYSTEMS.items()
+                      for mode in modes]
     return cells
 
 
@@ -276,6 +287,9 @@ def run(settings, command="", log=print, runner=run_worker, workdir=None):
         "command": command, "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(), "versions": versions(), "settings": dataclasses.asdict(settings),
         "load_before": busy_now(2.0), "models": {}, "results": [],
+        # how a training cell's step seconds are summarised (measurements before 2026-12-02: each
+        # Keras cell had one value, its timed epoch over its steps, and the report took means)
+        "step_statistic": "median",
     }
     with tempfile.TemporaryDirectory(prefix="keras-attn-zoo-benchmark-") as tmp:
         root = workdir or tmp

@@ -23,7 +23,7 @@ from keras_attn_zoo.weights import is_path, published_tags
 RECIPE_NAMES = ("abn_cifar", "cosine", "fanet_cifar", "imagenet", "onecycle", "paya_cifar")  # training.recipes.RECIPES
 SCHEDULES = ("step", "cosine", "onecycle", "constant")  # training.recipes.SCHEDULES
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu", "data_parallel")  # training.distribute
-TRAINING_MODES = ("model", "wrapper", "pipeline")  # benchmark.TRAINING_MODES
+TRAINING_MODES = ("model", "wrapper", "pipeline", "trainer")  # benchmark.TRAINING_MODES
 AUGMENTATIONS = ("cifar", "cifar_reflect", "imagenet", "flip", "none")  # data.augment.AUGMENTATIONS
 PREDICTION_FORMATS = ("text", "csv", "json")  # predict.PREDICTION_FORMATS
 # benchmark_suite.INFERENCE_SYSTEMS and TRAINING_SYSTEMS
@@ -424,7 +424,16 @@ def _benchmark(args):
     print(report)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        print(f"Wrote {benchmark_report.write_section(args.output, report)}")
+        markers = (f"<!-- {args.section}:start -->", f"<!-- {args.section}:end -->")
+        title = "## Speed" if args.section == "speed" else f"## {args.section.replace('-', ' ').capitalize()}"
+        print(f"Wrote {benchmark_report.write_section(args.output, report, title, markers)}")
+
+
+def _section_name(text):
+    """A ``--section`` name: letters, digits and dashes (it goes into an HTML comment)."""
+    if not text or not all(c.isalnum() or c == "-" for c in text):
+        raise argparse.ArgumentTypeError(f"a section name is letters, digits and dashes, e.g. trainer-speed; got {text!r}")
+    return text
 
 
 def _model_batch_sizes(items):
@@ -501,7 +510,8 @@ def _benchmark_worker(args):
             (row,) = measure(task["model"], data=task.get("data") if kind == "training" else None,
                              batch_size=task["batch"], steps=task["steps"], epochs=2, modes=(task["mode"],),
                              data_dir=task.get("data_dir"))
-            result = {"step_seconds": [row["step_ms"] / 1000], "data": row["data"]}
+            result = {"step_seconds": row.get("step_seconds") or [row["step_ms"] / 1000], "data": row["data"],
+                      **({"first_epoch_extra_s": row["first_epoch_extra_s"]} if "first_epoch_extra_s" in row else {})}
         result["runtime"] = backend_version()
     print(RESULT + json.dumps(result))
 
@@ -540,7 +550,7 @@ def _add_benchmark_parser(sub):
     p.add_argument("--steps", type=int, default=5, help="timed training steps per round (after as many untimed)")
     p.add_argument("--modes", nargs="+", default=["model"], choices=TRAINING_MODES,
                    help="how Keras training is fed: model (normalised arrays), wrapper (+ augmentation), "
-                        "pipeline (+ the trainer's batches)")
+                        "pipeline (+ the trainer's batches), trainer (the trainer itself, with validation; needs --data)")
     p.add_argument("--quiet", type=float, metavar="PERCENT",
                    help="before each cell, wait until the CPU is at most this busy at nice 0 (plus steal)")
     p.add_argument("--quiet-timeout", type=float, default=600.0, help="seconds to wait for --quiet at most")
@@ -552,6 +562,9 @@ def _add_benchmark_parser(sub):
     p.add_argument("--recheck", action="store_true",
                    help="with --from-json: export the models again and replace their checks (timings kept)")
     p.add_argument("-o", "--output", help="put the report into this markdown file (between its speed markers)")
+    p.add_argument("--section", default="speed", type=_section_name,
+                   help="with -o: the markers to write between, <!-- SECTION:start --> and :end (default speed; "
+                        "docs/benchmarks.md has speed and trainer-speed)")
     p.set_defaults(func=_benchmark)
     p = sub.add_parser("benchmark-worker", help="(internal) one task of `benchmark`, in a fresh process")
     p.add_argument("task", help="the task as JSON")

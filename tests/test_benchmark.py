@@ -10,6 +10,7 @@ import pytest
 import keras
 
 import keras_attn_zoo as zoo
+from helpers import CIFAR10_ARCHIVE
 from keras_attn_zoo import benchmark, benchmark_report, benchmark_suite, cpuload, torch_reference
 from keras_attn_zoo.benchmark_suite import Cell, Settings
 from keras_attn_zoo.cli import main
@@ -188,6 +189,82 @@ def test_the_report_computes_every_number_from_the_timed_calls(tmp_path):
     saved.write_text(json.dumps(measurement))
     assert main(["benchmark", "--from-json", str(saved), "-o", str(page)]) == 0
     assert page.read_text() == written
+
+
+def test_a_second_section_is_written_between_its_own_markers(tmp_path, capsys):
+    saved, page = tmp_path / "m.json", tmp_path / "benchmarks.md"
+    saved.write_text(json.dumps(_fake_measurement()))
+    page.write_text("# Benchmarks\n\n## Speed\n\n<!-- speed:start -->\nkept\n<!-- speed:end -->\n")
+    assert main(["benchmark", "--from-json", str(saved), "-o", str(page), "--section", "trainer-speed"]) == 0
+    text = page.read_text()
+    assert "<!-- speed:start -->\nkept\n<!-- speed:end -->" in text
+    assert "\n## Trainer speed\n\n<!-- trainer-speed:start -->\nWritten by `keras-attn-zoo benchmark" in text
+    assert text.rstrip().endswith("<!-- trainer-speed:end -->")
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--from-json", str(saved), "-o", str(page), "--section", "a -->b"])
+    assert "a section name is letters, digits and dashes" in capsys.readouterr().err
+
+
+def test_training_steps_are_summarised_by_their_median_in_new_measurements():
+    """A step after which Keras made a new data iterator can stall by seconds: new measurements
+    keep every step and take the median; saved ones, with one mean per Keras cell, stay means."""
+    measurement = json.loads(json.dumps(_fake_measurement()))
+    for entry in measurement["results"]:
+        if entry["kind"] == "training" and entry["system"] == "torch-reference":
+            entry["result"]["step_seconds"] = [0.9, 1.0, 4.1]  # one stalled step
+    assert benchmark_report.step_statistic(measurement) == "mean"
+    rows = {r["system"]: r for r in benchmark_report.training_rows(measurement)}
+    assert rows["torch-reference"]["seconds"][0] == pytest.approx(2.0)  # the mean, as the page of the old run says
+    assert "the mean of" in benchmark_report.markdown(measurement)
+    measurement["step_statistic"] = "median"
+    rows = {r["system"]: r for r in benchmark_report.training_rows(measurement)}
+    assert rows["torch-reference"]["seconds"][0] == pytest.approx(1.0)
+    assert rows["keras-tf"]["vs_reference"] == pytest.approx(2.0)  # 0.5 s against the median 1.0 s
+    assert "**Training** (batch 16, the median of" in benchmark_report.markdown(measurement)
+
+
+def test_the_objective_runs_on_tensorflow_and_jax_each_against_its_own_plain_step():
+    cells = benchmark_suite.plan(["resnet20"], kinds=("objective",))
+    assert [(c.system, c.mode) for c in cells[1:]] == [
+        ("keras-tf", "cross_entropy"), ("keras-tf", "dat"),
+        ("keras-jax", "cross_entropy"), ("keras-jax", "dat"), ("keras-jax", "dat_second_order")]
+    measurement = json.loads(json.dumps(_fake_measurement()))
+    cpu = {"steal": 0.0, "nice": 0.0, "busy": 10.0, "others_busy": 0.0}
+    measurement["step_statistic"] = "median"
+    measurement["results"] = [
+        {"round": 1, "kind": "objective", "model": "resnet20", "system": system, "mode": mode,
+         "result": {"step_seconds": [seconds]}, "cpu": cpu}
+        for system, mode, seconds in (("keras-tf", "cross_entropy", 1.0), ("keras-tf", "dat", 2.5),
+                                      ("keras-jax", "cross_entropy", 2.0), ("keras-jax", "dat", 3.0),
+                                      ("keras-jax", "dat_second_order", 5.0))]
+    ratios = {(r["system"], r["mode"]): r["vs_reference"] for r in benchmark_report.training_rows(measurement, "objective")}
+    assert ratios == {("keras-tf", "cross_entropy"): 1.0, ("keras-tf", "dat"): 0.4, ("keras-jax", "cross_entropy"): 1.0,
+                      ("keras-jax", "dat"): pytest.approx(2 / 3), ("keras-jax", "dat_second_order"): 0.4}
+
+
+def test_a_small_real_objective_measurement():
+    rows = benchmark.objective("resnet20", batch_size=4, steps=2, epochs=2, modes=("cross_entropy", "dat"))
+    assert [r["kind"].split(",")[0] for r in rows] == ["objective/cross_entropy", "objective/dat"]
+    assert len(rows[1]["step_seconds"]) == 2 and rows[1]["ratio"] == pytest.approx(rows[1]["step_ms"] / rows[0]["step_ms"], rel=0.02)
+
+
+def test_the_epoch_timer_leaves_out_the_warm_up_epoch_and_takes_the_median_step():
+    timer = benchmark._EpochTimer()
+    timer.steps = [[5.0, 0.2], [4.0, 0.2, 0.3], [0.2, 0.25]]  # warm-up (tracing), then a stalled first step
+    steps, median = timer.timed_steps()
+    assert steps == [4.0, 0.2, 0.3, 0.2, 0.25] and median == pytest.approx(0.25)
+
+
+def test_the_trainer_mode_runs_the_trainer_on_real_images():
+    """The trainer itself: its epochs as its log times them, validation on a fifth as many test
+    images; it needs a data set."""
+    with pytest.raises(ValueError, match="trainer mode runs the trainer itself.*give data"):
+        benchmark.training("resnet20", modes=("trainer",))
+    (row,) = benchmark.training("resnet20", data=str(CIFAR10_ARCHIVE), batch_size=8, steps=2, epochs=2, modes=("trainer",))
+    assert row["kind"] == "training/trainer" and row["batch"] == 8 and row["step_ms"] > 0
+    assert row["images_per_s"] == pytest.approx(8000 / row["step_ms"], rel=0.02)
+    assert row["data"] == ("CIFAR-10 (JPEG copy, quality 75), train split, 16 images (validation: CIFAR-10 "
+                           "(JPEG copy, quality 75), test split, 3 images)")
 
 
 def test_recheck_replaces_the_checks_and_keeps_the_timings(capsys):
