@@ -24,7 +24,7 @@ WEIGHTS_START, WEIGHTS_END = "<!-- weights:start -->", "<!-- weights:end -->"
 
 def weights_table():
     """Markdown table of the published weights: our measured error beside the paper's."""
-    from keras_attn_zoo.training.evaluate import paper_errors
+    from keras_attn_zoo.training.evaluate import paper_errors, recipe_text
     from keras_attn_zoo.weights import published_weights
 
     lines = [
@@ -34,11 +34,9 @@ def weights_table():
     for record in published_weights():
         acc, training = record.accuracy, record.training
         paper_text = paper_errors(record.model, record.dataset)
-        recipe = training["recipe"]
         lines.append(
             f"| `{record.model}` | {record.tag} | {acc['data']} | {acc['top1_error']:.2f}% | {paper_text} "
-            f"| {recipe['name']}, {recipe['epochs']} epochs, batch {recipe['batch_size']} "
-            f"| {training['hardware']}, {training['time_s'] / 60:.0f} min |"
+            f"| {recipe_text(training)} | {training['hardware']}, {training['time_s'] / 60:.0f} min |"
         )
     return "\n".join(lines)
 

@@ -177,6 +177,20 @@ def test_train_publish_evaluate_results(tmp_path, monkeypatch, capsys):
     assert f"| `resnet20` | cifar10 | {error} | 7.70% (FANet Table I) | CIFAR-10 (JPEG copy, quality 75), test split, 200 images | fanet_cifar: epochs 1, batch 64, step lr 0.1, wd 0.0005 |" in table
 
 
+def test_the_recipe_text_says_what_a_run_set_beyond_the_recipe():
+    from keras_attn_zoo.training.evaluate import recipe_text
+
+    recipe = {"name": "onecycle", "epochs": 40, "batch_size": 128, "schedule": "onecycle", "learning_rate": 0.1,
+              "weight_decay": 0.0005}
+    plain = "onecycle: epochs 40, batch 128, onecycle lr 0.1, wd 0.0005"
+    assert recipe_text({"recipe": recipe, "objective": {"name": "cross_entropy"}, "seed": 0, "model_options": {}}) == plain
+    assert recipe_text({"recipe": recipe}) == plain  # rows written before these fields
+    assert recipe_text({"recipe": recipe, "epochs_completed": 12}).startswith("onecycle: epochs 12,")
+    assert recipe_text({"recipe": recipe, "objective": {"name": "dat", "attention": "channel"}, "seed": 1,
+                        "model_options": {"auxiliary_weight": 0.3}}) == (
+        plain + "; objective dat; auxiliary_weight=0.3; seed 1")
+
+
 def test_results_page_is_generated_from_the_manifest():
     from keras_attn_zoo.training.evaluate import RESULTS, results_markdown
 

@@ -259,6 +259,27 @@ def paper_errors(name, dataset):
     return "; ".join(f"{r.top1_error:.2f}% ({short(r.paper)} Table {r.table})" for r in rows) or "-"
 
 
+def recipe_text(training):
+    """A published run's recipe in words (from its record's ``training``), with what the run set
+    beyond the recipe: an objective other than cross-entropy (DAT), builder arguments (a PAYA
+    model's ``auxiliary_weight``), a seed other than 0; two tags of one model say how they differ.
+
+    >>> recipe_text({"recipe": {"name": "onecycle", "epochs": 40, "batch_size": 128, "schedule": "onecycle",
+    ...              "learning_rate": 0.1, "weight_decay": 0.0005}, "objective": {"name": "dat"}, "seed": 1})
+    'onecycle: epochs 40, batch 128, onecycle lr 0.1, wd 0.0005; objective dat; seed 1'
+    """
+    recipe = training.get("recipe", {})
+    text = (f"{recipe.get('name', '?')}: epochs {training.get('epochs_completed', recipe.get('epochs', '?'))}, "
+            f"batch {recipe.get('batch_size', '?')}, {recipe.get('schedule', '?')} lr "
+            f"{recipe.get('learning_rate', '?')}, wd {recipe.get('weight_decay', '?')}")
+    objective = (training.get("objective") or {}).get("name", "cross_entropy")
+    extras = [f"objective {objective}"] if objective != "cross_entropy" else []
+    extras += [f"{key}={value}" for key, value in (training.get("model_options") or {}).items()]
+    if training.get("seed"):
+        extras.append(f"seed {training['seed']}")
+    return "; ".join([text, *extras])
+
+
 def results_markdown(rows):
     """The results page for manifest rows: our error beside the paper's, data and recipe.
 
@@ -281,16 +302,10 @@ def results_markdown(rows):
     ]
     for record in sorted(map(weights_lib.WeightRecord.from_row, rows), key=lambda r: (r.model, r.tag)):
         acc, training = record.accuracy, record.training
-        recipe = training.get("recipe", {})
-        recipe_text = (
-            f"{recipe.get('name', '?')}: epochs {training.get('epochs_completed', recipe.get('epochs', '?'))}, "
-            f"batch {recipe.get('batch_size', '?')}, {recipe.get('schedule', '?')} lr "
-            f"{recipe.get('learning_rate', '?')}, wd {recipe.get('weight_decay', '?')}"
-        )
         trained = f"{training.get('hardware', '?')}; {training.get('time_s', 0) / 60:.1f} min"
         lines.append(
             f"| `{record.model}` | {record.tag} | {acc['top1_error']:.2f}% | "
-            f"{paper_errors(record.model, record.dataset)} | {acc['data']} | {recipe_text} | {trained} |"
+            f"{paper_errors(record.model, record.dataset)} | {acc['data']} | {recipe_text(training)} | {trained} |"
         )
     if not rows:
         lines.append("| (no weights are published yet) | | | | | | |")
