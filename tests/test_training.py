@@ -191,6 +191,29 @@ def test_the_recipe_text_says_what_a_run_set_beyond_the_recipe():
         plain + "; objective dat; auxiliary_weight=0.3; seed 1")
 
 
+def test_the_results_page_states_the_seeds_spread_and_each_other_tag_against_it():
+    from keras_attn_zoo.training.evaluate import noise_lines, results_markdown
+
+    recipe = {"name": "onecycle", "epochs": 40, "batch_size": 128, "schedule": "onecycle", "learning_rate": 0.1,
+              "weight_decay": 0.0005}
+    data = "CIFAR-10 (JPEG copy, quality 75), test split, 10,000 images"
+
+    def row(model, tag, error, **training):
+        return weights.WeightRecord(model=model, tag=tag, accuracy={"top1_error": error, "data": data},
+                                    training={"recipe": recipe, **training})
+
+    records = [row("resnet20", "cifar10", 12.14), row("resnet20", "cifar10_seed1", 12.40, seed=1),
+               row("resnet20", "cifar10_dat", 11.50, objective={"name": "dat"}, seed=0),
+               row("se_resnet20", "cifar10", 12.0)]  # one seed: no spread to state
+    plain = "onecycle: epochs 40, batch 128, onecycle lr 0.1, wd 0.0005"
+    assert noise_lines(records) == [
+        f"- `resnet20`, {plain}, {data}: cifar10 (seed 0) 12.14%, cifar10_seed1 (seed 1) 12.40%; "
+        "spread **0.26 points**, mean 12.27%.",
+        f"  - cifar10_dat ({plain}; objective dat): 11.50%, -0.77 points from the seeds' mean."]
+    assert noise_lines(records[2:]) == []
+    assert "No model is published with two seeds of one recipe yet" in results_markdown([])
+
+
 def test_results_page_is_generated_from_the_manifest():
     from keras_attn_zoo.training.evaluate import RESULTS, results_markdown
 

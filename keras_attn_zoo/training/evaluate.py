@@ -309,7 +309,42 @@ def results_markdown(rows):
         )
     if not rows:
         lines.append("| (no weights are published yet) | | | | | | |")
+    lines += ["", "## Run-to-run noise", "",
+              "Two runs of one recipe that differ only in their seed differ by chance alone: that spread is the",
+              "scale for every other difference between single runs of the same model on the same data.", ""]
+    lines += noise_lines(list(map(weights_lib.WeightRecord.from_row, rows))) or [
+        "No model is published with two seeds of one recipe yet: no difference in the table above is "
+        "stated with its noise."]
     return "\n".join(lines) + "\n"
+
+
+def noise_lines(records):
+    """Markdown list items: for every model published with several seeds of one recipe (the same
+    :func:`recipe_text` but for the seed, measured on the same data), their errors and spread, and
+    each other tag of that model on that data against the seeds' mean."""
+    def error(record):
+        return record.accuracy["top1_error"]
+
+    groups = {}
+    for record in records:
+        groups.setdefault((record.model, record.accuracy.get("data")), []).append(record)
+    lines = []
+    for (model, data), group in sorted(groups.items(), key=lambda item: (item[0][0], str(item[0][1]))):
+        runs = {}
+        for record in group:
+            runs.setdefault(recipe_text({**record.training, "seed": 0}), []).append(record)
+        for recipe, seeds in runs.items():
+            if len(seeds) < 2:
+                continue
+            seeds.sort(key=lambda r: r.training.get("seed") or 0)
+            errors = [error(r) for r in seeds]
+            mean, spread = sum(errors) / len(errors), max(errors) - min(errors)
+            listed = ", ".join(f"{r.tag} (seed {r.training.get('seed') or 0}) {error(r):.2f}%" for r in seeds)
+            lines.append(f"- `{model}`, {recipe}, {data}: {listed}; spread **{spread:.2f} points**, mean {mean:.2f}%.")
+            for other in sorted((r for r in group if r not in seeds), key=lambda r: r.tag):
+                lines.append(f"  - {other.tag} ({recipe_text(other.training)}): {error(other):.2f}%, "
+                             f"{error(other) - mean:+.2f} points from the seeds' mean.")
+    return lines
 
 
 def write_results(path=None, manifest=None):
