@@ -10,7 +10,7 @@ after a warm-up (tracing and first-call costs excluded):
 | kind | what is timed |
 | --- | --- |
 | ``inference`` | ``predict_on_batch`` (the compiled predict function) at batch 1 (latency, ms) and at a large batch (images/s) |
-| ``training`` | training steps of the trainer's optimizer (``CoupledSGD``) and loss, fed four ways, to show where time goes: ``model`` (the bare model on normalised float arrays), ``wrapper`` (the trainer's ``images -> augmentation -> normalisation -> model`` on uint8 arrays), ``pipeline`` (the wrapper fed by the trainer's own batches, a ``PyDataset``) and ``trainer`` (``training.train`` itself, on a data set: its epoch as its log times it, with the validation on a fifth as many test images as it trains on, CIFAR's proportion, and its callbacks); a step's time is its epoch's over its steps |
+| ``training`` | training steps of the trainer's optimizer (``CoupledSGD``) and loss, fed four ways, to show where time goes: ``model`` (the bare model on normalised float arrays), ``wrapper`` (the trainer's ``images -> augmentation -> normalisation -> model`` on uint8 arrays), ``pipeline`` (the wrapper fed by the trainer's own batches, a ``PyDataset``) and ``trainer`` (``training.train`` itself, on a data set: its epoch as its log times it, with the validation on a fifth as many test images as it trains on, CIFAR's proportion, and its callbacks); a step's time is the median step (the trainer: its epoch over its steps) |
 | ``objective`` | the cost of the discriminative-attention objective: the trainer's wrapper on uint8 arrays trained with plain cross-entropy, with DAT (first order) and with DAT in second order (skipped on TensorFlow, which refuses it through BatchNormalization); each row gives its step time as a multiple of the plain one |
 
 Weights are random: speed does not depend on them. Training data are a seeded random subset of a
@@ -382,8 +382,10 @@ def markdown(rows, command=None):
 
 
 class _EpochTimer(keras.callbacks.Callback):
-    """Seconds of every epoch, and of every step of every epoch (a step's call returns when its
-    work is done: a CPU runs it synchronously)."""
+    """Seconds of every epoch, and of every step of every epoch. A callback with a batch-level
+    hook makes Keras hand it each step's logs as Python numbers (no asynchronous dispatch of
+    callbacks), so a step has finished on every backend, JAX's asynchronous one too, when its
+    end is timed."""
 
     def __init__(self):
         super().__init__()
