@@ -287,8 +287,8 @@ def run(settings, command="", log=print, runner=run_worker, workdir=None):
         "command": command, "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(), "versions": versions(), "settings": dataclasses.asdict(settings),
         "load_before": busy_now(2.0), "models": {}, "results": [],
-        # how a training cell's step seconds are summarised (measurements before 2026-12-02: each
-        # Keras cell had one value, its timed epoch over its steps, and the report took means)
+        # how a training cell's step seconds are summarised (measurements saved without this field:
+        # each Keras cell had one value, its timed epoch over its steps, and the report took means)
         "step_statistic": "median",
     }
     with tempfile.TemporaryDirectory(prefix="keras-attn-zoo-benchmark-") as tmp:

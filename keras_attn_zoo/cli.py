@@ -564,7 +564,7 @@ def _add_benchmark_parser(sub):
     p.add_argument("-o", "--output", help="put the report into this markdown file (between its speed markers)")
     p.add_argument("--section", default="speed", type=_section_name,
                    help="with -o: the markers to write between, <!-- SECTION:start --> and :end (default speed; "
-                        "docs/benchmarks.md has speed and trainer-speed)")
+                        "docs/benchmarks.md has speed, trainer-speed and objective-speed)")
     p.set_defaults(func=_benchmark)
     p = sub.add_parser("benchmark-worker", help="(internal) one task of `benchmark`, in a fresh process")
     p.add_argument("task", help="the task as JSON")
