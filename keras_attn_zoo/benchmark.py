@@ -156,17 +156,15 @@ def _trainer_epochs(name, data, batch_size, steps, epochs, data_dir):
     the depth-20 set's recipe (onecycle; speed does not depend on the schedule), as its own log
     times them (``epoch_seconds``: the steps and the validation; the checkpoint and log files
     written after it take milliseconds)."""
-    import csv
     import tempfile
 
-    from keras_attn_zoo.training.trainer import LOG_FILE, train
+    from keras_attn_zoo.training.trainer import LOG_FILE, read_log, train
 
     with tempfile.TemporaryDirectory(prefix="benchmark-trainer-") as folder:
         record = train(name, data, "onecycle", output_dir=folder, limit=batch_size * steps,
                        eval_limit=max(1, batch_size * steps // VALIDATION_SHARE), data_dir=data_dir, epochs=epochs,
                        batch_size=batch_size, verbose=0)
-        with open(Path(folder) / LOG_FILE, newline="") as f:
-            seconds = [float(row["epoch_seconds"]) for row in csv.DictReader(f)]
+        seconds = [float(row["epoch_seconds"]) for row in read_log(Path(folder) / LOG_FILE)]
     return seconds, f"{record['training']['data']} (validation: {record['accuracy']['data']})"
 
 

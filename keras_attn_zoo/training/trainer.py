@@ -519,7 +519,7 @@ def _train(spec, name, data, recipe, out, paths, *, limit, eval_limit, image_siz
     evaluated = load(name, weights=str(paths["weights"]), num_classes=train_split.num_classes,
                      input_shape=model_shape, classifier_activation=None, **model_options)
     accuracy = evaluate_split(evaluated, test_split, stats, batch_size=recipe.batch_size, verbose=verbose)
-    log_rows = _read_log(paths["log"])
+    log_rows = read_log(paths["log"])
     command = command or f"keras_attn_zoo.training.train({name!r}, {os.fspath(data)!r}, {recipe.name!r}, ...)"
     record = run_record(
         name, paths["weights"], train_split, test_split, model_shape, stats, test_kwargs, accuracy, command, recipe,
@@ -601,7 +601,8 @@ def _drop_remainders(distribution, batch_size, *splits):
     return tuple(split.num_examples % batch_size % replicas != 0 for split in splits)
 
 
-def _read_log(path):
+def read_log(path):
+    """The rows of a run's ``training_log.csv`` (dicts of strings), none if it has no log yet."""
     if not Path(path).is_file():
         return []
     with open(path, newline="") as f:
