@@ -12,8 +12,6 @@ reads it as usual) with one extra member, ``keras_attn_zoo.json``, holding that 
 """
 
 import json
-import os
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import keras
 
 import keras_attn_zoo.layers  # noqa: F401  (registers the zoo's layers for deserialization)
 import keras_attn_zoo.models.abn  # noqa: F401  (registers ABNModel)
+from keras_attn_zoo.files import replacing
 from keras_attn_zoo.normalization import ChannelStats
 
 METADATA_MEMBER = "keras_attn_zoo.json"
@@ -36,14 +35,10 @@ def save_model(model, path, metadata):
     if path.suffix != ".keras":
         raise ValueError(f"Expected a path ending in .keras, got {str(path)!r}.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.keras")
-    try:
+    with replacing(path) as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
             archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

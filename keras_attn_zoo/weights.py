@@ -33,6 +33,7 @@ import uuid
 from pathlib import Path
 
 from keras_attn_zoo import config
+from keras_attn_zoo.files import replacing
 from keras_attn_zoo.normalization import ChannelStats
 
 MANIFEST = Path(__file__).resolve().parent.parent / "weights" / "manifest.json"
@@ -466,12 +467,8 @@ def fetch(record, replace_damaged=False):
 
 def _copy_atomically(source, dest):
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
-    try:
+    with replacing(dest) as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def weights_url(record):
@@ -680,6 +677,5 @@ def write_manifest(rows, manifest=None):
     """Write manifest rows (sorted by model and tag) atomically."""
     manifest = Path(manifest) if manifest is not None else MANIFEST
     rows = sorted(rows, key=lambda r: (r["model"], r["tag"]))
-    tmp = manifest.with_name(f".{manifest.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps({"weights": rows}, indent=2) + "\n")
-    os.replace(tmp, manifest)
+    with replacing(manifest) as tmp:
+        tmp.write_text(json.dumps({"weights": rows}, indent=2) + "\n")

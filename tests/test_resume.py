@@ -225,6 +225,29 @@ def test_resume_state_is_written_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", path.name]
 
 
+def test_every_atomic_write_goes_through_one_helper_that_keeps_the_old_file_on_failure(tmp_path):
+    """``files.replacing``: the temporary file keeps the target's suffixes (Keras and NumPy check
+    them), becomes the target only when the block succeeds, and is gone either way."""
+    from keras_attn_zoo.files import replacing
+    from keras_attn_zoo.training.checkpoints import write_csv
+
+    path = tmp_path / "cache.npz"
+    with replacing(path) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.endswith(".cache.npz") and not tmp.exists()
+        np.savez(tmp, x=np.arange(3))  # NumPy would append ".npz" to a name without it
+    with np.load(path) as data:
+        assert data["x"].tolist() == [0, 1, 2]
+    with pytest.raises(RuntimeError, match="killed"):
+        with replacing(path) as tmp:
+            np.savez(tmp, x=np.arange(5))
+            raise RuntimeError("killed half-way")
+    with np.load(path) as data:
+        assert data["x"].tolist() == [0, 1, 2]
+    write_csv(tmp_path / "log.csv", ["epoch", "loss"], [{"epoch": 1, "loss": 0.5}])
+    assert (tmp_path / "log.csv").read_text().splitlines() == ["epoch,loss", "1,0.5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npz", "log.csv"]
+
+
 def test_trim_log_renumbers_a_log_written_from_zero(tmp_path):
     """A run started before the log counted epochs from 1 and resumed after: its rows are
     renumbered from 1 and trimmed to the checkpoint, so the log keeps one numbering and no

@@ -39,6 +39,7 @@ import keras
 from keras_attn_zoo import config
 from keras_attn_zoo.data.splits import ArraySplit, Batches, Split
 from keras_attn_zoo.data.tfds import TFDS_NAMES, tfds_split
+from keras_attn_zoo.files import replacing
 from keras_attn_zoo.decoding import check_header, decode_pixels
 from keras_attn_zoo.weights import sha256
 
@@ -635,10 +636,9 @@ def _archive_split(path, split, title, dataset, cache_dir, *, image_size, resize
         _bad_images(path, list(bad.values()), len(names), skip_bad_images)  # nothing is cached without it
         cached = held_out_file if held_out else split_file
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = cache / f".{cached.name}.{uuid.uuid4().hex}.tmp.npz"
-        np.savez(tmp, x=x, y=np.delete(labels, list(bad)), classes=np.asarray(classes),
-                 skipped=np.asarray(list(bad.values()), dtype=str), folder=np.asarray(folder or ""))
-        os.replace(tmp, cached)
+        with replacing(cached) as tmp:
+            np.savez(tmp, x=x, y=np.delete(labels, list(bad)), classes=np.asarray(classes),
+                     skipped=np.asarray(list(bad.values()), dtype=str), folder=np.asarray(folder or ""))
         read_before = False
     else:
         read_before = True

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import keras
 
+from keras_attn_zoo.files import replacing
+
 LOCK_FILE = ".training.lock"
 START_OVER = "run again with --overwrite (overwrite=True) to start the run over"
 
@@ -38,32 +40,18 @@ def finite(value):
     return value == value and abs(value) != float("inf")
 
 
-def _temporary(path):
-    """A temporary name beside ``path`` with its suffixes (Keras checks them)."""
-    path = Path(path)
-    return path.with_name(f".{uuid.uuid4().hex}.tmp.{path.name}")
-
-
 def save_weights(model, path):
     """``model.save_weights(path)`` under a temporary name, then renamed: never a partial file."""
-    tmp = _temporary(path)
-    try:
+    with replacing(path) as tmp:
         model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_json(path, value):
     """Write ``value`` as JSON under a temporary name, then rename: never a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(path)
-    try:
+    with replacing(path) as tmp:
         tmp.write_text(json.dumps(value, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_json(path, what, key=None):
@@ -184,15 +172,15 @@ def trim_log(path, epochs):
     kept = [row for row in rows if int(float(row["epoch"])) <= epochs]
     if len(kept) == len(rows) and not renumbered:
         return
-    tmp = _temporary(path)
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fields)
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_csv(path, fields, kept)
+
+
+def write_csv(path, fields, rows):
+    """Write ``rows`` (dicts) as CSV with the columns ``fields``, atomically."""
+    with replacing(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def remove_paths(*paths):
@@ -226,7 +214,7 @@ def run_lock(folder):
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_FILE
     host = socket.gethostname()
-    mine = _temporary(lock)
+    mine = lock.with_name(f".{uuid.uuid4().hex}.tmp.{lock.name}")
     mine.write_text(json.dumps({"pid": os.getpid(), "host": host}))  # whole before it becomes the lock
     try:
         while True:

@@ -28,7 +28,6 @@ import os
 import re
 import statistics
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,8 @@ import keras
 
 from keras_attn_zoo.data import ArraySplit, ChannelStats, load_split
 from keras_attn_zoo.registry import get_spec, load
-from keras_attn_zoo.training.checkpoints import save_weights, write_json
+from keras_attn_zoo.files import replacing
+from keras_attn_zoo.training.checkpoints import save_weights, write_csv, write_json
 from keras_attn_zoo.training.recipes import get_recipe, learning_rate_schedule
 from keras_attn_zoo.training.trainer import (
     LOG_FILE,
@@ -132,12 +132,8 @@ def write_checkpoint(folder, name, meta, arrays, max_part_bytes=None):
     epoch, count = meta["epochs_completed"], len(groups)
     paths = [folder / f"{name}.checkpoint-{epoch:04d}-{i}of{count}.npz" for i in range(1, count + 1)]
     for path, group in zip(paths, groups):
-        tmp = path.with_name(f".{uuid.uuid4().hex}.tmp.{path.name}")
-        try:
+        with replacing(path) as tmp:
             np.savez(tmp, meta=np.asarray(json.dumps(meta)), **{f"v{i:05d}": arrays[i] for i in group})
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
     remove_checkpoints(folder, name, keep=paths)
     return paths
 
@@ -184,19 +180,7 @@ def _file_sizes(model, variables):
 
 def _write_log(path, rows):
     """The per-epoch log as CSV (columns: epoch, then the rest sorted, as Keras' CSVLogger)."""
-    import csv
-
-    path = Path(path)
-    fields = ["epoch", *sorted({k for row in rows for k in row} - {"epoch"})]
-    tmp = path.with_name(f".{uuid.uuid4().hex}.tmp.{path.name}")
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_csv(path, ["epoch", *sorted({k for row in rows for k in row} - {"epoch"})], rows)
 
 
 class _Steps:

@@ -7,12 +7,11 @@ architecture (``registry.load``) and writes the row that ``weights.WeightRecord`
 import datetime
 import json
 import math
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 from keras_attn_zoo import weights as weights_lib
+from keras_attn_zoo.files import replacing
 from keras_attn_zoo.registry import load
 from keras_attn_zoo.training.checkpoints import trim_log
 
@@ -65,14 +64,14 @@ def publish(weights_file, tag, manifest=None, overwrite=False, url=None):
     file_name = f"{model}_{tag}.weights.h5"
     dest = manifest.parent / file_name
     manifest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{file_name}.{uuid.uuid4().hex}.part")
-    shutil.copyfile(weights_file, tmp)
-    os.replace(tmp, dest)
+    with replacing(dest) as tmp:
+        shutil.copyfile(weights_file, tmp)
     log = weights_file.parent / "training_log.csv"  # the per-epoch history stays with the weights
     log_name = f"logs/{model}_{tag}.training_log.csv"
     if log.is_file():
         (manifest.parent / "logs").mkdir(exist_ok=True)
-        shutil.copyfile(log, manifest.parent / log_name)
+        with replacing(manifest.parent / log_name) as tmp:
+            shutil.copyfile(log, tmp)
         # the epochs the weights were trained for, numbered from 1 (an earlier version's log from 0)
         trim_log(manifest.parent / log_name, record["training"].get("epochs_completed", math.inf))
     row = {

@@ -1,0 +1,31 @@
+"""Files written whole or not at all.
+
+:func:`replacing` is the one way the zoo writes a file that a kill must never leave half-written
+(weights, checkpoints, logs, records, the manifest, caches): the content goes to a temporary name
+beside the file, which is renamed over it only once it is complete.
+"""
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def replacing(path):
+    """Yield a temporary path beside ``path`` to write; on success it is renamed to ``path``.
+
+    The temporary name ends with ``path``'s own name, so the suffixes that Keras and NumPy check
+    (``.weights.h5``, ``.keras``, ``.npz``) are kept. If the block raises, or is killed, the
+    temporary file is removed and ``path`` is as it was.
+
+    >>> with replacing("run/log.csv") as tmp:
+    ...     tmp.write_text("epoch,loss\\n1,0.5\\n")  # run/log.csv appears only now, whole
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{uuid.uuid4().hex}.tmp.{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
