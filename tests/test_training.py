@@ -199,7 +199,7 @@ def test_the_results_page_states_the_seeds_spread_and_each_other_tag_against_it(
     data = "CIFAR-10 (JPEG copy, quality 75), test split, 10,000 images"
 
     def row(model, tag, error, **training):
-        return weights.WeightRecord(model=model, tag=tag, accuracy={"top1_error": error, "data": data},
+        return weights.WeightRecord(model=model, tag=tag, accuracy={"top1_error": error, "data": data, "images": 10000},
                                     training={"recipe": recipe, **training})
 
     records = [row("resnet20", "cifar10", 12.14), row("resnet20", "cifar10_seed1", 12.40, seed=1),
@@ -208,7 +208,8 @@ def test_the_results_page_states_the_seeds_spread_and_each_other_tag_against_it(
     plain = "onecycle: epochs 40, batch 128, onecycle lr 0.1, wd 0.0005"
     assert noise_lines(records) == [
         f"- `resnet20`, {plain}, {data}: cifar10 (seed 0) 12.14%, cifar10_seed1 (seed 1) 12.40%; "
-        "spread **0.26 points**, mean 12.27%.",
+        "spread **0.26 points**, mean 12.27%; the test set's sampling error of one run: 0.33 points "
+        "(binomial standard error, 10,000 images).",  # sqrt(0.1227 * 0.8773 / 10000) = 0.00328
         f"  - cifar10_dat ({plain}; objective dat): 11.50%, -0.77 points from the seeds' mean."]
     assert noise_lines(records[2:]) == []
     assert "No model is published with two seeds of one recipe yet" in results_markdown([])

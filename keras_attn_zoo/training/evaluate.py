@@ -7,6 +7,7 @@ results page is generated from those two, never typed.
 """
 
 import datetime
+import math
 import re
 from pathlib import Path
 
@@ -311,7 +312,9 @@ def results_markdown(rows):
         lines.append("| (no weights are published yet) | | | | | | |")
     lines += ["", "## Run-to-run noise", "",
               "Two runs of one recipe that differ only in their seed differ by chance alone: that spread is the",
-              "scale for every other difference between single runs of the same model on the same data.", ""]
+              "scale for every other difference between single runs of the same model on the same data. Two seeds",
+              "are one draw of it, not its distribution: a difference within it is noise, one beyond it is a hint,",
+              "not yet a finding.", ""]
     lines += noise_lines(list(map(weights_lib.WeightRecord.from_row, rows))) or [
         "No model is published with two seeds of one recipe yet: no difference in the table above is "
         "stated with its noise."]
@@ -321,7 +324,9 @@ def results_markdown(rows):
 def noise_lines(records):
     """Markdown list items: for every model published with several seeds of one recipe (the same
     :func:`recipe_text` but for the seed, measured on the same data), their errors and spread, and
-    each other tag of that model on that data against the seeds' mean."""
+    each other tag of that model on that data against the seeds' mean. Beside the spread stands
+    the test set's own sampling error of one run at the seeds' mean error, the binomial standard
+    error ``sqrt(p (1 - p) / n)`` over its ``n`` images (from the records' ``images``)."""
     def error(record):
         return record.accuracy["top1_error"]
 
@@ -340,7 +345,11 @@ def noise_lines(records):
             errors = [error(r) for r in seeds]
             mean, spread = sum(errors) / len(errors), max(errors) - min(errors)
             listed = ", ".join(f"{r.tag} (seed {r.training.get('seed') or 0}) {error(r):.2f}%" for r in seeds)
-            lines.append(f"- `{model}`, {recipe}, {data}: {listed}; spread **{spread:.2f} points**, mean {mean:.2f}%.")
+            images = seeds[0].accuracy.get("images")
+            sampling = (f"; the test set's sampling error of one run: {100 * math.sqrt(mean / 100 * (1 - mean / 100) / images):.2f} "
+                        f"points (binomial standard error, {images:,} images)" if images else "")
+            lines.append(f"- `{model}`, {recipe}, {data}: {listed}; spread **{spread:.2f} points**, mean {mean:.2f}%"
+                         f"{sampling}.")
             for other in sorted((r for r in group if r not in seeds), key=lambda r: r.tag):
                 lines.append(f"  - {other.tag} ({recipe_text(other.training)}): {error(other):.2f}%, "
                              f"{error(other) - mean:+.2f} points from the seeds' mean.")
