@@ -94,6 +94,41 @@ def test_explain_draws_the_target_and_confusing_maps(tmp_path, capsys):
         discriminative_attention(model, images, class_index=10)
 
 
+def test_overlap_summary_is_the_mean_of_the_per_image_soft_ious_and_the_script_writes_its_table(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from keras_attn_zoo.explain.discriminative import discriminative_attention, overlap_summary
+
+    model = load("resnet20", weights="cifar10")
+    images = np.random.default_rng(1).normal(size=(20, 32, 32, 3)).astype("float32")
+    labels = np.arange(20) % 10
+    whole = discriminative_attention(model, images, class_index=labels, batch_size=20)
+    summary = overlap_summary(model, images, labels, batch_size=1)  # two blocks of 16 and 4 images
+    assert summary["images"] == 20 and summary["last_layer"] == "stage3_block3_out"
+    assert summary["top1"] == pytest.approx(np.mean(whole.scores.argmax(-1) == labels))
+    for key in ("soft_iou_inner", "soft_iou_last", "consistency"):
+        values = getattr(whole, key)
+        assert summary[key]["mean"] == pytest.approx(np.mean(values), rel=1e-5)
+        assert summary[key]["sem"] == pytest.approx(np.std(values, ddof=1) / np.sqrt(20), rel=1e-4)
+    with pytest.raises(ValueError, match="20 images but 3 labels"):
+        overlap_summary(model, images, labels[:3])
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "dat_overlap.py"
+    spec = importlib.util.spec_from_file_location("dat_overlap_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "overlap.md"
+    assert script.main(["resnet20", "--weights", "cifar10", "--data", str(CIFAR10_ARCHIVE), "--limit", "6",
+                        "--batch-size", "4", "-o", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    (row,) = report["rows"]
+    assert row["weights"] == "cifar10" and row["images"] == 6 and 0 <= row["soft_iou_last"]["mean"] <= 1
+    text = out.read_text()
+    assert text.split("\n")[2].startswith("Written by `python scripts/dat_overlap.py resnet20 --weights cifar10 ")
+    assert f"| cifar10 | {100 * row['top1']:.2f}% | {row['soft_iou_inner']['mean']:.4f} ± " in text
+
+
 def test_benchmark_objective_mode_smoke(capsys):
     """The objective's step-time cost against plain training (not timed: the rows are only
     checked for consistency); second order is skipped on TensorFlow and says so."""
