@@ -3,13 +3,25 @@
 :func:`replacing` is how the zoo writes a single file that a kill must never leave half-written
 (weights, checkpoints, logs, records, the manifest, caches): the content goes to a temporary name
 beside the file, which is renamed over it only once it is complete. (Writes of two files together,
-streamed downloads and export folders have their own two-step writes.)
+streamed downloads and export folders have their own two-step writes.) :func:`write_page` writes
+a measurement page: its markdown and a ``.json`` of the same figures beside it.
 """
 
 import contextlib
+import json
 import os
 import uuid
 from pathlib import Path
+
+
+def temporary_name(path):
+    """A hidden, unique name beside ``path`` that ends with ``path``'s own name.
+
+    >>> temporary_name("run/log.csv").name  # doctest: +ELLIPSIS
+    '....tmp.log.csv'
+    """
+    path = Path(path)
+    return path.with_name(f".{uuid.uuid4().hex}.tmp.{path.name}")
 
 
 @contextlib.contextmanager
@@ -24,10 +36,23 @@ def replacing(path):
     >>> with replacing("run/log.csv") as tmp:
     ...     tmp.write_text("epoch,loss\\n1,0.5\\n")  # run/log.csv appears only now, whole
     """
-    path = Path(path)
-    tmp = path.with_name(f".{uuid.uuid4().hex}.tmp.{path.name}")
+    tmp = temporary_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_page(path, text, record):
+    """Write the markdown ``text`` to ``path`` and the JSON ``record`` beside it (``.json``), each whole.
+
+    The folder is made if needed. Returns the JSON file's path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    beside = path.with_suffix(".json")
+    for target, content in ((path, text), (beside, json.dumps(record, indent=2) + "\n")):
+        with replacing(target) as tmp:
+            tmp.write_text(content)
+    return beside

@@ -11,7 +11,6 @@ give its baseline. See ``keras_attn_zoo.explain.discriminative.overlap_summary``
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -50,11 +49,10 @@ def main(argv=None):
 
     from keras_attn_zoo.data import load_split
     from keras_attn_zoo.explain.discriminative import overlap_summary
+    from keras_attn_zoo.files import write_page
     from keras_attn_zoo.images import preprocess
     from keras_attn_zoo.registry import load_for_inference
     from keras_attn_zoo.training.trainer import command_line, hardware
-
-    import numpy as np
 
     rows, split = [], None
     for weights in args.weights:
@@ -63,8 +61,7 @@ def main(argv=None):
             print(f"WARNING: {note}", file=sys.stderr)
         if split is None:  # the same images for every weights
             split = load_split(args.data, args.split, image_size=loaded.model.input_shape[1:3], limit=args.limit)
-            xs, ys = zip(*split.batches(256))
-            images, labels = np.concatenate(xs), np.concatenate(ys)
+            images, labels = split.arrays()
         print(f"{args.model} ({weights}): {split.description}", file=sys.stderr)
         summary = overlap_summary(loaded.model, preprocess(images, loaded.normalization), labels, args.batch_size,
                                   progress=True)
@@ -76,12 +73,8 @@ def main(argv=None):
     text = markdown(f"Attention overlap of the true and the most confusing class: {args.model}", written, rows)
     print(text)
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        out.with_suffix(".json").write_text(json.dumps(
-            {"model": args.model, "command": command, "data": description,
-             "rows": [{"weights": w, **s} for w, s in rows]}, indent=2) + "\n")
+        write_page(args.output, text, {"model": args.model, "command": command, "data": description,
+                                       "rows": [{"weights": w, **s} for w, s in rows]})
     return 0
 
 

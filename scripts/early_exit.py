@@ -10,7 +10,6 @@ describe the idea; no published code implements it): see ``keras_attn_zoo.early_
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,10 +33,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import keras
-    import numpy as np
 
     from keras_attn_zoo.data import load_split
     from keras_attn_zoo.early_exit import sweep, sweep_markdown
+    from keras_attn_zoo.files import write_page
     from keras_attn_zoo.images import preprocess
     from keras_attn_zoo.registry import load_for_inference
     from keras_attn_zoo.training.trainer import command_line, hardware
@@ -47,9 +46,8 @@ def main(argv=None):
     for note in loaded.notes:
         print(f"WARNING: {note}", file=sys.stderr)
     split = load_split(args.data, args.split, image_size=model.input_shape[1:3], limit=args.limit)
-    xs, ys = zip(*(batch for batch in split.batches(256)))
-    images = preprocess(np.concatenate(xs), loaded.normalization)
-    labels = np.concatenate(ys)
+    images, labels = split.arrays()
+    images = preprocess(images, loaded.normalization)
     report = sweep(model, images, labels, args.thresholds, args.latency_images, args.batch_size)
     title = (f"Early exit: {model.name} ({args.weights or 'random weights'}), {split.description}")
     command = command_line("python", ["scripts/early_exit.py", *(sys.argv[1:] if argv is None else argv)])
@@ -59,11 +57,8 @@ def main(argv=None):
     text = sweep_markdown(report, title, written)
     print(text)
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        out.with_suffix(".json").write_text(json.dumps({"model": model.name, "weights": args.weights, "command": command,
-                                                        "data": split.description, **report}, indent=2) + "\n")
+        write_page(args.output, text, {"model": model.name, "weights": args.weights, "command": command,
+                                       "data": split.description, **report})
     return 0
 
 

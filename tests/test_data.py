@@ -118,6 +118,12 @@ def test_streaming_split_gives_the_same_batches(tmp_path):
     np.testing.assert_array_equal(x, memory.x[4:8])
     np.testing.assert_array_equal(y, memory.y[4:8])
     assert len(stream.batches(4)) == 3 and len(stream.batches(4, drop_remainder=True)) == 2
+    # every image at once, in order, from either kind of split
+    for split in (memory, stream):
+        images, labels = split.arrays(batch_size=4)
+        np.testing.assert_array_equal(images, memory.x)
+        np.testing.assert_array_equal(labels, memory.y)
+        assert images.dtype == np.uint8 and labels.dtype == np.int32
 
 
 @pytest.mark.multibackend

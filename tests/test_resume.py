@@ -248,6 +248,22 @@ def test_every_atomic_write_goes_through_one_helper_that_keeps_the_old_file_on_f
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npz", "log.csv"]
 
 
+def test_a_measurement_page_is_its_markdown_with_the_same_figures_as_json_beside_it(tmp_path):
+    from keras_attn_zoo.files import temporary_name, write_page
+
+    assert temporary_name(tmp_path / "a.md") != temporary_name(tmp_path / "a.md")
+    assert temporary_name(tmp_path / "a.md").name.startswith(".") and temporary_name("a.md").name.endswith(".tmp.a.md")
+    beside = write_page(tmp_path / "docs" / "overlap.md", "# Overlap\n", {"top1": 0.8657, "rows": [1, 2]})
+    assert beside == tmp_path / "docs" / "overlap.json"
+    assert (tmp_path / "docs" / "overlap.md").read_text() == "# Overlap\n"
+    assert json.loads(beside.read_text()) == {"top1": 0.8657, "rows": [1, 2]}
+    with pytest.raises(TypeError):  # a figure JSON cannot hold: the old page stays, nothing half-written
+        write_page(tmp_path / "docs" / "overlap.md", "# New\n", {"top1": object()})
+    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["overlap.json", "overlap.md"]
+    assert json.loads(beside.read_text())["top1"] == 0.8657
+    assert (tmp_path / "docs" / "overlap.md").read_text() == "# Overlap\n"
+
+
 def test_trim_log_renumbers_a_log_written_from_zero(tmp_path):
     """A run started before the log counted epochs from 1 and resumed after: its rows are
     renumbered from 1 and trimmed to the checkpoint, so the log keeps one numbering and no

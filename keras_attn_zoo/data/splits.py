@@ -62,6 +62,15 @@ class Split(abc.ABC):
     def sample_images(self, count, seed=0):
         """Up to ``count`` images (uint8 array), drawn at random with a seed, for statistics."""
 
+    def arrays(self, batch_size=256):
+        """All images (uint8, (N, H, W, C)) and labels (int32, (N,)) of the split, in order, as two arrays.
+
+        For measurements that need every image at once; a split larger than memory is read with
+        :meth:`batches` instead.
+        """
+        xs, ys = zip(*((np.asarray(x), np.asarray(y)) for x, y in self.batches(batch_size)))
+        return np.concatenate(xs), np.concatenate(ys).astype("int32")
+
 
 @dataclasses.dataclass
 class ArraySplit(Split):
@@ -88,6 +97,9 @@ class ArraySplit(Split):
 
     def batches(self, batch_size, shuffle=False, seed=0, drop_remainder=False):
         return Batches(len(self.x), lambda idx: (self.x[idx], self.y[idx]), batch_size, shuffle, seed, drop_remainder)
+
+    def arrays(self, batch_size=256):
+        return self.x, self.y
 
     def sample_images(self, count, seed=0):
         if count >= len(self.x):

@@ -24,12 +24,11 @@ import re
 import shutil
 import socket
 import sys
-import uuid
 from pathlib import Path
 
 import keras
 
-from keras_attn_zoo.files import replacing
+from keras_attn_zoo.files import replacing, temporary_name
 
 LOCK_FILE = ".training.lock"
 START_OVER = "run again with --overwrite (overwrite=True) to start the run over"
@@ -214,7 +213,7 @@ def run_lock(folder):
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_FILE
     host = socket.gethostname()
-    mine = lock.with_name(f".{uuid.uuid4().hex}.tmp.{lock.name}")
+    mine = temporary_name(lock)
     mine.write_text(json.dumps({"pid": os.getpid(), "host": host}))  # whole before it becomes the lock
     try:
         while True:
