@@ -94,7 +94,7 @@ def test_explain_draws_the_target_and_confusing_maps(tmp_path, capsys):
         discriminative_attention(model, images, class_index=10)
 
 
-def test_overlap_summary_is_the_mean_of_the_per_image_soft_ious_and_the_script_writes_its_table(tmp_path):
+def test_overlap_summary_is_the_mean_of_the_per_image_soft_ious_and_the_script_writes_its_table(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
 
@@ -104,7 +104,8 @@ def test_overlap_summary_is_the_mean_of_the_per_image_soft_ious_and_the_script_w
     images = np.random.default_rng(1).normal(size=(20, 32, 32, 3)).astype("float32")
     labels = np.arange(20) % 10
     whole = discriminative_attention(model, images, class_index=labels, batch_size=20)
-    summary = overlap_summary(model, images, labels, batch_size=1)  # two blocks of 16 and 4 images
+    summary = overlap_summary(model, images, labels, batch_size=1, progress=True)  # twenty passes, one image each
+    assert "20/20" in capsys.readouterr().out  # its progress bar, counted in images
     assert summary["images"] == 20 and summary["last_layer"] == "stage3_block3_out"
     assert summary["top1"] == pytest.approx(np.mean(whole.scores.argmax(-1) == labels))
     for key in ("soft_iou_inner", "soft_iou_last", "consistency"):

@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import keras
 from keras import ops
 
 from keras_attn_zoo.explain.outputs import functional
@@ -49,8 +50,8 @@ class DiscriminativeAttention:
 
 
 def discriminative_attention(model, images, class_index=None, inner_layer=None, last_layer=None,
-                             attention="channel", batch_size=32):
-    """Target and most-confusing-class attention maps of a batch, with their soft IoU.
+                             attention="channel", batch_size=32, progress=False):
+    """Target and most-confusing-class attention maps of some images, with their soft IoU.
 
     Args:
         model: a functional classifier ending in a Dense layer (any registry model but the
@@ -61,11 +62,11 @@ def discriminative_attention(model, images, class_index=None, inner_layer=None, 
         inner_layer, last_layer: the layers. Default to the registry's ``dat_layers``.
         attention: "channel" (A_ch) or "pixel" (A_px). Defaults to "channel".
         batch_size: images per pass. Defaults to 32.
+        progress: show a progress bar over the images. Defaults to False.
 
     Returns:
         A :class:`DiscriminativeAttention`.
     """
-
     model = functional(model)
     wrapper = dat_model(model, objective={"inner_layer": inner_layer, "last_layer": last_layer,
                                           "attention": attention})
@@ -78,6 +79,7 @@ def discriminative_attention(model, images, class_index=None, inner_layer=None, 
         classes = model.output_shape[-1]
         if np.any(labels < 0) or np.any(labels >= classes):
             raise ValueError(f"class_index must be in [0, {classes}), got {labels.tolist()}.")
+    bar = keras.utils.Progbar(len(images), unit_name="image") if progress else None
     parts = []
     for start in range(0, len(images), batch_size):
         chunk = None if labels is None else labels[start:start + batch_size]
@@ -86,6 +88,8 @@ def discriminative_attention(model, images, class_index=None, inner_layer=None, 
             "scores": out["scores"], "target": out["target"], "confusing": out["confusing"],
             **out["maps"], **out["terms"],
         })
+        if bar is not None:
+            bar.add(len(out["scores"]))
     joined = {k: np.concatenate([ops.convert_to_numpy(p[k]) for p in parts]) for k in parts[0]}
     config = wrapper.dat_config
     return DiscriminativeAttention(
@@ -161,23 +165,14 @@ def overlap_summary(model, images, labels, batch_size=64, progress=False):
         ``consistency`` the ``mean`` and its standard error ``sem`` over the images; plus the
         ``inner_layer`` and ``last_layer``.
     """
-    import keras
-
     labels = np.asarray(labels, dtype="int64")
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels.")
-    bar = keras.utils.Progbar(len(images), unit_name="image") if progress else None
-    parts, block = [], 16 * batch_size  # a block per progress step, not a wrapper per batch
-    for start in range(0, len(images), block):
-        chunk = slice(start, start + block)
-        parts.append(discriminative_attention(model, images[chunk], labels[chunk], batch_size=batch_size))
-        if bar is not None:
-            bar.add(len(labels[chunk]))
-    summary = {"images": len(labels),
-               "top1": float(np.mean(np.concatenate([p.scores.argmax(-1) for p in parts]) == labels)),
-               "inner_layer": parts[0].inner_layer, "last_layer": parts[0].last_layer}
+    result = discriminative_attention(model, images, labels, batch_size=batch_size, progress=progress)
+    summary = {"images": len(labels), "top1": float(np.mean(result.scores.argmax(-1) == labels)),
+               "inner_layer": result.inner_layer, "last_layer": result.last_layer}
     for key in ("soft_iou_inner", "soft_iou_last", "consistency"):
-        values = np.concatenate([getattr(p, key) for p in parts]).astype("float64")
+        values = np.asarray(getattr(result, key), dtype="float64")
         sem = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
         summary[key] = {"mean": float(np.mean(values)), "sem": sem}
     return summary
